@@ -1,0 +1,1 @@
+"""Loyal: recommendations, churn risk and personalised offers for retailers."""

@@ -1,0 +1,118 @@
+"""The synthetic retailer: deterministic, multi-channel, and carrying the structure it says it plants."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from loyal.home import ground_truth_dir
+from loyal.ingest import ingest_synthetic
+from loyal.store import read_table
+from loyal.synthetic import SyntheticConfig
+
+from conftest import tree_digest
+
+CONFIG = SyntheticConfig(customers=3_000, days=365, seed=3)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    home = tmp_path_factory.mktemp("synthetic")
+    summary = ingest_synthetic(CONFIG, home)
+    tables = {name: read_table(home, name) for name in ("transactions", "events", "customers", "items")}
+    truth = {name: pd.read_parquet(ground_truth_dir(home) / f"{name}.parquet")
+             for name in ("customers", "taste_groups", "staples")}
+    return home, summary, tables, truth
+
+
+def test_summary_reconciles_and_every_table_is_filled(world):
+    _, summary, tables, _ = world
+    assert summary["rows_read"] == summary["rows_kept"] and summary["rows_quarantined"] == 0
+    assert summary["tables"]["customers"]["rows_total"] == CONFIG.customers
+    assert all(len(t) for t in tables.values())
+
+
+def test_same_seed_same_data_and_a_second_ingest_changes_nothing(world, tmp_path):
+    home, _, _, _ = world
+    before = tree_digest(home / "canonical")
+    again = ingest_synthetic(CONFIG, home)
+    assert tree_digest(home / "canonical") == before
+    assert all(t["rows_added"] == 0 for t in again["tables"].values())
+    elsewhere = tmp_path / "other"
+    ingest_synthetic(CONFIG, elsewhere)
+    assert tree_digest(elsewhere / "canonical") == before
+
+
+def test_multi_channel_with_events_consent_and_tiers(world):
+    _, _, tables, _ = world
+    assert set(tables["transactions"]["channel"]) == {"web", "app", "store"}
+    assert set(tables["events"]["event_type"]) == {"view", "add_to_cart"}
+    assert (tables["transactions"]["quantity"] < 0).any()  # returns exist
+    opt_in = tables["customers"]["email_opt_in"].mean()
+    assert 0.5 < opt_in < 0.7
+    assert set(tables["customers"]["loyalty_tier"]) == {"bronze", "silver", "gold"}
+    assert tables["items"]["category"].notna().all()
+
+
+def test_taste_groups_buy_from_their_categories(world):
+    _, _, tables, truth = world
+    sales = tables["transactions"].query("quantity > 0").merge(tables["items"][["item_id", "category"]])
+    sales = sales.merge(truth["customers"][["customer_id", "taste_group"]])
+    own = truth["taste_groups"].assign(own=True)
+    share_own = sales.merge(own, on=["taste_group", "category"], how="left")["own"].notna().mean()
+    # Planted: 30 % staples (from own categories) + 70 % x 80 % own categories = 86 % (plus chance hits).
+    # Without planted tastes, 3 of 24 categories would get about 1/8 of the lines.
+    assert share_own > 0.8
+
+
+def test_customers_rebuy_their_staples(world):
+    _, _, tables, truth = world
+    sales = tables["transactions"].query("quantity > 0")
+    staples = truth["staples"].assign(staple=True).drop_duplicates()
+    share = sales.merge(staples, on=["customer_id", "item_id"], how="left")["staple"].notna().mean()
+    assert share > 0.3
+
+
+def test_churners_fade_and_stop(world):
+    _, _, tables, truth = world
+    sales = tables["transactions"].query("quantity > 0")
+    churners = truth["customers"].query("is_churner")
+    last = sales.groupby("customer_id")["timestamp"].max()
+    joined = churners.set_index("customer_id").join(last, how="inner")
+    assert (joined["timestamp"] <= joined["churn_date"]).all()  # nobody buys after churning
+    # In the fade's last third a churner buys at under a third of their full rate; compare with the 90 days
+    # before the fade started, for churners whose whole fade lies inside the window.
+    start = pd.Timestamp(CONFIG.start, tz="UTC")
+    end = start + pd.Timedelta(days=CONFIG.days)
+    inside = churners[(churners["churn_date"] < end) & (churners["churn_date"] - pd.Timedelta(days=210) > start)]
+    bought = sales.merge(inside[["customer_id", "churn_date"]])
+    days_before = (bought["churn_date"] - bought["timestamp"]).dt.days
+    late = (days_before < 40).sum() / 40
+    early = ((days_before >= 120) & (days_before < 210)).sum() / 90
+    assert late < 0.35 * early
+
+
+def test_non_churners_keep_buying(world):
+    _, _, tables, truth = world
+    sales = tables["transactions"].query("quantity > 0")
+    end = pd.Timestamp(CONFIG.start, tz="UTC") + pd.Timedelta(days=CONFIG.days)
+    recent = set(sales.loc[sales["timestamp"] > end - pd.Timedelta(days=90), "customer_id"])
+    people = truth["customers"].assign(recent=lambda d: d["customer_id"].isin(recent))
+    gone = people["churn_date"] < end - pd.Timedelta(days=90)
+    assert people.loc[~people["is_churner"], "recent"].mean() > 0.5
+    assert gone.sum() > 100 and people.loc[gone, "recent"].sum() == 0
+
+
+@pytest.mark.slow
+def test_a_million_customers_in_minutes(tmp_path):
+    """Scale check (the benchmark benchmarks/synthetic_scale.py records the figures)."""
+    import resource
+    import time
+
+    began = time.perf_counter()
+    summary = ingest_synthetic(SyntheticConfig(customers=1_000_000), tmp_path)
+    assert summary["tables"]["customers"]["rows_total"] == 1_000_000
+    assert time.perf_counter() - began < 600
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss < 4 * 2**20  # KiB: under 4 GiB
+    assert np.isfinite(summary["rows_read"])
