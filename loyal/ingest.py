@@ -78,14 +78,18 @@ def _normalise_header(name: str) -> str:
     return re.sub(r"[^a-z0-9]", "", str(name).lower())
 
 
-def _check_share(bad: pd.Series, present: pd.Series, values: pd.Series, what: str, source: Path,
-                 config: IngestConfig) -> None:
+def _flag_unparseable(values: pd.Series, parsed: pd.Series, kind: str, column: str, reason: str, source: Path,
+                      verdicts: Verdicts, config: IngestConfig) -> None:
+    """Flag rows whose present value did not parse; refuse the file when too many did not."""
+    present = values.notna()
+    bad = present & parsed.isna()
     n_bad, n_present = int(bad.sum()), int(present.sum())
     if n_present and n_bad > config.max_unparseable_share * n_present:
         example = str(values[bad].iloc[0])[:40]
         raise LoyalError(
-            f"{source}: {what} in {n_bad:,} of {n_present:,} rows (first: {example!r})"
+            f"{source}: column '{column}' has {kind} in {n_bad:,} of {n_present:,} rows (first: {example!r})"
         )
+    verdicts.flag(bad, reason)
 
 
 def parse_timestamps(values: pd.Series, formats: tuple[str, ...] = ("ISO8601",)) -> pd.Series:
@@ -126,7 +130,6 @@ def parse_booleans(values: pd.Series) -> pd.Series:
 def _typed(values: pd.Series, arrow_type: pa.DataType, column: str, source: Path, verdicts: Verdicts,
            config: IngestConfig) -> pd.Series:
     """Parse a column to its canonical type, flagging rows whose present value will not parse."""
-    present = values.notna()
     if arrow_type == s.TIMESTAMP_TYPE:
         parsed, kind = parse_timestamps(values), "dates that do not parse"
     elif arrow_type == pa.int64():
@@ -137,9 +140,7 @@ def _typed(values: pd.Series, arrow_type: pa.DataType, column: str, source: Path
         parsed, kind = parse_booleans(values), "values that are not true/false"
     else:
         return values
-    bad = present & parsed.isna()
-    _check_share(bad, present, values, f"column '{column}' has {kind}", source, config)
-    verdicts.flag(bad, f"bad_{column}")
+    _flag_unparseable(values, parsed, kind, column, f"bad_{column}", source, verdicts, config)
     return parsed
 
 
@@ -262,11 +263,8 @@ def parse_online_retail(raw: pd.DataFrame, source: Path, config: IngestConfig) -
         ("unit_price", price, "values that are not numbers"),
         ("invoice_date", timestamp, "dates that do not parse"),
     ):
-        present = col[name].notna()
-        bad = present & parsed.isna()
-        _check_share(bad, present, col[name], f"column '{columns[name]}' has {kind}", source, config)
-        verdicts.flag(~present, f"missing_{name}")
-        verdicts.flag(bad, f"bad_{name}")
+        verdicts.flag(col[name].isna(), f"missing_{name}")
+        _flag_unparseable(col[name], parsed, kind, columns[name], f"bad_{name}", source, verdicts, config)
 
     # CustomerID is written as a float in some exports ("17850.0").
     customer = col["customer"].str.replace(r"\.0+$", "", regex=True)
