@@ -193,6 +193,7 @@ def parse_canonical(raw: pd.DataFrame, table: s.Table, source: Path, config: Ing
 
 
 def _duplicated_among_kept(frame: pd.DataFrame, verdicts: Verdicts) -> np.ndarray:
+    """Rows still kept that copy an earlier kept row exactly; the first copy stays."""
     kept = verdicts.kept
     duplicated = np.zeros(len(frame), dtype=bool)
     duplicated[kept] = frame[kept].duplicated(keep="first").to_numpy()
@@ -282,10 +283,7 @@ def parse_online_retail(raw: pd.DataFrame, source: Path, config: IngestConfig) -
     # A cancellation invoice takes goods back: a positive quantity on one contradicts itself.
     verdicts.flag(is_cancellation & (quantity > 0), "cancellation_with_positive_quantity")
     # An exact copy of an earlier line of the file (same invoice, item, quantity, time, price, customer).
-    duplicated = np.zeros(len(raw), dtype=bool)
-    kept = verdicts.kept
-    duplicated[kept] = raw[kept].duplicated(keep="first").to_numpy()
-    verdicts.flag(duplicated, "duplicate_row")
+    verdicts.flag(_duplicated_among_kept(raw, verdicts), "duplicate_row")
 
     kept = verdicts.kept
     # Cancellations become returns: their quantity is already negative and they carry their customer, so they
