@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import warnings
+from datetime import datetime
 from pathlib import Path
 from typing import Optional
 
@@ -100,7 +103,123 @@ def run(
     except LoyalError as error:
         raise _fail(error) from None
     _log_to_mlflow_run(result["ingest"], "ingest")
+    _log_to_mlflow_run(result["features"], "features")
     _print_json(result)
+
+
+features_app = typer.Typer(
+    help="The Feast feature store: compute features, fill the online store, read them back.\n\n"
+    "The live Feast repo is $LOYAL_HOME/feast. The online store is SQLite; set "
+    "LOYAL_ONLINE_STORE=redis://HOST:PORT for Redis.",
+    no_args_is_help=True,
+)
+app.add_typer(features_app, name="features")
+
+
+@contextlib.contextmanager
+def _stale_warnings_to_stderr():
+    """Stale-feature warnings become one `loyal: warning:` line each; the command still succeeds."""
+    from loyal.features.online import StaleFeaturesWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", StaleFeaturesWarning)
+        yield
+    for warning in caught:
+        if issubclass(warning.category, StaleFeaturesWarning):
+            typer.echo(f"loyal: warning: {warning.message}", err=True)
+
+
+@features_app.command(
+    "build",
+    epilog="Examples:\n\n  loyal features build\n\n  loyal features build --start 2011-01-01 --every 7",
+)
+def features_build(
+    start: Optional[datetime] = typer.Option(
+        None, formats=["%Y-%m-%d"], help="first snapshot date (default: the day after the first event)"
+    ),
+    end: Optional[datetime] = typer.Option(
+        None, formats=["%Y-%m-%d"], help="last snapshot date (default: the day after the last event)"
+    ),
+    every: int = typer.Option(1, help="days between snapshots"),
+) -> None:
+    """Compute every feature at each snapshot date from the canonical tables, write the offline data and apply
+    the Feast repo. A row stamped T uses only events strictly before T. Prints the build's lineage record."""
+    from loyal.features.repo import BuildConfig, build
+
+    config = BuildConfig(start=start and start.date(), end=end and end.date(), every=every)
+    try:
+        record = build(loyal_home(), config)
+    except LoyalError as error:
+        raise _fail(error) from None
+    _log_to_mlflow_run(record, "features")
+    _print_json(record)
+
+
+@features_app.command("materialize")
+def features_materialize(
+    full: bool = typer.Option(False, "--full", help="rewrite every view from its earliest row, not incrementally"),
+) -> None:
+    """Fill the online store with the latest values of the last build; after new data, only what is new."""
+    from loyal.features.repo import materialize
+
+    try:
+        _print_json(materialize(loyal_home(), full=full))
+    except LoyalError as error:
+        raise _fail(error) from None
+
+
+@features_app.command(
+    "historical",
+    epilog="Example:\n\n  loyal features historical --entities entities.csv --output training.parquet\n\n"
+    "entities.csv:  customer_id,event_timestamp\n               17850,2011-06-01",
+)
+def features_historical(
+    entities: Path = typer.Option(..., help="CSV or parquet with customer_id and event_timestamp (and item_id "
+                                  "for offers_v1)"),
+    output: Path = typer.Option(..., help="where to write the features: .parquet or .csv"),
+    service: Optional[str] = typer.Option(None, help="a FeatureService (churn_v1, offers_v1); default: every "
+                                          "customer feature"),
+) -> None:
+    """The features of each (customer, time) row as they were at that time, through Feast's point-in-time join."""
+    from loyal.features.repo import historical_features
+    from loyal.readers import read_raw
+
+    try:
+        if output.suffix not in (".parquet", ".csv"):
+            raise LoyalError(f"{output}: the output must end in .parquet or .csv")
+        with _stale_warnings_to_stderr():
+            frame = historical_features(loyal_home(), read_raw(entities), service)
+        _write_atomically(frame, output)
+    except LoyalError as error:
+        raise _fail(error) from None
+    typer.echo(json.dumps({"rows": len(frame), "columns": len(frame.columns), "output": str(output)}))
+
+
+@features_app.command("show", epilog="Example:\n\n  loyal features show 17850")
+def features_show(customer_id: str = typer.Argument(..., help="the customer's id")) -> None:
+    """Print (JSON) what the online store holds for one customer, with the time each view is as of."""
+    from loyal.features.online import show
+
+    try:
+        with _stale_warnings_to_stderr():
+            result = show(loyal_home(), customer_id)
+    except LoyalError as error:
+        raise _fail(error) from None
+    _print_json(result)
+
+
+def _write_atomically(frame, output: Path) -> None:
+    """Write beside the target and rename, so a failure never leaves a half-written file."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(f".{output.name}.tmp")
+    try:
+        if output.suffix == ".parquet":
+            frame.to_parquet(tmp, index=False)
+        else:
+            frame.to_csv(tmp, index=False)
+        os.replace(tmp, output)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

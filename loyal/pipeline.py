@@ -1,5 +1,5 @@
-"""The main job, end to end on the default data. Today: ingest. Each later step (features, training, serving)
-joins here, so that `loyal run` always shows the whole product working."""
+"""The main job, end to end on the default data. Today: ingest, then the feature store (build and materialize).
+Each later step (training, serving) joins here, so that `loyal run` always shows the whole product working."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from loyal.features.repo import build, materialize
 from loyal.ingest import ingest_file, ingest_synthetic
 from loyal.synthetic import SyntheticConfig
 
@@ -29,4 +30,6 @@ def run_main_job(data: Path, home: Path, synthetic: SyntheticConfig = SyntheticC
     else:
         print(f"loyal: {data} not found. {HOW_TO_GET_DATA} Running on synthetic data instead.", file=sys.stderr)
         ingest = ingest_synthetic(synthetic, home)
-    return {"ingest": ingest}
+    features = build(home)
+    online = materialize(home)
+    return {"ingest": ingest, "features": features, "online_store": online}

@@ -42,3 +42,59 @@ def tree_digest(folder: Path) -> dict[str, str]:
         for p in sorted(folder.rglob("*"))
         if p.is_file()
     }
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def redis_url():
+    """A real redis-server on a free loopback port for this test session (Debian package redis-server).
+
+    Absent binary: skipped locally, a failure in CI (CI=true), where .ci/run installs it."""
+    import os
+    import shutil
+    import subprocess
+    import time
+
+    server = shutil.which("redis-server")
+    if server is None:
+        if os.environ.get("CI"):
+            pytest.fail("redis-server is not installed: .ci/run should have installed the Debian package")
+        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+    port = _free_port()
+    process = subprocess.Popen(
+        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    import redis
+
+    client = redis.Redis(port=port)
+    for _ in range(100):
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    yield f"redis://127.0.0.1:{port}"
+    process.terminate()
+    process.wait(timeout=10)
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def online_store(request, monkeypatch) -> str:
+    """Each online test runs against the embedded SQLite store and against a real Redis server."""
+    if request.param == "sqlite":
+        monkeypatch.delenv("LOYAL_ONLINE_STORE", raising=False)
+        return "sqlite"
+    url = request.getfixturevalue("redis_url")
+    import redis
+
+    redis.Redis.from_url(url).flushall()  # one server for the session: each test starts empty
+    monkeypatch.setenv("LOYAL_ONLINE_STORE", url)
+    return "redis"

@@ -15,20 +15,20 @@ from loyal.cli import app
 
 from conftest import REPO
 
-COMMANDS = ["ingest", "run"]
+COMMANDS = ["ingest", "run", "features build", "features historical", "features show"]
 
 
 def test_top_level_help_shows_an_example():
     result = CliRunner().invoke(app, ["--help"])
     assert result.exit_code == 0
     assert "Example: loyal run" in result.output
-    for command in COMMANDS:
+    for command in ("ingest", "run", "features"):
         assert command in result.output
 
 
 @pytest.mark.parametrize("command", COMMANDS)
 def test_every_command_help_shows_an_example(command):
-    result = CliRunner().invoke(app, [command, "--help"])
+    result = CliRunner().invoke(app, [*command.split(), "--help"])
     assert result.exit_code == 0
     assert f"loyal {command} " in result.output.split("Example")[1]
 
@@ -42,6 +42,8 @@ def test_main_job_without_the_real_file_says_how_to_get_it_and_uses_synthetic(tm
     assert summary["ingest"]["format"] == "synthetic"
     assert summary["ingest"]["tables"]["customers"]["rows_total"] == 300
     assert (home / "canonical" / "transactions.parquet").exists()
+    assert summary["features"]["rows"]["customer_behaviour"] > 0
+    assert summary["online_store"]["online_store"] == "sqlite"
 
 
 def test_mlproject_symlink_points_at_mlproject_yaml():

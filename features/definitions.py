@@ -1,0 +1,94 @@
+"""The Feast feature repo: entities, sources, feature views and the FeatureServices models are trained and served on.
+
+Schemas come from the feature catalogue in `compute.py`, so a feature's name is written once. Each
+`loyal features build` writes its offline data to a folder of its own under $LOYAL_HOME/feast/offline and applies
+these views pointed at that folder.
+A view's `freshness_days` tag is how old its newest value may be before reading it gives a warning.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
+from feast.types import Bool, Float64, Int64, String
+
+from loyal.features.compute import CUSTOMER_BEHAVIOUR, CUSTOMER_PROFILE, EVENT_TIMESTAMP, ITEM_STATISTICS
+from loyal.schema import CUSTOMER_ID, ITEM_ID
+
+OFFLINE_DIR = "offline"
+FEAST_TYPES = {"int": Int64, "float": Float64, "str": String, "bool": Bool}
+UNBOUNDED = timedelta(0)  # Feast: no TTL. Every snapshot carries every known entity, so the latest row is fresh.
+
+
+def _schema(catalogue: dict[str, str]) -> list[Field]:
+    return [Field(name=name, dtype=FEAST_TYPES[kind]) for name, kind in catalogue.items()]
+
+
+def _source(view: str) -> FileSource:
+    return FileSource(name=f"{view}_source", path=f"{OFFLINE_DIR}/{view}.parquet", timestamp_field=EVENT_TIMESTAMP)
+
+
+customer = Entity(
+    name="customer", join_keys=[CUSTOMER_ID], value_type=ValueType.STRING, description="A retailer's customer"
+)
+item = Entity(name="item", join_keys=[ITEM_ID], value_type=ValueType.STRING, description="A product (stock code)")
+
+customer_behaviour = FeatureView(
+    name="customer_behaviour",
+    entities=[customer],
+    ttl=UNBOUNDED,
+    schema=_schema(CUSTOMER_BEHAVIOUR),
+    source=_source("customer_behaviour"),
+    description="Recency, frequency, spend, returns, channels and browsing, as of each daily snapshot",
+    tags={"freshness_days": "2"},
+)
+customer_profile = FeatureView(
+    name="customer_profile",
+    entities=[customer],
+    ttl=UNBOUNDED,
+    schema=_schema(CUSTOMER_PROFILE),
+    source=_source("customer_profile"),
+    description="Country, loyalty tier and email consent (null where unknown)",
+)
+item_statistics = FeatureView(
+    name="item_statistics",
+    entities=[item],
+    ttl=UNBOUNDED,
+    schema=_schema(ITEM_STATISTICS),
+    source=_source("item_statistics"),
+    description="Buyers, revenue, price, repeat rate and trend of each item, as of each daily snapshot",
+    tags={"freshness_days": "2"},
+)
+
+VIEWS = (customer_behaviour, customer_profile, item_statistics)
+
+churn_v1 = FeatureService(
+    name="churn_v1",
+    features=[customer_behaviour, customer_profile[["country", "loyalty_tier"]]],
+    description="Churn and value models: a customer's behaviour and profile",
+)
+offers_v1 = FeatureService(
+    name="offers_v1",
+    features=[
+        customer_behaviour[
+            [
+                "recency_days",
+                "tenure_days",
+                "orders_90d",
+                "orders_365d",
+                "spend_90d",
+                "spend_365d",
+                "avg_order_value_365d",
+                "spend_trend",
+                "views_30d",
+                "add_to_carts_30d",
+            ]
+        ],
+        customer_profile,
+        item_statistics,
+    ],
+    description="Recommendation re-ranking and offers: rows are (customer, item) pairs",
+)
+SERVICES = (churn_v1, offers_v1)
+CUSTOMER_VIEWS = (customer_behaviour, customer_profile)  # what a customer-only entity file can be joined with

@@ -1,0 +1,102 @@
+"""Reading the online store on the request path: the latest values of a FeatureService for one customer.
+
+`FeatureStore.get_online_features` resolves the service, validates and regroups entity rows and builds a
+columnar response on every call, about 1 ms in all. `OnlineReader` does that resolution once and then calls
+only the online store's own `online_read` (Feast's OnlineStore interface) per view: the same stored values,
+read the same way, in about a third of the time. A test holds the two to equal answers.
+"""
+
+from __future__ import annotations
+
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping
+
+from feast.infra.online_stores.helpers import get_online_store_from_config
+from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+from feast.protos.feast.types.Value_pb2 import Value
+from feast.type_map import feast_value_type_to_python_type
+
+from loyal.errors import LoyalError
+from loyal.schema import CUSTOMER_ID
+
+
+class StaleFeaturesWarning(UserWarning):
+    """Features read are older than their view's `freshness_days`."""
+
+
+class OnlineReader:
+    """The views of a FeatureService (or the customer views, for `service=None`), resolved once."""
+
+    def __init__(self, store, service: str | None = None):
+        from loyal.features import definitions
+
+        self.config = store.config
+        self.online_store = get_online_store_from_config(store.config.online_store)
+        if service is None:
+            projections = [(view.name, [f.name for f in view.features]) for view in definitions.CUSTOMER_VIEWS]
+        else:
+            known = [s.name for s in definitions.SERVICES]
+            if service not in known:
+                raise LoyalError(f"unknown feature service {service!r}: choose one of {', '.join(known)}")
+            projections = [
+                (p.name, [f.name for f in p.features]) for p in store.get_feature_service(service).feature_view_projections
+            ]
+        self.views = []
+        for name, features in projections:
+            view = store.get_feature_view(name)
+            freshness = float(view.tags["freshness_days"]) if "freshness_days" in view.tags else None
+            self.views.append((view, view.entity_columns[0].name, features, freshness))
+        self.join_keys = sorted({key for _, key, _, _ in self.views})
+
+    def read(self, keys: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, datetime | None]]:
+        """Feature values for one entity row (None where the store holds nothing), and each view's timestamp."""
+        values: dict[str, Any] = {}
+        as_of: dict[str, datetime | None] = {}
+        for view, key, features, _ in self.views:
+            entity = EntityKey(join_keys=[key], entity_values=[Value(string_val=str(keys[key]))])
+            # A copy: the Redis store appends its timestamp field to the list it is given.
+            stamp, stored = self.online_store.online_read(self.config, view, [entity], list(features))[0]
+            # Redis answers an unknown key with empty values stamped at the epoch: absent, as in SQLite.
+            if not stored or stamp is None or stamp.timestamp() <= 0:
+                stamp, stored = None, None
+            as_of[view.name] = stamp
+            for name in features:
+                values[name] = feast_value_type_to_python_type(stored[name]) if stored and name in stored else None
+        return values, as_of
+
+    def stale(self, as_of: Mapping[str, datetime | None], now: datetime | None = None) -> list[str]:
+        """One message per view whose values are older than its freshness."""
+        now = now or datetime.now(timezone.utc)
+        messages = []
+        for view, _, _, freshness in self.views:
+            stamp = as_of.get(view.name)
+            if freshness is None or stamp is None:
+                continue
+            age = (now - stamp).total_seconds() / 86_400
+            if age > freshness:
+                messages.append(
+                    f"feature view {view.name}: the online values are {age:.0f} days old (freshness {freshness:g} "
+                    "days); ingest new data, then run `loyal features build` and `loyal features materialize`"
+                )
+        return messages
+
+
+def show(home: Path, customer_id: str, now: datetime | None = None) -> dict:
+    """What the online store holds for one customer, view by view, with the time each view's values are as of.
+
+    Views older than their freshness give a StaleFeaturesWarning naming the view."""
+    from loyal.features.repo import open_store
+
+    reader = OnlineReader(open_store(home))
+    values, as_of = reader.read({CUSTOMER_ID: customer_id})
+    if not any(as_of.values()):
+        raise LoyalError(f"customer {customer_id} is not in the online store")
+    for message in reader.stale(as_of, now):
+        warnings.warn(message, StaleFeaturesWarning, stacklevel=2)
+    result: dict = {CUSTOMER_ID: customer_id}
+    for view, _, features, _ in reader.views:
+        stamp = as_of[view.name]
+        result[view.name] = {"as_of": stamp.isoformat(), **{f: values[f] for f in features}} if stamp else None
+    return result

@@ -1,0 +1,374 @@
+"""The feature store's life cycle: build (compute, write the offline data, apply the repo), materialize into the
+online store, and read features back, point in time (training) or latest (serving).
+
+The live Feast repo is $LOYAL_HOME/feast: `feature_store.yaml` (from the template beside this module, with the
+online store chosen by LOYAL_ONLINE_STORE), the registry, the SQLite online store, the offline parquet files and
+`lineage.jsonl`, one line per build saying what data it covers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import os
+import shutil
+import sys
+import warnings
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import yaml
+
+from loyal.errors import LoyalError
+from loyal.features import compute
+from loyal.features.compute import EVENT_TIMESTAMP, FeatureInputs, Snapshots
+from loyal.features.online import StaleFeaturesWarning
+from loyal.schema import CUSTOMER_ID, CUSTOMERS, EVENTS, ITEM_ID, TIMESTAMP, TRANSACTIONS
+from loyal.store import read_table, table_path
+
+TEMPLATE = Path(__file__).with_name("feature_store.yaml")
+ONLINE_STORE_ENV = "LOYAL_ONLINE_STORE"  # "sqlite" (default) or redis://HOST:PORT[/DB]
+LINEAGE = "lineage.jsonl"
+_ARROW_TYPES = {"int": pa.int64(), "float": pa.float64(), "str": pa.string(), "bool": pa.bool_()}
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    start: date | None = None  # first snapshot; default: the day after the first event
+    end: date | None = None  # last snapshot; default: the day after the last event (sees all the data)
+    every: int = 1  # days between snapshots
+
+
+def feast_dir(home: Path) -> Path:
+    return home / "feast"
+
+
+def online_store_config(setting: str | None) -> dict:
+    """The `online_store` block for a LOYAL_ONLINE_STORE value."""
+    if not setting or setting == "sqlite":
+        return yaml.safe_load(TEMPLATE.read_text())["online_store"]
+    url = urlparse(setting)
+    if url.scheme != "redis" or not url.hostname:
+        raise LoyalError(f"{ONLINE_STORE_ENV}={setting!r} is not understood: use sqlite or redis://HOST:PORT[/DB]")
+    parts = [f"{url.hostname}:{url.port or 6379}"]
+    if url.path.strip("/"):
+        parts.append(f"db={url.path.strip('/')}")
+    if url.password:
+        parts.append(f"password={url.password}")
+    return {"type": "redis", "connection_string": ",".join(parts)}
+
+
+def write_repo_config(home: Path) -> Path:
+    """Write the live feature_store.yaml: the template with the online store the environment asks for."""
+    config = yaml.safe_load(TEMPLATE.read_text())
+    config["online_store"] = online_store_config(os.environ.get(ONLINE_STORE_ENV))
+    folder = feast_dir(home)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "feature_store.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return folder
+
+
+def open_store(home: Path):
+    """The FeatureStore of a built repo."""
+    from feast import FeatureStore
+
+    if not (feast_dir(home) / "registry.db").exists():
+        raise LoyalError(f"no feature store under {home}: run `loyal features build` first")
+    with _feast_quiet():
+        return FeatureStore(repo_path=str(write_repo_config(home)))
+
+
+@contextlib.contextmanager
+def _feast_quiet():
+    """Feast prints progress to stdout; Loyal's stdout carries results, so send it to stderr."""
+    with contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", module="feast")
+        yield
+
+
+# ---------------------------------------------------------------------------------------------------- build
+
+
+def build(home: Path, config: BuildConfig = BuildConfig()) -> dict:
+    """Compute every feature at every snapshot date, write the offline data, record its lineage, apply the repo."""
+    from loyal.features import definitions
+
+    if config.every < 1:
+        raise LoyalError(f"--every must be at least 1 day, not {config.every}")
+    path = table_path(home, TRANSACTIONS)
+    if not path.exists():
+        raise LoyalError(f"no transactions under {home}: run `loyal ingest` first")
+    transactions = _read(path)
+    if transactions.num_rows == 0:
+        raise LoyalError(f"the transactions table under {home} is empty: nothing to compute features from")
+    events_path = table_path(home, EVENTS)
+    events = _read(events_path) if events_path.exists() else None
+
+    data = {"transactions": _time_range(transactions)}
+    if events is not None:
+        data["events"] = _time_range(events)
+    first = min(pd.Timestamp(r["first"]) for r in data.values())
+    last = max(pd.Timestamp(r["last"]) for r in data.values())
+    snapshots = Snapshots.covering(first, last, config.every, _timestamp(config.start), _timestamp(config.end))
+    if config.start and config.end and snapshots.start > pd.Timestamp(config.end, tz="UTC"):
+        raise LoyalError(f"--start {config.start} is after --end {config.end}")
+
+    # Each build writes a folder of its own, renamed into place when complete, and the views are re-applied to
+    # point at it: a reader sees one whole build or the previous one, never a mix, and no cache of a file that a
+    # later build replaced can answer for it.
+    built_at = datetime.now(timezone.utc)
+    build_id = f"{built_at:%Y%m%dT%H%M%S%fZ}"
+    offline_root = feast_dir(home) / definitions.OFFLINE_DIR
+    staging = offline_root / f".{build_id}.partial"
+    staging.mkdir(parents=True)
+    try:
+        inputs = FeatureInputs(transactions, events, snapshots)
+        _write(staging, "customer_behaviour", CUSTOMER_ID, compute.CUSTOMER_BEHAVIOUR, compute.customer_behaviour(inputs))
+        _write(staging, "item_statistics", ITEM_ID, compute.ITEM_STATISTICS, [compute.item_statistics(inputs)])
+        profile = compute.customer_profile(
+            read_table(home, CUSTOMERS.name), compute.first_seen(transactions, events), snapshots.end
+        )
+        _write(staging, "customer_profile", CUSTOMER_ID, compute.CUSTOMER_PROFILE, [profile])
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    offline = offline_root / build_id
+    os.replace(staging, offline)
+
+    record = {
+        "build_id": build_id,
+        "built_at": built_at.isoformat(timespec="seconds"),
+        "data": data,
+        "snapshots": {
+            "start": snapshots.start.isoformat(),
+            "end": snapshots.end.isoformat(),
+            "every_days": snapshots.every,
+            "count": len(snapshots.dates()),
+        },
+        "rows": {view.name: pq.ParquetFile(offline / f"{view.name}.parquet").metadata.num_rows
+                 for view in definitions.VIEWS},
+    }
+    folder = write_repo_config(home)
+    with open(folder / LINEAGE, "a") as log:
+        log.write(json.dumps(record) + "\n")
+
+    from feast import FeatureStore
+
+    with _feast_quiet():
+        store = FeatureStore(repo_path=str(folder))
+        views = [_with_source_folder(view, offline) for view in definitions.VIEWS]
+        store.apply([definitions.customer, definitions.item, *views, *definitions.SERVICES])
+    _remove_old_builds(offline_root, keep={build_id, *(r["build_id"] for r in lineage(home)[-2:])})
+    return record | {"feature_services": [s.name for s in definitions.SERVICES]}
+
+
+def _with_source_folder(view, folder: Path):
+    """A copy of the view reading its file from this build's folder, by absolute path (the DuckDB offline store
+    reads a path as given, relative to the working directory rather than the repo)."""
+    view = copy.copy(view)
+    view.batch_source = copy.copy(view.batch_source)
+    view.batch_source.file_options.uri = str(folder / Path(view.batch_source.path).name)
+    return view
+
+
+def _remove_old_builds(offline_root: Path, keep: set[str]) -> None:
+    """Keep the latest builds (a reader may still be on the previous one) and drop the rest."""
+    for folder in offline_root.iterdir():
+        if folder.is_dir() and folder.name not in keep and not folder.name.endswith(".partial"):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _timestamp(day: date | None) -> pd.Timestamp | None:
+    return None if day is None else pd.Timestamp(day, tz="UTC")
+
+
+def _time_range(table: pa.Table) -> dict:
+    bounds = pc.min_max(table[TIMESTAMP]).as_py()
+    return {"rows": table.num_rows, "first": bounds["min"].isoformat(), "last": bounds["max"].isoformat()}
+
+
+def _read(path: Path) -> pa.Table:
+    names = pq.ParquetFile(path).schema_arrow.names
+    return pq.read_table(path, read_dictionary=[c for c in compute.READ_AS_DICTIONARY if c in names])
+
+
+def _write(folder: Path, view: str, key: str, catalogue: dict[str, str], frames) -> None:
+    """Write a view's rows, frame by frame, to folder/<view>.parquet."""
+    schema = pa.schema(
+        [(key, pa.string()), (EVENT_TIMESTAMP, pa.timestamp("us", tz="UTC"))]
+        + [(name, _ARROW_TYPES[kind]) for name, kind in catalogue.items()]
+    )
+    with pq.ParquetWriter(folder / f"{view}.parquet", schema) as writer:
+        for frame in frames:
+            writer.write_table(pa.Table.from_pandas(frame, schema=schema, preserve_index=False))
+
+
+def lineage(home: Path) -> list[dict]:
+    """Every build's record, oldest first."""
+    path = feast_dir(home) / LINEAGE
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def offline_file(home: Path, view: str) -> Path:
+    """The latest build's offline data of one view."""
+    from loyal.features import definitions
+
+    return feast_dir(home) / definitions.OFFLINE_DIR / latest_build(home)["build_id"] / f"{view}.parquet"
+
+
+def latest_build(home: Path) -> dict:
+    builds = lineage(home)
+    if not builds:
+        raise LoyalError(f"no feature store under {home}: run `loyal features build` first")
+    return builds[-1]
+
+
+# ---------------------------------------------------------------------------------------------- materialize
+
+
+def materialize(home: Path, full: bool = False) -> dict:
+    """Fill the online store with the latest values of the last build.
+
+    A view materialized before is brought up to date from where it stopped (Feast's incremental
+    materialization); a new view, or every view with `full`, from its earliest row.
+    """
+    store = open_store(home)
+    build_record = latest_build(home)
+    end = pd.Timestamp(build_record["snapshots"]["end"]).to_pydatetime() + pd.Timedelta(seconds=1)
+    done = {}
+    for view in store.list_feature_views():
+        with _feast_quiet():
+            if full or not view.materialization_intervals:
+                start = _earliest(Path(view.batch_source.path))
+                store.materialize(start_date=start, end_date=end, feature_views=[view.name])
+                mode = "full"
+            else:
+                start = max(interval[1] for interval in view.materialization_intervals)
+                if start < end:
+                    store.materialize_incremental(end_date=end, feature_views=[view.name])
+                mode = "incremental"
+        done[view.name] = {"mode": mode, "from": start.isoformat(), "to": end.isoformat()}
+    online = store.config.online_store.type
+    return {"online_store": online, "views": done, "data_until": build_record["data"]["transactions"]["last"]}
+
+
+def _earliest(path: Path) -> datetime:
+    column = pq.read_table(path, columns=[EVENT_TIMESTAMP])[EVENT_TIMESTAMP]
+    if len(column) == 0:
+        return datetime.now(timezone.utc)
+    return pc.min(column).as_py()
+
+
+# -------------------------------------------------------------------------------------------------- reading
+
+
+def _service_or_views(store, service: str | None):
+    from loyal.features import definitions
+
+    if service is None:
+        return [f"{view.name}:{field.name}" for view in definitions.CUSTOMER_VIEWS for field in view.features]
+    names = [s.name for s in definitions.SERVICES]
+    if service not in names:
+        raise LoyalError(f"unknown feature service {service!r}: choose one of {', '.join(names)}")
+    return store.get_feature_service(service)
+
+
+def _view_names(features) -> list[str]:
+    if isinstance(features, list):
+        return sorted({ref.split(":")[0] for ref in features})
+    return [projection.name for projection in features.feature_view_projections]
+
+
+def _join_keys(features) -> list[str]:
+    from loyal.features import definitions
+
+    views = {view.name: view for view in definitions.VIEWS}
+    keys = []
+    for name in _view_names(features):
+        for key in (CUSTOMER_ID,) if views[name].entities == ["customer"] else (ITEM_ID,):
+            if key not in keys:
+                keys.append(key)
+    return keys
+
+
+def historical_features(home: Path, entities: pd.DataFrame, service: str | None = None) -> pd.DataFrame:
+    """The features of each (entity, event_timestamp) row, point in time: the latest snapshot at or before the
+    time, which holds only what happened strictly before that snapshot. Rows keep their order; rows without
+    features (a customer not yet seen) keep theirs as nulls.
+
+    `service`: a FeatureService name (churn_v1, offers_v1); default: every customer view.
+    """
+    store = open_store(home)
+    features = _service_or_views(store, service)
+    keys = _join_keys(features)
+    missing = [c for c in (*keys, EVENT_TIMESTAMP) if c not in entities.columns]
+    if missing:
+        raise LoyalError(f"the entity rows lack the column(s) {', '.join(missing)}")
+    entity_df = entities[[*keys, EVENT_TIMESTAMP]].copy()
+    for key in keys:
+        if entity_df[key].isna().any():
+            raise LoyalError(f"the entity rows have an empty {key}")
+        entity_df[key] = entity_df[key].astype(str)
+    try:
+        entity_df[EVENT_TIMESTAMP] = pd.to_datetime(entity_df[EVENT_TIMESTAMP], utc=True, format="mixed")
+    except (ValueError, TypeError) as error:
+        raise LoyalError(f"event_timestamp holds a value that is not a time ({error})") from None
+    if entity_df[EVENT_TIMESTAMP].isna().any():
+        raise LoyalError("event_timestamp is empty in some entity rows")
+    entity_df[EVENT_TIMESTAMP] = entity_df[EVENT_TIMESTAMP].astype("datetime64[us, UTC]")
+    entity_df["_row"] = np.arange(len(entity_df))
+
+    with _feast_quiet():
+        joined = store.get_historical_features(entity_df=entity_df, features=features).to_df()
+    feature_columns = [c for c in joined.columns if c not in (*keys, EVENT_TIMESTAMP, "_row")]
+    # Feast may reorder rows and drops those no snapshot matched; put every row back where it was.
+    result = entity_df.merge(joined[["_row", *feature_columns]], on="_row", how="left").drop(columns="_row")
+    catalogue = compute.CUSTOMER_BEHAVIOUR | compute.CUSTOMER_PROFILE | compute.ITEM_STATISTICS
+    nullable = {"int": "Int64", "float": "float64", "str": "string", "bool": "boolean"}
+    result = result.astype({c: nullable[catalogue[c]] for c in feature_columns if c in catalogue})
+    _warn_if_stale_historical(home, store, _view_names(features), entity_df[EVENT_TIMESTAMP])
+    return result
+
+
+def _freshness(store, view_names: list[str]) -> dict[str, float]:
+    freshness = {}
+    for name in view_names:
+        tag = store.get_feature_view(name).tags.get("freshness_days")
+        if tag:
+            freshness[name] = float(tag)
+    return freshness
+
+
+def _warn_if_stale_historical(home: Path, store, view_names: list[str], times: pd.Series) -> None:
+    freshness = _freshness(store, view_names)
+    if not freshness or times.empty:
+        return
+    snapshots = latest_build(home)["snapshots"]
+    dates = Snapshots(
+        pd.Timestamp(snapshots["start"]), pd.Timestamp(snapshots["end"]), snapshots["every_days"]
+    ).dates()
+    stamps = times.to_numpy(dtype="datetime64[us]")
+    dates_us = dates.to_numpy(dtype="datetime64[us]")
+    latest = np.searchsorted(dates_us, stamps, side="right") - 1
+    age_days = np.where(latest >= 0, (stamps - dates_us[np.maximum(latest, 0)]) / np.timedelta64(1, "D"), np.inf)
+    for name, days in freshness.items():
+        stale = int((age_days > days).sum())
+        if stale:
+            warnings.warn(
+                f"feature view {name}: {stale} of {len(stamps)} rows are read more than {days:g} days after the "
+                f"nearest snapshot (snapshots run {snapshots['start'][:10]} to {snapshots['end'][:10]}); "
+                "rebuild with `loyal features build` to cover those times",
+                StaleFeaturesWarning,
+                stacklevel=3,
+            )
