@@ -237,7 +237,8 @@ class FeatureInputs:
         bought = pc.greater(transactions[QUANTITY], 0)
         # Customers enter the features with their first purchase; items with their first sale.
         self.customers = _distinct([pc.filter(transactions[CUSTOMER_ID], bought)])
-        self.items = _distinct([pc.filter(transactions[ITEM_ID], bought)] + ([events[ITEM_ID]] if events is not None else []))
+        sold = [pc.filter(transactions[ITEM_ID], bought)]
+        self.items = _distinct(sold + ([events[ITEM_ID]] if events is not None else []))
 
         micros = _micros(transactions[TIMESTAMP])
         self.origin = (int(micros.min()) // DAY_US * DAY_US) if len(micros) else int(self.snapshot_micros[0])
@@ -251,7 +252,7 @@ class FeatureInputs:
         keep &= customer >= 0  # a customer who only ever returned has no purchase to anchor features to
         quantity = transactions[QUANTITY].to_numpy(zero_copy_only=False)
         unit_price = transactions[UNIT_PRICE].to_numpy(zero_copy_only=False)
-        order_codes = _codes(transactions[ORDER_ID], pd.Index(pc.unique(transactions[ORDER_ID]).drop_null()))
+        order_codes = _codes(transactions[ORDER_ID], _distinct([transactions[ORDER_ID]]))
         # Without an order id, the basket is everything the customer bought at that instant.
         order = np.where(order_codes >= 0, order_codes, -micros - 1)
         channel = _codes(pc.fill_null(transactions[CHANNEL], DEFAULT_CHANNEL), pd.Index(CHANNELS))
@@ -287,10 +288,6 @@ class FeatureInputs:
         }
 
 
-def _block_slices(sorted_codes: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    return np.searchsorted(sorted_codes, starts)
-
-
 def customer_behaviour(inputs: FeatureInputs, block_cells: int = 4_000_000) -> Iterator[pd.DataFrame]:
     """CUSTOMER_BEHAVIOUR at every snapshot date, one DataFrame per block of customers.
 
@@ -301,9 +298,9 @@ def customer_behaviour(inputs: FeatureInputs, block_cells: int = 4_000_000) -> I
     n_customers = len(inputs.customers)
     starts = np.arange(0, n_customers + per_block, per_block)
     tx = inputs.tx
-    tx_bounds = _block_slices(tx.customer, starts)
+    tx_bounds = np.searchsorted(tx.customer, starts)
     ev = inputs.events
-    ev_bounds = _block_slices(ev["customer"], starts) if ev is not None else None
+    ev_bounds = np.searchsorted(ev["customer"], starts) if ev is not None else None
     for block, first in enumerate(starts[:-1]):
         if first >= n_customers:
             break

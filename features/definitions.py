@@ -29,36 +29,39 @@ def _source(view: str) -> FileSource:
     return FileSource(name=f"{view}_source", path=f"{OFFLINE_DIR}/{view}.parquet", timestamp_field=EVENT_TIMESTAMP)
 
 
+def _view(name: str, entity: Entity, catalogue: dict[str, str], description: str, freshness_days: int | None = None):
+    return FeatureView(
+        name=name,
+        entities=[entity],
+        ttl=UNBOUNDED,
+        schema=_schema(catalogue),
+        source=_source(name),
+        description=description,
+        tags={"freshness_days": str(freshness_days)} if freshness_days else {},
+    )
+
+
 customer = Entity(
     name="customer", join_keys=[CUSTOMER_ID], value_type=ValueType.STRING, description="A retailer's customer"
 )
 item = Entity(name="item", join_keys=[ITEM_ID], value_type=ValueType.STRING, description="A product (stock code)")
 
-customer_behaviour = FeatureView(
-    name="customer_behaviour",
-    entities=[customer],
-    ttl=UNBOUNDED,
-    schema=_schema(CUSTOMER_BEHAVIOUR),
-    source=_source("customer_behaviour"),
-    description="Recency, frequency, spend, returns, channels and browsing, as of each daily snapshot",
-    tags={"freshness_days": "2"},
+customer_behaviour = _view(
+    "customer_behaviour",
+    customer,
+    CUSTOMER_BEHAVIOUR,
+    "Recency, frequency, spend, returns, channels and browsing, as of each daily snapshot",
+    freshness_days=2,
 )
-customer_profile = FeatureView(
-    name="customer_profile",
-    entities=[customer],
-    ttl=UNBOUNDED,
-    schema=_schema(CUSTOMER_PROFILE),
-    source=_source("customer_profile"),
-    description="Country, loyalty tier and email consent (null where unknown)",
+customer_profile = _view(
+    "customer_profile", customer, CUSTOMER_PROFILE, "Country, loyalty tier and email consent (null where unknown)"
 )
-item_statistics = FeatureView(
-    name="item_statistics",
-    entities=[item],
-    ttl=UNBOUNDED,
-    schema=_schema(ITEM_STATISTICS),
-    source=_source("item_statistics"),
-    description="Buyers, revenue, price, repeat rate and trend of each item, as of each daily snapshot",
-    tags={"freshness_days": "2"},
+item_statistics = _view(
+    "item_statistics",
+    item,
+    ITEM_STATISTICS,
+    "Buyers, revenue, price, repeat rate and trend of each item, as of each daily snapshot",
+    freshness_days=2,
 )
 
 VIEWS = (customer_behaviour, customer_profile, item_statistics)

@@ -40,9 +40,8 @@ class OnlineReader:
             known = [s.name for s in definitions.SERVICES]
             if service not in known:
                 raise LoyalError(f"unknown feature service {service!r}: choose one of {', '.join(known)}")
-            projections = [
-                (p.name, [f.name for f in p.features]) for p in store.get_feature_service(service).feature_view_projections
-            ]
+            service_views = store.get_feature_service(service).feature_view_projections
+            projections = [(p.name, [f.name for f in p.features]) for p in service_views]
         self.views = []
         for name, features in projections:
             view = store.get_feature_view(name)

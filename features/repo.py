@@ -132,7 +132,8 @@ def build(home: Path, config: BuildConfig = BuildConfig()) -> dict:
     staging.mkdir(parents=True)
     try:
         inputs = FeatureInputs(transactions, events, snapshots)
-        _write(staging, "customer_behaviour", CUSTOMER_ID, compute.CUSTOMER_BEHAVIOUR, compute.customer_behaviour(inputs))
+        behaviour = compute.customer_behaviour(inputs)
+        _write(staging, "customer_behaviour", CUSTOMER_ID, compute.CUSTOMER_BEHAVIOUR, behaviour)
         _write(staging, "item_statistics", ITEM_ID, compute.ITEM_STATISTICS, [compute.item_statistics(inputs)])
         profile = compute.customer_profile(
             read_table(home, CUSTOMERS.name), compute.first_seen(transactions, events), snapshots.end

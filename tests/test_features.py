@@ -115,7 +115,8 @@ def test_item_statistics_match_hand_computed_values(small):
 def test_no_row_before_the_first_purchase_and_rows_keep_their_order(small):
     frame = _historical(
         small,
-        [("B", _at("2024-01-10 23:00")), ("nobody", _at("2024-02-01")), ("B", _at("2024-01-11")), ("A", _at("2023-06-01"))],
+        [("B", _at("2024-01-10 23:00")), ("nobody", _at("2024-02-01")), ("B", _at("2024-01-11")),
+         ("A", _at("2023-06-01"))],
     )
     assert list(frame["customer_id"]) == ["B", "nobody", "B", "A"]
     # B bought at 15:00 on 2024-01-10: the snapshot that first sees it is 2024-01-11.
