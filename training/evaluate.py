@@ -1,0 +1,168 @@
+"""The recommender evaluation protocol of DESIGN.md, and the metric code (the project's own, tested by hand).
+
+Split by calendar date: train on purchases before the cutoff, test on the purchases of the following 30 days by
+customers seen in training. Every model ranks the whole training catalogue. Two views:
+- "all": every item the customer bought in the test window counts (repurchases dominate retail);
+- "explore": only items new to the customer count, and the customer's past items are removed from the model's list
+  before it is cut at k; customers with no new item in the window are left out of this view.
+
+Per customer, at k: Recall = hits / relevant items; NDCG = DCG / ideal DCG with gains 1 / log2(rank + 1);
+HitRate = 1 if any hit. Coverage: the share of the catalogue that appears in anyone's list. Intervals are 95%
+percentile bootstraps over customers; a difference between two models resamples the same customers for both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from loyal.schema import CUSTOMER_ID, ITEM_ID, QUANTITY, TIMESTAMP
+
+TEST_DAYS = 30
+K = 10
+CUTOFFS = ("2011-09-10", "2011-10-10", "2011-11-09")  # the protocol's cutoffs on the UCI data; the last is the test
+
+
+@dataclass
+class Interactions:
+    """Purchases before a cutoff as a customer × item matrix, with the id maps that turn rows back into ids.
+
+    `counts[u, i]`: purchase lines of item i by customer u; `last_day[u, i]`: days from the cutoff back to the latest
+    of them (for time decay), `purchases` the underlying rows (customer and item as positions, age in days)."""
+
+    customers: pd.Index
+    items: pd.Index
+    counts: sp.csr_matrix
+    purchases: pd.DataFrame  # columns: customer (position), item (position), age_days (float, > 0)
+    cutoff: pd.Timestamp
+
+    @classmethod
+    def before(cls, transactions: pd.DataFrame, cutoff: pd.Timestamp) -> Interactions:
+        bought = transactions[(transactions[QUANTITY] > 0) & (transactions[TIMESTAMP] < cutoff)]
+        customers = pd.Index(np.sort(bought[CUSTOMER_ID].unique()))
+        items = pd.Index(np.sort(bought[ITEM_ID].unique()))
+        rows = customers.get_indexer(bought[CUSTOMER_ID])
+        cols = items.get_indexer(bought[ITEM_ID])
+        counts = sp.csr_matrix(
+            (np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(len(customers), len(items))
+        )
+        counts.sum_duplicates()
+        age = (cutoff - bought[TIMESTAMP]).dt.total_seconds().to_numpy() / 86_400
+        purchases = pd.DataFrame({"customer": rows, "item": cols, "age_days": age})
+        return cls(customers, items, counts, purchases, cutoff)
+
+
+@dataclass
+class TestSet:
+    """The test window's purchases of customers seen in training, as sets of item positions per test customer."""
+
+    customers: np.ndarray  # positions in Interactions.customers
+    relevant_all: list[np.ndarray]
+    relevant_new: list[np.ndarray]  # the items the customer had not bought before the cutoff
+
+
+def split(transactions: pd.DataFrame, cutoff, days: int = TEST_DAYS) -> tuple[Interactions, TestSet]:
+    """Train before `cutoff`; test on purchases in [cutoff, cutoff + days) by customers seen in training."""
+    cutoff = pd.Timestamp(cutoff, tz="UTC") if pd.Timestamp(cutoff).tzinfo is None else pd.Timestamp(cutoff)
+    train = Interactions.before(transactions, cutoff)
+    window = transactions[
+        (transactions[QUANTITY] > 0)
+        & (transactions[TIMESTAMP] >= cutoff)
+        & (transactions[TIMESTAMP] < cutoff + pd.Timedelta(days=days))
+    ]
+    rows = train.customers.get_indexer(window[CUSTOMER_ID])
+    cols = train.items.get_indexer(window[ITEM_ID])
+    # An item first sold in the test window cannot be ranked, but it was bought: it stays relevant (and unreachable)
+    # under a position past the catalogue, so that recall and NDCG count it as missed.
+    unseen = cols < 0
+    cols[unseen] = len(train.items) + pd.factorize(window[ITEM_ID].to_numpy()[unseen])[0]
+    seen_customer = rows >= 0
+    pairs = pd.DataFrame({"customer": rows[seen_customer], "item": cols[seen_customer]}).drop_duplicates()
+    customers, relevant_all, relevant_new = [], [], []
+    for customer, group in pairs.groupby("customer", sort=True):
+        items = np.sort(group["item"].to_numpy())
+        past = train.counts.indices[train.counts.indptr[customer] : train.counts.indptr[customer + 1]]
+        customers.append(customer)
+        relevant_all.append(items)
+        relevant_new.append(np.setdiff1d(items, past))
+    return train, TestSet(np.asarray(customers, dtype=np.int64), relevant_all, relevant_new)
+
+
+def top_k(scores: np.ndarray, k: int, exclude: sp.csr_matrix | None = None) -> np.ndarray:
+    """The k best item positions per row, best first; items marked in `exclude` (same rows) never appear.
+
+    Ties are broken by item position, so a ranking does not depend on the sort's mood."""
+    scores = np.array(scores, dtype=np.float64, copy=True)
+    if exclude is not None:
+        rows, cols = exclude.nonzero()
+        scores[rows, cols] = -np.inf
+    k = min(k, scores.shape[1])
+    candidates = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < scores.shape[1] else np.tile(
+        np.arange(scores.shape[1]), (scores.shape[0], 1))
+    chosen = np.take_along_axis(scores, candidates, axis=1)
+    order = np.lexsort((candidates, -chosen), axis=1)
+    ranked = np.take_along_axis(candidates, order, axis=1)
+    return np.where(np.isfinite(np.take_along_axis(chosen, order, axis=1)), ranked, -1)
+
+
+def metrics_at_k(ranked: np.ndarray, relevant: list[np.ndarray], k: int = K) -> dict[str, np.ndarray]:
+    """Per-customer Recall, NDCG and HitRate at k for ranked item positions (-1 = an empty slot)."""
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    recall, ndcg, hit = (np.zeros(len(relevant)) for _ in range(3))
+    for row, items in enumerate(relevant):
+        hits = np.isin(ranked[row, :k], items)
+        dcg = discounts[: hits.size][hits].sum()
+        ideal = discounts[: min(len(items), k)].sum()
+        recall[row] = hits.sum() / len(items)
+        ndcg[row] = dcg / ideal
+        hit[row] = float(hits.any())
+    return {f"recall@{k}": recall, f"ndcg@{k}": ndcg, f"hitrate@{k}": hit}
+
+
+def coverage(ranked: np.ndarray, catalogue_size: int) -> float:
+    """The share of the catalogue that appears in at least one list."""
+    shown = np.unique(ranked[ranked >= 0])
+    return len(shown) / catalogue_size
+
+
+def bootstrap_interval(values: np.ndarray, draws: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """95% percentile interval of the mean, resampling customers."""
+    rng = np.random.default_rng(seed)
+    index = rng.integers(0, len(values), size=(draws, len(values)))
+    means = values[index].mean(axis=1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def evaluate_scores(
+    scores: np.ndarray, train: Interactions, test: TestSet, k: int = K
+) -> dict[str, dict[str, np.ndarray | float]]:
+    """Both views of one model's scores for the test customers (rows of `scores` follow test.customers)."""
+    past = train.counts[test.customers]
+    ranked_all = top_k(scores, k)
+    has_new = np.array([len(items) > 0 for items in test.relevant_new])
+    ranked_new = top_k(scores[has_new], k, exclude=past[has_new])
+    views = {
+        "all": metrics_at_k(ranked_all, test.relevant_all, k),
+        "explore": metrics_at_k(ranked_new, [r for r, keep in zip(test.relevant_new, has_new) if keep], k),
+    }
+    views["all"]["coverage"] = coverage(ranked_all, len(train.items))
+    views["explore"]["coverage"] = coverage(ranked_new, len(train.items))
+    return views
+
+
+def summarise(views: dict, draws: int = 1000) -> dict:
+    """Means with bootstrap intervals, per view and metric, ready for a report."""
+    summary = {}
+    for view, metrics in views.items():
+        summary[view] = {}
+        for name, values in metrics.items():
+            if isinstance(values, float):
+                summary[view][name] = {"value": round(values, 4)}
+                continue
+            low, high = bootstrap_interval(values, draws)
+            summary[view][name] = {"value": round(float(values.mean()), 4), "low": round(low, 4),
+                                   "high": round(high, 4), "customers": len(values)}
+    return summary
