@@ -208,6 +208,42 @@ def features_show(customer_id: str = typer.Argument(..., help="the customer's id
     _print_json(result)
 
 
+evaluate_app = typer.Typer(help="Measure models under the fixed protocol of DESIGN.md.", no_args_is_help=True)
+app.add_typer(evaluate_app, name="evaluate")
+
+
+@evaluate_app.command(
+    "recommender", epilog="Example:\n\n  loyal evaluate recommender --cutoff 2011-11-09"
+)
+def evaluate_recommender(
+    cutoff: datetime = typer.Option(..., formats=["%Y-%m-%d"], help="train before this date, test on the 30 after"),
+    output: Optional[Path] = typer.Option(None, help="folder for the report (default $LOYAL_HOME/reports)"),
+    draws: int = typer.Option(1000, help="bootstrap draws for the intervals"),
+) -> None:
+    """Every recommender baseline on the purchases before CUTOFF, measured on the next 30 days in the "all" and
+    "explore" views; writes recommender-CUTOFF.md and .json and prints the JSON."""
+    from loyal.store import read_table
+    from loyal.training.evaluate import evaluate_recommenders, report_markdown
+    from loyal.training.recommenders import BASELINES
+
+    try:
+        transactions = read_table(loyal_home(), "transactions")
+        if transactions is None:
+            raise LoyalError(f"no transactions under {loyal_home()}: run `loyal ingest` first")
+        when = cutoff.date()
+        if not (transactions["timestamp"].min().date() < when <= transactions["timestamp"].max().date()):
+            raise LoyalError(f"--cutoff {when} is outside the data, which runs from "
+                             f"{transactions['timestamp'].min().date()} to {transactions['timestamp'].max().date()}")
+        result = evaluate_recommenders(transactions, when, [make() for make in BASELINES], draws)
+    except LoyalError as error:
+        raise _fail(error) from None
+    folder = output or loyal_home() / "reports"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"recommender-{when}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (folder / f"recommender-{when}.md").write_text(report_markdown(result))
+    _print_json(result)
+
+
 def _write_atomically(frame, output: Path) -> None:
     """Write beside the target and rename, so a failure never leaves a half-written file."""
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -100,3 +100,33 @@ def test_popularity_baselines_reproduce_the_design_anchors(real_data, home):
         views = evaluate_scores(model.fit(train).score(test.customers), train, test)
         measured = (views["all"]["ndcg@10"].mean(), views["explore"]["ndcg@10"].mean())
         assert np.round(measured, 3).tolist() == list(anchors[model.name]), model.name
+
+
+def test_evaluate_command_writes_a_report_with_every_baseline(home, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from loyal.cli import app
+    from loyal.ingest import ingest_synthetic
+    from loyal.synthetic import SyntheticConfig
+
+    ingest_synthetic(SyntheticConfig(customers=400, days=150, seed=2), home)
+    runner = CliRunner()
+    result = runner.invoke(app, ["evaluate", "recommender", "--cutoff", "2024-04-15", "--output", str(tmp_path),
+                                 "--draws", "100"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "recommender-2024-04-15.json").read_text())
+    assert list(report["models"]) == ["global_popularity", "recent_popularity_30d", "personal_frequency",
+                                      "item_knn_bm25", "ease", "als"]
+    for figures in report["models"].values():
+        ndcg = figures["all"]["ndcg@10"]
+        assert 0 <= ndcg["low"] <= ndcg["value"] <= ndcg["high"] <= 1
+    # One list for everyone covers ten items of the catalogue; personal lists cover far more.
+    models = report["models"]
+    assert models["global_popularity"]["all"]["coverage"]["value"] == round(10 / report["catalogue"], 4)
+    assert models["personal_frequency"]["all"]["coverage"]["value"] > 0.1
+    assert "| personal_frequency |" in (tmp_path / "recommender-2024-04-15.md").read_text()
+
+    outside = runner.invoke(app, ["evaluate", "recommender", "--cutoff", "2030-01-01", "--output", str(tmp_path)])
+    assert outside.exit_code == 2 and "outside the data" in outside.stderr

@@ -166,3 +166,53 @@ def summarise(views: dict, draws: int = 1000) -> dict:
             summary[view][name] = {"value": round(float(values.mean()), 4), "low": round(low, 4),
                                    "high": round(high, 4), "customers": len(values)}
     return summary
+
+
+def evaluate_recommenders(transactions: pd.DataFrame, cutoff, models, draws: int = 1000) -> dict:
+    """Fit each model on the purchases before `cutoff` and measure it on the 30 days after, both views."""
+    import time
+
+    train, test = split(transactions, cutoff)
+    results = {}
+    for model in models:
+        began = time.perf_counter()
+        model.fit(train)
+        scores = model.score(test.customers)
+        results[model.name] = summarise(evaluate_scores(scores, train, test), draws)
+        results[model.name]["seconds"] = round(time.perf_counter() - began, 2)
+    return {
+        "cutoff": str(pd.Timestamp(cutoff).date()),
+        "test_days": TEST_DAYS,
+        "train_customers": len(train.customers),
+        "catalogue": len(train.items),
+        "test_customers": {"all": len(test.customers), "explore": sum(len(r) > 0 for r in test.relevant_new)},
+        "bootstrap_draws": draws,
+        "models": results,
+    }
+
+
+def report_markdown(result: dict) -> str:
+    """The evaluation as a Markdown table per view, each figure with its 95% interval, the best per column bold."""
+    lines = [
+        f"# Recommenders at cutoff {result['cutoff']}",
+        "",
+        f"Train: purchases before the cutoff ({result['train_customers']} customers, {result['catalogue']} items). "
+        f"Test: the next {result['test_days']} days, customers seen in training "
+        f"(all: {result['test_customers']['all']}, explore: {result['test_customers']['explore']}). "
+        f"Whole-catalogue ranking; 95% bootstrap intervals over customers ({result['bootstrap_draws']} draws).",
+    ]
+    metrics = [f"recall@{K}", f"ndcg@{K}", f"hitrate@{K}", "coverage"]
+    for view in ("all", "explore"):
+        best = {m: max(r[view][m]["value"] for r in result["models"].values()) for m in metrics}
+        lines += ["", f"## View: {view}", "", "| model | " + " | ".join(metrics) + " | seconds |",
+                  "|---" * (len(metrics) + 2) + "|"]
+        for name, r in result["models"].items():
+            cells = []
+            for m in metrics:
+                figure = r[view][m]
+                text = f"{figure['value']:.3f}"
+                if "low" in figure:
+                    text += f" [{figure['low']:.3f}, {figure['high']:.3f}]"
+                cells.append(f"**{text}**" if figure["value"] == best[m] else text)
+            lines.append(f"| {name} | " + " | ".join(cells) + f" | {r['seconds']} |")
+    return "\n".join(lines) + "\n"

@@ -73,3 +73,109 @@ class PersonalFrequency:
     def score(self, customers: np.ndarray) -> np.ndarray:
         personal = self.personal[customers].toarray()
         return personal + self.fill[None, :] * self.fill_floor
+
+
+def _binary(train: Interactions):
+    """Who bought what (1/0), as float32 CSR: the input of the item-item and factor models."""
+    bought = train.counts.copy()
+    bought.data[:] = 1.0
+    return bought.astype(np.float32)
+
+
+@dataclass(frozen=True)
+class ItemKNNConfig:
+    neighbours: int = 100
+    k1: float = 1.2  # BM25 term-frequency saturation
+    b: float = 0.75  # BM25 length normalisation
+
+
+class ItemKNN:
+    """Item-to-item nearest neighbours on BM25-weighted purchases (implicit's BM25Recommender)."""
+
+    name = "item_knn_bm25"
+
+    def __init__(self, config: ItemKNNConfig = ItemKNNConfig()):
+        self.config = config
+
+    def fit(self, train: Interactions) -> ItemKNN:
+        from implicit.nearest_neighbours import BM25Recommender
+
+        self.user_items = train.counts.astype(np.float32).tocsr()
+        self.model = BM25Recommender(K=self.config.neighbours, K1=self.config.k1, B=self.config.b, num_threads=1)
+        self.model.fit(self.user_items, show_progress=False)
+        return self
+
+    def score(self, customers: np.ndarray) -> np.ndarray:
+        # The user's purchases times the item-item similarity: implicit's own scoring, for the whole catalogue.
+        return np.asarray((self.user_items[customers] @ self.model.similarity).todense())
+
+
+@dataclass(frozen=True)
+class EASEConfig:
+    l2: float = 200.0  # DESIGN.md's anchor uses λ = 200
+
+
+class EASE:
+    """EASE (Steck, 2019): a closed-form item-item regression with a zero diagonal."""
+
+    name = "ease"
+
+    def __init__(self, config: EASEConfig = EASEConfig()):
+        self.config = config
+
+    def fit(self, train: Interactions) -> EASE:
+        self.bought = _binary(train)
+        gram = (self.bought.T @ self.bought).toarray().astype(np.float64)
+        gram[np.diag_indices_from(gram)] += self.config.l2
+        precision = np.linalg.inv(gram)
+        self.weights = precision / -np.diag(precision)
+        self.weights[np.diag_indices_from(self.weights)] = 0.0
+        return self
+
+    def score(self, customers: np.ndarray) -> np.ndarray:
+        return self.bought[customers] @ self.weights
+
+
+@dataclass(frozen=True)
+class ALSConfig:
+    factors: int = 64
+    regularization: float = 0.01
+    alpha: float = 1.0  # confidence scaling of purchase counts
+    iterations: int = 15
+    seed: int = 0
+
+
+class ALS:
+    """Implicit-feedback matrix factorisation (implicit's AlternatingLeastSquares, CPU)."""
+
+    name = "als"
+
+    def __init__(self, config: ALSConfig = ALSConfig()):
+        self.config = config
+
+    def fit(self, train: Interactions) -> ALS:
+        from implicit.cpu.als import AlternatingLeastSquares
+        from threadpoolctl import threadpool_limits
+
+        c = self.config
+        self.model = AlternatingLeastSquares(
+            factors=c.factors, regularization=c.regularization, alpha=c.alpha, iterations=c.iterations,
+            random_state=c.seed, num_threads=1,
+        )
+        # implicit parallelises itself; BLAS threads on top of it only contend (implicit warns about it).
+        with threadpool_limits(1, "blas"):
+            self.model.fit(train.counts.astype(np.float32).tocsr(), show_progress=False)
+        return self
+
+    def score(self, customers: np.ndarray) -> np.ndarray:
+        return self.model.user_factors[customers] @ self.model.item_factors.T
+
+
+BASELINES = (
+    lambda: Popularity(),
+    lambda: Popularity(PopularityConfig(recent_days=30)),
+    lambda: PersonalFrequency(),
+    lambda: ItemKNN(),
+    lambda: EASE(),
+    lambda: ALS(),
+)
