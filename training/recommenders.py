@@ -158,12 +158,12 @@ class ALS:
         from threadpoolctl import threadpool_limits
 
         c = self.config
-        self.model = AlternatingLeastSquares(
-            factors=c.factors, regularization=c.regularization, alpha=c.alpha, iterations=c.iterations,
-            random_state=c.seed, num_threads=1,
-        )
-        # implicit parallelises itself; BLAS threads on top of it only contend (implicit warns about it).
+        # implicit parallelises itself; BLAS threads on top of it only contend (implicit checks and warns).
         with threadpool_limits(1, "blas"):
+            self.model = AlternatingLeastSquares(
+                factors=c.factors, regularization=c.regularization, alpha=c.alpha, iterations=c.iterations,
+                random_state=c.seed, num_threads=1,
+            )
             self.model.fit(train.counts.astype(np.float32).tocsr(), show_progress=False)
         return self
 
