@@ -14,6 +14,7 @@ from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueT
 from feast.types import Bool, Float64, Int64, String
 
 from loyal.features.compute import CUSTOMER_BEHAVIOUR, CUSTOMER_PROFILE, EVENT_TIMESTAMP, ITEM_STATISTICS
+from loyal.errors import LoyalError
 from loyal.schema import CUSTOMER_ID, ITEM_ID
 
 OFFLINE_DIR = "offline"
@@ -94,4 +95,12 @@ offers_v1 = FeatureService(
     description="Recommendation re-ranking and offers: rows are (customer, item) pairs",
 )
 SERVICES = (churn_v1, offers_v1)
+
+
+def require_service(name: str) -> str:
+    """`name` when it is one of the repo's FeatureServices; otherwise an error naming those there are."""
+    known = [service.name for service in SERVICES]
+    if name not in known:
+        raise LoyalError(f"unknown feature service {name!r}: choose one of {', '.join(known)}")
+    return name
 CUSTOMER_VIEWS = (customer_behaviour, customer_profile)  # what a customer-only entity file can be joined with

@@ -37,10 +37,7 @@ class OnlineReader:
         if service is None:
             projections = [(view.name, [f.name for f in view.features]) for view in definitions.CUSTOMER_VIEWS]
         else:
-            known = [s.name for s in definitions.SERVICES]
-            if service not in known:
-                raise LoyalError(f"unknown feature service {service!r}: choose one of {', '.join(known)}")
-            service_views = store.get_feature_service(service).feature_view_projections
+            service_views = store.get_feature_service(definitions.require_service(service)).feature_view_projections
             projections = [(p.name, [f.name for f in p.features]) for p in service_views]
         self.views = []
         for name, features in projections:

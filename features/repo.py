@@ -279,10 +279,7 @@ def _service_or_views(store, service: str | None):
 
     if service is None:
         return [f"{view.name}:{field.name}" for view in definitions.CUSTOMER_VIEWS for field in view.features]
-    names = [s.name for s in definitions.SERVICES]
-    if service not in names:
-        raise LoyalError(f"unknown feature service {service!r}: choose one of {', '.join(names)}")
-    return store.get_feature_service(service)
+    return store.get_feature_service(definitions.require_service(service))
 
 
 def _view_names(features) -> list[str]:
@@ -292,15 +289,12 @@ def _view_names(features) -> list[str]:
 
 
 def _join_keys(features) -> list[str]:
+    """The entity columns the rows need for these features: customer_id, then item_id where items are read."""
     from loyal.features import definitions
 
-    views = {view.name: view for view in definitions.VIEWS}
-    keys = []
-    for name in _view_names(features):
-        for key in (CUSTOMER_ID,) if views[name].entities == ["customer"] else (ITEM_ID,):
-            if key not in keys:
-                keys.append(key)
-    return keys
+    entities = {view.name: view.entities for view in definitions.VIEWS}
+    needed = {entity for name in _view_names(features) for entity in entities[name]}
+    return [e.join_key for e in (definitions.customer, definitions.item) if e.name in needed]
 
 
 def historical_features(home: Path, entities: pd.DataFrame, service: str | None = None) -> pd.DataFrame:
