@@ -38,6 +38,9 @@ def test_top_k_excludes_and_breaks_ties_by_position():
     exclude = sp.csr_matrix(np.array([[0, 1, 0, 0], [0, 0, 0, 0]]))
     assert top_k(scores, 3, exclude).tolist() == [[0, 2, 3], [0, 1, 2]]
     assert top_k(np.array([[1.0, 2.0]]), 2, sp.csr_matrix(np.array([[1, 0]]))).tolist() == [[1, -1]]
+    # Ties at the cut: the lowest positions win, however many items share the k-th score.
+    assert top_k(np.ones((1, 50)), 3).tolist() == [[0, 1, 2]]
+    assert top_k(np.r_[np.ones(40), 2.0][None, :], 2).tolist() == [[40, 0]]
 
 
 def test_coverage_and_bootstrap():
@@ -100,6 +103,9 @@ def test_popularity_baselines_reproduce_the_design_anchors(real_data, home):
         views = evaluate_scores(model.fit(train).score(test.customers), train, test)
         measured = (views["all"]["ndcg@10"].mean(), views["explore"]["ndcg@10"].mean())
         assert np.round(measured, 3).tolist() == list(anchors[model.name]), model.name
+    # "Buy it again" (60-day half-life, then recent popularity): the anchor is for the "all" view.
+    views = evaluate_scores(PersonalFrequency().fit(train).score(test.customers), train, test)
+    assert round(views["all"]["ndcg@10"].mean(), 3) == 0.317
 
 
 def test_evaluate_command_writes_a_report_with_every_baseline(home, tmp_path):

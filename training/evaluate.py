@@ -13,6 +13,7 @@ percentile bootstraps over customers; a difference between two models resamples 
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,8 +31,8 @@ CUTOFFS = ("2011-09-10", "2011-10-10", "2011-11-09")  # the protocol's cutoffs o
 class Interactions:
     """Purchases before a cutoff as a customer × item matrix, with the id maps that turn rows back into ids.
 
-    `counts[u, i]`: purchase lines of item i by customer u; `last_day[u, i]`: days from the cutoff back to the latest
-    of them (for time decay), `purchases` the underlying rows (customer and item as positions, age in days)."""
+    `counts[u, i]`: purchase lines of item i by customer u; `purchases`: the underlying rows (customer and item as
+    positions, and their age in days before the cutoff, for time decay)."""
 
     customers: pd.Index
     items: pd.Index
@@ -99,13 +100,10 @@ def top_k(scores: np.ndarray, k: int, exclude: sp.csr_matrix | None = None) -> n
     if exclude is not None:
         rows, cols = exclude.nonzero()
         scores[rows, cols] = -np.inf
-    k = min(k, scores.shape[1])
-    candidates = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < scores.shape[1] else np.tile(
-        np.arange(scores.shape[1]), (scores.shape[0], 1))
-    chosen = np.take_along_axis(scores, candidates, axis=1)
-    order = np.lexsort((candidates, -chosen), axis=1)
-    ranked = np.take_along_axis(candidates, order, axis=1)
-    return np.where(np.isfinite(np.take_along_axis(chosen, order, axis=1)), ranked, -1)
+    # A stable sort of the whole row: among equal scores the lower position wins, also at the cut (a partial
+    # sort would pick arbitrarily among items tied at the k-th place).
+    ranked = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return np.where(np.isfinite(np.take_along_axis(scores, ranked, axis=1)), ranked, -1)
 
 
 def metrics_at_k(ranked: np.ndarray, relevant: list[np.ndarray], k: int = K) -> dict[str, np.ndarray]:
@@ -170,8 +168,6 @@ def summarise(views: dict, draws: int = 1000) -> dict:
 
 def evaluate_recommenders(transactions: pd.DataFrame, cutoff, models, draws: int = 1000) -> dict:
     """Fit each model on the purchases before `cutoff` and measure it on the 30 days after, both views."""
-    import time
-
     train, test = split(transactions, cutoff)
     results = {}
     for model in models:

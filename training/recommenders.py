@@ -65,14 +65,14 @@ class PersonalFrequency:
             shape=(len(train.customers), len(train.items)),
         )
         recent = _buyers(train, self.config.fill_recent_days)
-        # Scaled below the smallest personal weight, so popularity only orders what the customer never bought.
-        self.fill = recent / (recent.max() + 1) * np.power(0.5, 10)
-        self.fill_floor = float(weight.min()) if len(weight) else 1.0
+        # Below the smallest personal weight: the items a customer never bought follow, in popularity order.
+        smallest = float(weight.min()) if len(weight) else 1.0
+        self.fill = recent / (recent.max() + 1) * smallest
         return self
 
     def score(self, customers: np.ndarray) -> np.ndarray:
         personal = self.personal[customers].toarray()
-        return personal + self.fill[None, :] * self.fill_floor
+        return np.where(personal > 0, personal, self.fill[None, :])
 
 
 def _binary(train: Interactions):
