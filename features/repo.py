@@ -76,11 +76,11 @@ def write_repo_config(home: Path) -> Path:
     return folder
 
 
-def open_store(home: Path):
-    """The FeatureStore of a built repo."""
+def open_store(home: Path, built: bool = True):
+    """The FeatureStore of the repo under `home`; `built`: it must have been built already."""
     from feast import FeatureStore
 
-    if not (feast_dir(home) / "registry.db").exists():
+    if built and not (feast_dir(home) / "registry.db").exists():
         raise LoyalError(f"no feature store under {home}: run `loyal features build` first")
     with _feast_quiet():
         return FeatureStore(repo_path=str(write_repo_config(home)))
@@ -158,16 +158,13 @@ def build(home: Path, config: BuildConfig = BuildConfig()) -> dict:
         "rows": {view.name: pq.ParquetFile(offline / f"{view.name}.parquet").metadata.num_rows
                  for view in definitions.VIEWS},
     }
-    folder = write_repo_config(home)
-    with open(folder / LINEAGE, "a") as log:
-        log.write(json.dumps(record) + "\n")
-
-    from feast import FeatureStore
-
+    store = open_store(home, built=False)
+    views = [_with_source_folder(view, offline) for view in definitions.VIEWS]
     with _feast_quiet():
-        store = FeatureStore(repo_path=str(folder))
-        views = [_with_source_folder(view, offline) for view in definitions.VIEWS]
         store.apply([definitions.customer, definitions.item, *views, *definitions.SERVICES])
+    # Recorded once applied: the lineage lists only builds the registry has pointed at.
+    with open(feast_dir(home) / LINEAGE, "a") as log:
+        log.write(json.dumps(record) + "\n")
     _remove_old_builds(offline_root, keep={build_id, *(r["build_id"] for r in lineage(home)[-2:])})
     return record | {"feature_services": [s.name for s in definitions.SERVICES]}
 
