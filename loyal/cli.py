@@ -213,35 +213,100 @@ app.add_typer(evaluate_app, name="evaluate")
 
 
 @evaluate_app.command(
-    "recommender", epilog="Example:\n\n  loyal evaluate recommender --cutoff 2011-11-09"
+    "recommender", epilog="Example:\n\n  loyal evaluate recommender --cutoff 2011-11-09 --trials 20"
 )
 def evaluate_recommender(
     cutoff: datetime = typer.Option(..., formats=["%Y-%m-%d"], help="train before this date, test on the 30 after"),
+    trials: int = typer.Option(0, min=0, help="Optuna trials per study (each baseline and the re-ranker, per view)"),
     output: Optional[Path] = typer.Option(None, help="folder for the report (default $LOYAL_HOME/reports)"),
-    draws: int = typer.Option(1000, help="bootstrap draws for the intervals"),
+    draws: int = typer.Option(1000, min=10, help="bootstrap draws for the intervals"),
 ) -> None:
-    """Every recommender baseline on the purchases before CUTOFF, measured on the next 30 days in the "all" and
-    "explore" views; writes recommender-CUTOFF.md and .json and prints the JSON."""
-    from loyal.store import read_table
-    from loyal.training.evaluate import evaluate_recommenders, report_markdown
-    from loyal.training.recommenders import BASELINES
+    """The `for_you` and `discover` re-rankers beside every baseline (and, with --trials, every tuned baseline),
+    trained on the purchases before CUTOFF and measured on the next 30 days in the "all" and "explore" views;
+    writes recommender-CUTOFF.md and .json and prints each rail's comparison with its best baseline."""
+    from loyal.training.recommender_training import fit_and_evaluate, markdown
 
     try:
-        transactions = read_table(loyal_home(), "transactions")
-        if transactions is None:
-            raise LoyalError(f"no transactions under {loyal_home()}: run `loyal ingest` first")
-        when = cutoff.date()
-        if not (transactions["timestamp"].min().date() < when <= transactions["timestamp"].max().date()):
-            raise LoyalError(f"--cutoff {when} is outside the data, which runs from "
-                             f"{transactions['timestamp'].min().date()} to {transactions['timestamp'].max().date()}")
-        result = evaluate_recommenders(transactions, when, [make() for make in BASELINES], draws)
+        with _stale_warnings_to_stderr():
+            report = fit_and_evaluate(loyal_home(), cutoff.date(), trials, draws).report
     except LoyalError as error:
         raise _fail(error) from None
     folder = output or loyal_home() / "reports"
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"recommender-{when}.json").write_text(json.dumps(result, indent=2) + "\n")
-    (folder / f"recommender-{when}.md").write_text(report_markdown(result))
-    _print_json(result)
+    (folder / f"recommender-{report['cutoff']}.json").write_text(json.dumps(report, indent=2) + "\n")
+    (folder / f"recommender-{report['cutoff']}.md").write_text(markdown(report))
+    _print_json({window: report[window]["comparison"] for window in ("validation", "test") if window in report})
+
+
+train_app = typer.Typer(help="Train models, log them to MLflow and register them.", no_args_is_help=True)
+app.add_typer(train_app, name="train")
+
+
+@train_app.command(
+    "recommender", epilog="Example:\n\n  loyal train recommender --train-end 2011-11-09 --trials 20"
+)
+def train_recommender(
+    train_end: datetime = typer.Option(..., formats=["%Y-%m-%d"], help="train on the purchases before this date"),
+    trials: int = typer.Option(0, min=0, help="Optuna trials per study; 0 keeps the default settings"),
+    draws: int = typer.Option(1000, min=10, help="bootstrap draws for the intervals"),
+) -> None:
+    """Train the recommender on the purchases before TRAIN_END, measure it beside every baseline, register it in
+    MLflow as loyal-recommender and move the alias champion to it when it beats them (the reason is recorded)."""
+    from loyal.training.recommender_training import train_recommender as train
+
+    try:
+        with _stale_warnings_to_stderr():
+            summary = train(loyal_home(), train_end.date(), trials, draws)
+    except LoyalError as error:
+        raise _fail(error) from None
+    _print_json(summary)
+
+
+@app.command(
+    epilog="Example:\n\n  loyal recommend --customers customers.txt --rail for_you --k 10 --output rails.csv"
+)
+def recommend(
+    customers: Path = typer.Option(..., help="a text file with one customer id per line"),
+    rail: str = typer.Option("for_you", help="for_you, buy_again, discover, similar_items or trending"),
+    k: int = typer.Option(10, help="items per customer"),
+    output: Path = typer.Option(..., help="where to write the rows (.csv or .parquet)"),
+) -> None:
+    """Recommendations from the champion loyal-recommender: one row per (customer_id, rank, item_id, score).
+    Customers the model does not know get trending items."""
+    from loyal.training.rails import RAILS
+    from loyal.training.recommender_training import recommend as answer
+
+    try:
+        if rail not in RAILS:
+            raise LoyalError(f"--rail {rail!r} is not a rail: choose one of {', '.join(RAILS)}")
+        if not 1 <= k <= 100:
+            raise LoyalError(f"--k must be between 1 and 100, not {k}")
+        if output.suffix not in (".csv", ".parquet"):
+            raise LoyalError(f"--output {output}: write .csv or .parquet")
+        ids = _customer_ids(customers)
+        rows = answer(loyal_home(), ids, rail, k)
+    except LoyalError as error:
+        raise _fail(error) from None
+    _write_atomically(rows, output)
+    _print_json({"customers": len(ids), "rows": len(rows), "rail": rail, "k": k, "output": str(output)})
+
+
+def _customer_ids(path: Path) -> list[str]:
+    """One id per line; blank lines and repeats are skipped. A file that is not text, or holds no id, is refused."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise LoyalError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise LoyalError(f"{path}: is a folder, not a file of customer ids") from None
+    except UnicodeDecodeError:
+        raise LoyalError(f"{path}: not a text file of customer ids (one per line)") from None
+    ids = list(dict.fromkeys(line.strip() for line in text.splitlines() if line.strip()))  # each id answered once
+    if not ids:
+        raise LoyalError(f"{path}: holds no customer id (one per line)")
+    if "\x00" in text:
+        raise LoyalError(f"{path}: not a text file of customer ids (one per line)")
+    return ids
 
 
 def _write_atomically(frame, output: Path) -> None:

@@ -1,4 +1,5 @@
-"""The main job, end to end on the default data. Today: ingest, then the feature store (build and materialize).
+"""The main job, end to end on the default data. Today: ingest, the feature store (build and materialize), the
+recommender (trained on everything, registered, champion decided) and a sample of its `for_you` rail.
 Each later step (training, serving) joins here, so that `loyal run` always shows the whole product working."""
 
 from __future__ import annotations
@@ -32,4 +33,26 @@ def run_main_job(data: Path, home: Path, synthetic: SyntheticConfig = SyntheticC
         ingest = ingest_synthetic(synthetic, home)
     features = build(home)
     online = materialize(home)
-    return {"ingest": ingest, "features": features, "online_store": online}
+    recommender = _train_recommender(home)
+    return {"ingest": ingest, "features": features, "online_store": online} | recommender
+
+
+def _train_recommender(home: Path) -> dict:
+    """Train on every purchase (no tuning: the main job shows the product working; tuning is `--trials`), then
+    answer the for_you rail for three customers from the registered champion."""
+    import pandas as pd
+
+    from loyal.schema import CUSTOMER_ID, TIMESTAMP
+    from loyal.store import read_table
+    from loyal.training.recommender_training import MODEL_NAME, recommend, train_recommender
+    from loyal.training.registry import champion_version
+
+    transactions = read_table(home, "transactions")
+    train_end = (transactions[TIMESTAMP].max() + pd.Timedelta(days=1)).date()
+    summary = train_recommender(home, train_end, trials=0, draws=200)
+    # The champion answers; where there is none yet (the model did not beat its baselines), the version just
+    # trained answers, and the summary says which.
+    version = None if champion_version(MODEL_NAME) is not None else summary["version"]
+    sample = recommend(home, transactions[CUSTOMER_ID].drop_duplicates().head(3).tolist(), "for_you", 5, version)
+    answered_by = "champion" if version is None else f"version {version} (no champion yet)"
+    return {"recommender": summary, "recommendations": sample.to_dict(orient="records"), "answered_by": answered_by}

@@ -22,3 +22,23 @@ def log_counts(summary: dict, prefix: str) -> None:
     with mlflow.start_run():
         mlflow.log_metrics(metrics)
         mlflow.log_dict(summary, f"{prefix}_summary.json")
+
+
+EXPERIMENT = "loyal"
+
+
+def use_home(home) -> None:
+    """Track into $LOYAL_HOME unless MLFLOW_TRACKING_URI says otherwise: an SQLite tracking store and registry
+    (`mlflow.db`) with the artifacts beside it (`mlartifacts/`). `mlflow ui --backend-store-uri
+    sqlite:///$LOYAL_HOME/mlflow.db` shows them."""
+    import os
+    from pathlib import Path
+
+    if not os.environ.get("MLFLOW_TRACKING_URI"):
+        home = Path(home).resolve()
+        home.mkdir(parents=True, exist_ok=True)
+        mlflow.set_tracking_uri(f"sqlite:///{home / 'mlflow.db'}")
+        if mlflow.get_experiment_by_name(EXPERIMENT) is None:
+            mlflow.create_experiment(EXPERIMENT, artifact_location=(home / "mlartifacts").as_uri())
+    if not os.environ.get("MLFLOW_RUN_ID"):  # under `mlflow run` the run, and its experiment, are given
+        mlflow.set_experiment(EXPERIMENT)

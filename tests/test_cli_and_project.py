@@ -44,6 +44,8 @@ def test_main_job_without_the_real_file_says_how_to_get_it_and_uses_synthetic(tm
     assert (home / "canonical" / "transactions.parquet").exists()
     assert summary["features"]["rows"]["customer_behaviour"] > 0
     assert summary["online_store"]["online_store"] == "sqlite"
+    assert summary["recommender"]["model"] == "loyal-recommender" and summary["recommender"]["reason"]
+    assert len(summary["recommendations"]) == 15  # three customers, five items each
 
 
 def test_mlproject_symlink_points_at_mlproject_yaml():
@@ -58,7 +60,9 @@ def test_mlflow_run_of_the_synthetic_entry_point(tmp_path):
 
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
     bin_dir = Path(sys.executable).parent  # where `loyal` and `mlflow` are installed
-    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking, "LOYAL_HOME": str(tmp_path / "home"),
+    # An experiment chosen earlier in this process (mlflow.set_experiment exports it) is not this run's.
+    inherited = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME")}
+    env = {**inherited, "MLFLOW_TRACKING_URI": tracking, "LOYAL_HOME": str(tmp_path / "home"),
            "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
     mlflow_cli = bin_dir / "mlflow"
     done = subprocess.run(

@@ -108,31 +108,42 @@ def test_popularity_baselines_reproduce_the_design_anchors(real_data, home):
     assert round(views["all"]["ndcg@10"].mean(), 3) == 0.317
 
 
-def test_evaluate_command_writes_a_report_with_every_baseline(home, tmp_path):
+def test_evaluate_command_writes_a_report_with_every_baseline_beside_the_rails(home, tmp_path):
     import json
 
     from typer.testing import CliRunner
 
     from loyal.cli import app
+    from loyal.features.repo import build
     from loyal.ingest import ingest_synthetic
     from loyal.synthetic import SyntheticConfig
 
     ingest_synthetic(SyntheticConfig(customers=400, days=150, seed=2), home)
+    build(home)
     runner = CliRunner()
     result = runner.invoke(app, ["evaluate", "recommender", "--cutoff", "2024-04-15", "--output", str(tmp_path),
                                  "--draws", "100"])
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "recommender-2024-04-15.json").read_text())
-    assert list(report["models"]) == ["global_popularity", "recent_popularity_30d", "personal_frequency",
-                                      "item_knn_bm25", "ease", "als"]
-    for figures in report["models"].values():
+    test = report["test"]
+    assert list(test["models"]) == ["global_popularity", "recent_popularity_30d", "personal_frequency",
+                                    "item_knn_bm25", "ease", "als", "for_you", "discover"]
+    for figures in test["models"].values():
         ndcg = figures["all"]["ndcg@10"]
         assert 0 <= ndcg["low"] <= ndcg["value"] <= ndcg["high"] <= 1
     # One list for everyone covers ten items of the catalogue; personal lists cover far more.
-    models = report["models"]
-    assert models["global_popularity"]["all"]["coverage"]["value"] == round(10 / report["catalogue"], 4)
+    models = test["models"]
+    assert models["global_popularity"]["all"]["coverage"]["value"] == round(10 / test["catalogue"], 4)
     assert models["personal_frequency"]["all"]["coverage"]["value"] > 0.1
+    for rail, view in (("for_you", "all"), ("discover", "explore")):
+        comparison = test["comparison"][rail]
+        best = max((n for n in models if n not in ("for_you", "discover")),
+                   key=lambda n: models[n][view]["ndcg@10"]["value"])
+        assert comparison["best_baseline"] == best
+        difference = comparison["difference"]
+        assert difference["low"] <= difference["value"] <= difference["high"]
+        assert difference["value"] == pytest.approx(comparison["model"] - comparison["baseline"], abs=2e-4)
     assert "| personal_frequency |" in (tmp_path / "recommender-2024-04-15.md").read_text()
 
     outside = runner.invoke(app, ["evaluate", "recommender", "--cutoff", "2030-01-01", "--output", str(tmp_path)])
-    assert outside.exit_code == 2 and "outside the data" in outside.stderr
+    assert outside.exit_code == 2 and "the data runs from" in outside.stderr

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from loyal.training.evaluate import Interactions
+from loyal.training.ranker import RankerConfig, Reranker
 from loyal.training.recommenders import BASELINES, PersonalFrequency, Popularity
 
 N = 20
@@ -24,7 +25,8 @@ def _held_out(customer: int) -> int:
 
 def _checkerboard() -> Interactions:
     rows = [
-        (f"c{u:02d}", f"i{i:02d}", CUTOFF - pd.Timedelta(days=1 + (u + i) % 20), 1)
+        # Purchases spread over 60 days, so that the re-ranker has a label window (the last 30) and a past.
+        (f"c{u:02d}", f"i{i:02d}", CUTOFF - pd.Timedelta(days=1 + 3 * ((u + i) % 20)), 1)
         for u in range(N)
         for i in range(u % 2, N, 2)
         if i != _held_out(u)
@@ -38,7 +40,10 @@ def train() -> Interactions:
     return _checkerboard()
 
 
-@pytest.mark.parametrize("make", BASELINES, ids=lambda make: make().name)
+MODELS = (*BASELINES, lambda: Reranker(RankerConfig(candidates_per_source=5, epochs=5)))
+
+
+@pytest.mark.parametrize("make", MODELS, ids=lambda make: make().name)
 def test_every_model_scores_the_whole_catalogue_the_same_way_twice(make, train):
     customers = np.arange(N)
     first = make().fit(train).score(customers)
@@ -48,7 +53,7 @@ def test_every_model_scores_the_whole_catalogue_the_same_way_twice(make, train):
     np.testing.assert_allclose(make().fit(train).score(customers[::-1]), first[::-1], rtol=1e-5)
 
 
-@pytest.mark.parametrize("make", [m for m in BASELINES if m().name in ("item_knn_bm25", "ease", "als")],
+@pytest.mark.parametrize("make", [m for m in MODELS if m().name in ("item_knn_bm25", "ease", "als", "reranker_for_you")],
                          ids=lambda make: make().name)
 def test_models_that_learn_from_others_find_the_missing_item(make, train):
     scores = make().fit(train).score(np.arange(N))

@@ -24,6 +24,7 @@ from loyal.schema import CUSTOMER_ID, ITEM_ID, QUANTITY, TIMESTAMP
 
 TEST_DAYS = 30
 K = 10
+CURVE_K = 50  # recall@k is drawn up to this k
 CUTOFFS = ("2011-09-10", "2011-10-10", "2011-11-09")  # the protocol's cutoffs on the UCI data; the last is the test
 
 
@@ -55,6 +56,22 @@ class Interactions:
         purchases = pd.DataFrame({"customer": rows, "item": cols, "age_days": age})
         return cls(customers, items, counts, purchases, cutoff)
 
+    def earlier(self, days: float) -> tuple[Interactions, pd.DataFrame]:
+        """The same customers and items as they stood `days` before the cutoff, and the purchases of those days.
+
+        Positions stay the same (customers and items first seen later have empty rows and columns), so a model fitted
+        on the earlier matrix scores the same positions. The second value holds the purchases (customer, item) in
+        [cutoff - days, cutoff): the labels a re-ranker learns from, never reaching the earlier matrix."""
+        old = self.purchases["age_days"] > days
+        earlier = self.purchases[old].assign(age_days=lambda p: p["age_days"] - days)
+        counts = sp.csr_matrix(
+            (np.ones(len(earlier), dtype=np.float32), (earlier["customer"], earlier["item"])), shape=self.counts.shape
+        )
+        counts.sum_duplicates()
+        later = self.purchases.loc[~old, ["customer", "item"]].drop_duplicates()
+        return Interactions(self.customers, self.items, counts, earlier.reset_index(drop=True),
+                            self.cutoff - pd.Timedelta(days=days)), later.reset_index(drop=True)
+
 
 @dataclass
 class TestSet:
@@ -81,7 +98,14 @@ def split(transactions: pd.DataFrame, cutoff, days: int = TEST_DAYS) -> tuple[In
     unseen = cols < 0
     cols[unseen] = len(train.items) + pd.factorize(window[ITEM_ID].to_numpy()[unseen])[0]
     seen_customer = rows >= 0
-    pairs = pd.DataFrame({"customer": rows[seen_customer], "item": cols[seen_customer]}).drop_duplicates()
+    pairs = pd.DataFrame({"customer": rows[seen_customer], "item": cols[seen_customer]})
+    return train, test_set(train, pairs)
+
+
+def test_set(train: Interactions, pairs: pd.DataFrame) -> TestSet:
+    """The test lists from (customer, item) positions bought after `train`'s cutoff, for customers with a purchase
+    in `train` (a customer with an empty row is a stranger to every model)."""
+    pairs = pairs[np.diff(train.counts.indptr)[pairs["customer"]] > 0].drop_duplicates()
     customers, relevant_all, relevant_new = [], [], []
     for customer, group in pairs.groupby("customer", sort=True):
         items = np.sort(group["item"].to_numpy())
@@ -89,7 +113,7 @@ def split(transactions: pd.DataFrame, cutoff, days: int = TEST_DAYS) -> tuple[In
         customers.append(customer)
         relevant_all.append(items)
         relevant_new.append(np.setdiff1d(items, past))
-    return train, TestSet(np.asarray(customers, dtype=np.int64), relevant_all, relevant_new)
+    return TestSet(np.asarray(customers, dtype=np.int64), relevant_all, relevant_new)
 
 
 def top_k(scores: np.ndarray, k: int, exclude: sp.csr_matrix | None = None) -> np.ndarray:
@@ -134,6 +158,16 @@ def bootstrap_interval(values: np.ndarray, draws: int = 1000, seed: int = 0) -> 
     return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
+def difference_interval(
+    model: np.ndarray, baseline: np.ndarray, draws: int = 1000, seed: int = 0
+) -> dict[str, float]:
+    """The mean difference model - baseline over the same customers, with its paired 95% bootstrap interval: each
+    draw resamples customers once and takes both models' values for them."""
+    difference = np.asarray(model, dtype=np.float64) - np.asarray(baseline, dtype=np.float64)
+    low, high = bootstrap_interval(difference, draws, seed)
+    return {"value": round(float(difference.mean()), 4), "low": round(low, 4), "high": round(high, 4)}
+
+
 def evaluate_scores(
     scores: np.ndarray, train: Interactions, test: TestSet, k: int = K
 ) -> dict[str, dict[str, np.ndarray | float]]:
@@ -166,25 +200,50 @@ def summarise(views: dict, draws: int = 1000) -> dict:
     return summary
 
 
-def evaluate_recommenders(transactions: pd.DataFrame, cutoff, models, draws: int = 1000) -> dict:
-    """Fit each model on the purchases before `cutoff` and measure it on the 30 days after, both views."""
-    train, test = split(transactions, cutoff)
-    results = {}
-    for model in models:
+def recall_curve(ranked: np.ndarray, relevant: list[np.ndarray]) -> list[float]:
+    """Mean recall at every k from 1 to the lists' length."""
+    hits = np.array([np.isin(ranked[row], items) for row, items in enumerate(relevant)], dtype=np.float64)
+    sizes = np.array([len(items) for items in relevant], dtype=np.float64)
+    return [round(float(v), 4) for v in (np.cumsum(hits, axis=1) / sizes[:, None]).mean(axis=0)]
+
+
+def mean_popularity(ranked: np.ndarray, buyers: np.ndarray) -> float:
+    """Popularity bias: the mean number of distinct training buyers of the items in the lists."""
+    shown = ranked[ranked >= 0]
+    return round(float(buyers[shown].mean()), 2) if shown.size else 0.0
+
+
+def evaluate_recommenders(
+    train: Interactions, test: TestSet, models: dict, draws: int = 1000, fitted: bool = False
+) -> tuple[dict, dict]:
+    """Measure each model (fitting it on `train` first unless `fitted`) on `test`, both views.
+
+    Returns the report (means with intervals per model, view and metric) and the per-customer values, from which
+    paired differences between models are drawn."""
+    results, values = {}, {}
+    buyers = np.diff((train.counts > 0).tocsc().indptr)  # distinct buyers per item
+    for name, model in models.items():
         began = time.perf_counter()
-        model.fit(train)
+        if not fitted:
+            model.fit(train)
         scores = model.score(test.customers)
-        results[model.name] = summarise(evaluate_scores(scores, train, test), draws)
-        results[model.name]["seconds"] = round(time.perf_counter() - began, 2)
-    return {
-        "cutoff": str(pd.Timestamp(cutoff).date()),
+        views = evaluate_scores(scores, train, test)
+        values[name] = views
+        results[name] = summarise(views, draws)
+        ranked = top_k(scores, CURVE_K)
+        results[name]["recall_curve_all"] = recall_curve(ranked, test.relevant_all)
+        results[name]["mean_buyers_of_top_10"] = mean_popularity(ranked[:, :K], buyers)
+        results[name]["seconds"] = round(time.perf_counter() - began, 2)
+    report = {
+        "cutoff": str(train.cutoff.date()),
         "test_days": TEST_DAYS,
-        "train_customers": len(train.customers),
+        "train_customers": int((np.diff(train.counts.indptr) > 0).sum()),
         "catalogue": len(train.items),
         "test_customers": {"all": len(test.customers), "explore": sum(len(r) > 0 for r in test.relevant_new)},
         "bootstrap_draws": draws,
         "models": results,
     }
+    return report, values
 
 
 def report_markdown(result: dict) -> str:

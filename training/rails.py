@@ -1,0 +1,115 @@
+"""The product rails, answered by one trained bundle that carries everything it needs (id maps included), so it
+answers without the training run, the canonical tables or the feature store.
+
+- `for_you`: the re-ranker over every item; `discover`: the re-ranker trained on items new to the customer;
+- `buy_again`: only items the customer bought, by time-decayed purchase frequency;
+- `similar_items`: item to item (BM25 item-kNN), for a given item, or for a customer's latest purchase;
+- `trending`: the most distinct buyers in the last week (the last month breaks ties). A customer the model does not
+  know gets `trending` on every customer rail.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from loyal.errors import LoyalError
+from loyal.training.evaluate import top_k
+from loyal.training.ranker import Reranker, Stage
+
+RAILS = ("for_you", "buy_again", "discover", "similar_items", "trending")
+TRENDING_DAYS = 7
+COLUMNS = ["customer_id", "rank", "item_id", "score"]
+
+
+class Recommender:
+    """The two re-rankers on one stage (the sources fitted on all purchases before the training cutoff)."""
+
+    def __init__(self, for_you: Reranker, discover: Reranker):
+        if for_you.stage is not discover.stage:
+            raise ValueError("both re-rankers must score with the same stage")
+        stage: Stage = for_you.stage
+        self.for_you, self.discover, self.stage = for_you, discover, stage
+        self.customers, self.items = stage.train.customers, stage.train.items
+        self.cutoff = stage.train.cutoff
+        purchases = stage.train.purchases
+        week = np.bincount(
+            purchases.loc[purchases["age_days"] <= TRENDING_DAYS, ["customer", "item"]].drop_duplicates()["item"],
+            minlength=len(self.items),
+        )
+        month = np.bincount(
+            purchases.loc[purchases["age_days"] <= 30, ["customer", "item"]].drop_duplicates()["item"],
+            minlength=len(self.items),
+        )
+        self.trending_scores = week + month / (month.max() + 1.0)
+        # The latest item each customer bought, for similar_items without an item.
+        latest = purchases.sort_values("age_days").drop_duplicates("customer")
+        self.latest_item = np.full(len(self.customers), -1)
+        self.latest_item[latest["customer"].to_numpy()] = latest["item"].to_numpy()
+        self.for_you.features = self.discover.features = None  # the bundle never reads the feature store again
+
+    # ------------------------------------------------------------------------------------------- scores
+    def scores(self, positions: np.ndarray, rail: str) -> np.ndarray:
+        """Whole-catalogue scores of known customers (positions) on one rail; -inf: never shown."""
+        if rail == "for_you":
+            return self.for_you.score(positions)
+        if rail == "discover":
+            return self.discover.score(positions)
+        if rail == "buy_again":
+            personal = self.stage.sources["personal_frequency"].personal[positions].toarray()
+            return np.where(personal > 0, personal, -np.inf)
+        if rail == "trending":
+            return np.tile(self.trending_scores, (len(positions), 1)).astype(np.float64)
+        if rail == "similar_items":
+            return self.similar(self.latest_item[positions])
+        raise LoyalError(f"unknown rail {rail!r}: choose one of {', '.join(RAILS)}")
+
+    def similar(self, item_positions: np.ndarray) -> np.ndarray:
+        """Item-to-item similarity rows (BM25 item-kNN); the item itself and unrelated items are never shown."""
+        similarity = self.stage.sources["item_knn"].model.similarity.tocsr()
+        rows = similarity[np.maximum(item_positions, 0)].toarray().astype(np.float64)
+        rows[rows <= 0] = -np.inf
+        rows[np.arange(len(item_positions)), np.maximum(item_positions, 0)] = -np.inf
+        rows[item_positions < 0] = -np.inf
+        return rows
+
+    # ------------------------------------------------------------------------------------------- lists
+    def recommend(self, customer_ids, rail: str, k: int, block: int = 1024) -> pd.DataFrame:
+        """Rows (customer_id, rank, item_id, score), best first per customer, in the order the ids came.
+        Unknown customers get `trending`."""
+        if rail not in RAILS:
+            raise LoyalError(f"unknown rail {rail!r}: choose one of {', '.join(RAILS)}")
+        if not 1 <= k <= len(self.items):
+            raise LoyalError(f"k must be between 1 and {len(self.items)}, not {k}")
+        ids = pd.Index(pd.Series(customer_ids, dtype="string").astype(str))
+        positions = self.customers.get_indexer(ids)
+        frames = []
+        for start in range(0, len(ids), block):
+            part = positions[start : start + block]
+            known = part >= 0
+            scores = np.tile(self.trending_scores.astype(np.float64), (len(part), 1))
+            if known.any():
+                scores[known] = self.scores(part[known], rail)
+            frames.append(self._rows(ids[start : start + block], scores, k))
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
+
+    def similar_to(self, item_ids, k: int) -> pd.DataFrame:
+        """Rows (item_id of the query, rank, item_id, score) for the similar_items rail of given items."""
+        ids = pd.Index(pd.Series(item_ids, dtype="string").astype(str))
+        positions = self.items.get_indexer(ids)
+        unknown = ids[positions < 0]
+        if len(unknown):
+            raise LoyalError(f"unknown item id(s): {', '.join(map(str, unknown[:5]))}")
+        frame = self._rows(ids, self.similar(positions), k)
+        return frame.rename(columns={"customer_id": "query_item_id"})
+
+    def _rows(self, ids: pd.Index, scores: np.ndarray, k: int) -> pd.DataFrame:
+        ranked = top_k(scores, k)
+        rows, ranks = np.nonzero(ranked >= 0)
+        items = ranked[rows, ranks]
+        return pd.DataFrame({
+            "customer_id": ids.to_numpy()[rows],
+            "rank": ranks + 1,
+            "item_id": self.items.to_numpy()[items],
+            "score": scores[rows, items].astype(np.float64),
+        })

@@ -1,0 +1,284 @@
+"""A PyTorch re-ranker: candidates from several recommenders, re-ordered by a small network that reads their scores,
+the customer's history with each item and the `offers_v1` features (the customer's and the item's).
+
+How it learns without touching the test window: given the purchases before a cutoff C, the candidate sources are
+fitted on the purchases before C - `label_days` and the network learns which of their candidates were bought in
+[C - label_days, C), with the features as of C - label_days. To recommend, the sources are fitted again on everything
+before C and the network scores their candidates with the features as of C.
+
+Two views, as in the evaluation: "all" (the `for_you` rail; every item may come back) and "explore" (the `discover`
+rail: only items new to the customer are candidates, and only those count as bought).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+import numpy as np
+import pandas as pd
+
+from loyal.training.evaluate import Interactions
+from loyal.training.recommenders import (
+    ALS,
+    EASE,
+    ItemKNN,
+    PersonalFrequency,
+    Popularity,
+    PopularityConfig,
+)
+
+VIEWS = ("all", "explore")
+# The candidate sources, each a factory; their scores are the network's first features.
+SOURCES: dict[str, Callable] = {
+    "personal_frequency": PersonalFrequency,
+    "item_knn": ItemKNN,
+    "ease": EASE,
+    "als": ALS,
+    "recent_popularity": lambda: Popularity(PopularityConfig(recent_days=30)),
+    "global_popularity": Popularity,
+}
+# offers_v1 features the network reads, each through log1p (counts and money) or as it is (shares and trends).
+CUSTOMER_FEATURES = {
+    "recency_days": "log", "tenure_days": "log", "orders_90d": "log", "orders_365d": "log", "spend_90d": "log",
+    "spend_365d": "log", "avg_order_value_365d": "log", "spend_trend": "raw",
+}
+ITEM_FEATURES = {
+    "item_buyers_7d": "log", "item_buyers_30d": "log", "item_buyers_90d": "log", "item_buyers_365d": "log",
+    "item_revenue_30d": "log", "item_avg_price_365d": "log", "item_repeat_rate_365d": "raw", "item_trend_30d": "raw",
+}
+PAIR_FEATURES = ("bought_before", "times_bought", "days_since_bought", "customer_items")
+
+
+class FeatureSource(Protocol):
+    """Where the customer and item features come from: (time, customer ids, item ids) -> two frames indexed by id."""
+
+    def __call__(self, at: pd.Timestamp, customers: pd.Index, items: pd.Index) -> tuple[pd.DataFrame, pd.DataFrame]: ...
+
+
+class FeastFeatures:
+    """The `offers_v1` FeatureService from the feature store under `home`, point in time."""
+
+    def __init__(self, home):
+        self.home = home
+
+    def __call__(self, at, customers, items):
+        from loyal.features.repo import features_by_entity
+        from loyal.schema import CUSTOMER_ID, ITEM_ID
+
+        frames = features_by_entity(self.home, "offers_v1", at, {CUSTOMER_ID: customers, ITEM_ID: items})
+        return frames[CUSTOMER_ID], frames[ITEM_ID]
+
+
+def no_features(at, customers, items) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """No customer or item features (unit tests on planted matrices): the network reads scores and history only."""
+    return pd.DataFrame(index=customers), pd.DataFrame(index=items)
+
+
+def _transform(frame: pd.DataFrame, catalogue: dict[str, str], index: pd.Index) -> np.ndarray:
+    """The catalogue's columns of `frame` for `index` as float32, log1p where asked; absent values are 0."""
+    columns = []
+    for name, how in catalogue.items():
+        if name not in frame.columns:
+            columns.append(np.zeros(len(index)))
+            continue
+        values = pd.to_numeric(frame[name].reindex(index.astype(str)), errors="coerce").astype(float).to_numpy()
+        values = np.nan_to_num(values, nan=0.0)
+        columns.append(np.log1p(np.maximum(values, 0.0)) if how == "log" else values)
+    return np.stack(columns, axis=1).astype(np.float32) if columns else np.zeros((len(index), 0), np.float32)
+
+
+@dataclass(frozen=True)
+class RankerConfig:
+    view: str = "all"  # "all" (for_you) or "explore" (discover)
+    candidates_per_source: int = 50  # each source's top items per customer; their union is re-ranked
+    hidden: int = 64
+    epochs: int = 30
+    learning_rate: float = 3e-3
+    weight_decay: float = 1e-5
+    seed: int = 0
+
+
+LABEL_DAYS = 30  # the days before a cutoff whose purchases teach the network: the protocol's test window, earlier
+
+
+class Stage:
+    """The sources fitted on one matrix, with the features as of its cutoff: turns customers into candidate lists.
+
+    One stage serves both views and every trial of a tuning run; only the network differs."""
+
+    def __init__(self, train: Interactions, features: FeatureSource):
+        self.train = train
+        self.sources = {name: factory().fit(train) for name, factory in SOURCES.items()}
+        customer_frame, item_frame = features(train.cutoff, train.customers, train.items)
+        self.customer_features = _transform(customer_frame, CUSTOMER_FEATURES, train.customers)
+        self.item_features = _transform(item_frame, ITEM_FEATURES, train.items)
+        # Per (customer, item): purchase lines and the days since the latest one.
+        self.history = train.purchases.groupby(["customer", "item"])["age_days"].agg(["size", "min"])
+        self.customer_items = np.diff(train.counts.indptr).astype(np.float32)
+
+    def bought(self, customers: np.ndarray) -> np.ndarray:
+        """Which items each customer bought before the cutoff, as a dense boolean matrix."""
+        bought = np.zeros((len(customers), len(self.train.items)), dtype=bool)
+        rows, cols = self.train.counts[customers].nonzero()
+        bought[rows, cols] = True
+        return bought
+
+    def candidates(self, customers: np.ndarray, view: str, per_source: int):
+        """Per customer, the union of each source's top items (padded with -1) and their features.
+
+        Returns (items [n, C], features [n, C, F], mask [n, C]); in the explore view no bought item is a candidate."""
+        n, catalogue = len(customers), len(self.train.items)
+        bought = self.bought(customers)
+        chosen = np.zeros((n, catalogue), dtype=bool)
+        source_features = []
+        for source in self.sources.values():
+            scores = np.asarray(source.score(customers), dtype=np.float64)
+            if view == "explore":
+                scores = np.where(bought, -np.inf, scores)
+            order = np.argsort(-scores, axis=1, kind="stable")
+            rank = np.empty_like(order)
+            np.put_along_axis(rank, order, np.arange(catalogue)[None, :], axis=1)
+            np.put_along_axis(chosen, order[:, :per_source], True, axis=1)
+            finite = np.where(np.isfinite(scores), scores, np.nan)
+            top = np.nanmax(np.abs(finite), axis=1, keepdims=True)
+            scaled = np.nan_to_num(finite / np.where(top > 0, top, 1.0), nan=0.0)
+            source_features += [scaled, np.log1p(rank)]
+        if view == "explore":
+            chosen &= ~bought
+        width = int(chosen.sum(axis=1).max()) if n else 0
+        # The chosen items first, in item order, then padding: a stable argsort of "not chosen".
+        items = np.argsort(~chosen, axis=1, kind="stable")[:, :width]
+        mask = np.take_along_axis(chosen, items, axis=1)
+        items = np.where(mask, items, -1)
+        safe = np.maximum(items, 0)
+        columns = [np.take_along_axis(f, safe, axis=1) for f in source_features]
+        times, since = self._history(customers, safe)
+        columns += [
+            np.take_along_axis(bought, safe, axis=1).astype(np.float64),
+            np.log1p(times),
+            np.where(times > 0, np.log1p(since), np.log1p(3650.0)),  # never bought: as if ten years ago
+            np.broadcast_to(np.log1p(self.customer_items[customers])[:, None], items.shape),
+        ]
+        pair = np.stack(columns, axis=2).astype(np.float32)
+        customer = np.broadcast_to(
+            self.customer_features[customers][:, None, :], (*items.shape, self.customer_features.shape[1])
+        )
+        item = self.item_features[safe]
+        return items, np.concatenate([pair, customer, item], axis=2), mask
+
+    def _history(self, customers: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        keys = pd.MultiIndex.from_arrays([np.repeat(customers, items.shape[1]), items.ravel()])
+        found = self.history.reindex(keys)
+        times = found["size"].fillna(0).to_numpy().reshape(items.shape)
+        since = found["min"].fillna(0).to_numpy().reshape(items.shape)
+        return times, since
+
+
+@dataclass
+class LabelledStage:
+    """A stage fitted LABEL_DAYS before a cutoff, with the purchases of those days: what a network learns from."""
+
+    stage: Stage
+    later: pd.DataFrame  # (customer, item) bought in [cutoff - LABEL_DAYS, cutoff)
+
+    @classmethod
+    def before(cls, train: Interactions, features: FeatureSource, days: int = LABEL_DAYS) -> LabelledStage:
+        earlier, later = train.earlier(days)
+        return cls(Stage(earlier, features), later)
+
+    def lists(self, view: str, per_source: int):
+        """Candidate lists of the customers who bought in the label window, and which candidates they bought."""
+        counts = self.stage.train.counts
+        later = self.later
+        if view == "explore":
+            later = later[counts[later["customer"], later["item"]].A1 == 0]
+        later = later[np.diff(counts.indptr)[later["customer"]] > 0]  # customers the stage knows
+        customers = np.unique(later["customer"].to_numpy())
+        items, features, mask = self.stage.candidates(customers, view, per_source)
+        keys = pd.MultiIndex.from_arrays([np.repeat(customers, items.shape[1]), items.ravel()])
+        labels = keys.isin(pd.MultiIndex.from_frame(later[["customer", "item"]])).reshape(items.shape) & mask
+        keep = labels.any(axis=1)  # a list without a bought candidate teaches a softmax nothing
+        return features[keep], mask[keep], labels[keep]
+
+
+def _network(features: int, hidden: int):
+    import torch
+
+    return torch.nn.Sequential(
+        torch.nn.Linear(features, hidden),
+        torch.nn.ReLU(),
+        torch.nn.Linear(hidden, max(hidden // 2, 1)),
+        torch.nn.ReLU(),
+        torch.nn.Linear(max(hidden // 2, 1), 1),
+    )
+
+
+class Reranker:
+    """Candidates from SOURCES, re-ranked by a network trained with a listwise softmax loss on the label window.
+
+    `fit(train)` builds its own stages; `fit_stages(labelled, current)` takes stages already built, so that both
+    views and every tuning trial share the sources' fitting."""
+
+    def __init__(self, config: RankerConfig = RankerConfig(), features: FeatureSource = no_features):
+        if config.view not in VIEWS:
+            raise ValueError(f"view must be one of {VIEWS}")
+        self.config, self.features = config, features
+        self.name = "reranker_for_you" if config.view == "all" else "reranker_discover"
+
+    def fit(self, train: Interactions) -> Reranker:
+        return self.fit_stages(LabelledStage.before(train, self.features), Stage(train, self.features))
+
+    def fit_stages(self, labelled: LabelledStage, current: Stage, epoch_callback=None) -> Reranker:
+        """Learn on `labelled`, then score with `current`. `epoch_callback(epoch, reranker)` runs after each epoch
+        (Optuna's pruning); it may raise to stop."""
+        import torch
+
+        c = self.config
+        torch.manual_seed(c.seed)
+        features, mask, labels = labelled.lists(c.view, c.candidates_per_source)
+        flat = features[mask]
+        self.mean = flat.mean(axis=0) if len(flat) else np.zeros(features.shape[2], np.float32)
+        self.std = flat.std(axis=0) + 1e-6 if len(flat) else np.ones(features.shape[2], np.float32)
+        x = torch.from_numpy((features - self.mean) / self.std)
+        m = torch.from_numpy(mask)
+        target = torch.from_numpy(labels.astype(np.float32))
+        target = target / target.sum(dim=1, keepdim=True).clamp(min=1.0)  # spread each list's mass over its buys
+        self.network = _network(features.shape[2], c.hidden)
+        self.stage = current
+        optimiser = torch.optim.Adam(self.network.parameters(), lr=c.learning_rate, weight_decay=c.weight_decay)
+        generator = torch.Generator().manual_seed(c.seed)
+        for epoch in range(c.epochs):
+            self.network.train()
+            for batch in torch.randperm(len(x), generator=generator).split(64):
+                logits = self.network(x[batch]).squeeze(-1).masked_fill(~m[batch], float("-inf"))
+                log_p = torch.log_softmax(logits, dim=1).masked_fill(~m[batch], 0.0)
+                loss = -(target[batch] * log_p).sum(dim=1).mean()
+                optimiser.zero_grad()
+                loss.backward()
+                optimiser.step()
+            self.network.eval()
+            if epoch_callback is not None:
+                epoch_callback(epoch, self)
+        return self
+
+    def score(self, customers: np.ndarray, block: int = 512) -> np.ndarray:
+        """Whole-catalogue scores: candidates get the network's score; every other item follows below them all, in
+        order of popularity (the explore view: never an item the customer bought, -inf)."""
+        import torch
+
+        buyers = self.stage.sources["global_popularity"].buyers
+        below = buyers / (buyers.max() + 1.0) - 2.0  # in [-2, -1): under every candidate once shifted
+        scores = np.empty((len(customers), len(self.stage.train.items)), dtype=np.float32)
+        for start in range(0, len(customers), block):
+            part = np.asarray(customers[start : start + block])
+            items, features, mask = self.stage.candidates(part, self.config.view, self.config.candidates_per_source)
+            with torch.no_grad():
+                out = self.network(torch.from_numpy((features - self.mean) / self.std)).squeeze(-1).numpy()
+            rows, cols = np.nonzero(mask)
+            floor = out[rows, cols].min() if len(rows) else 0.0
+            scores[start : start + len(part)] = floor + below[None, :]
+            scores[start + rows, items[rows, cols]] = out[rows, cols]
+            if self.config.view == "explore":
+                scores[start : start + len(part)][self.stage.bought(part)] = -np.inf
+        return scores

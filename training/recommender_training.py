@@ -1,0 +1,331 @@
+"""Training the recommender, end to end: tune (optionally), fit the `for_you` and `discover` re-rankers, measure
+them beside every baseline, log everything to MLflow, register `loyal-recommender` and decide on `champion`.
+
+Windows, for a training cutoff C (`--train-end`):
+- tuning and the champion decision: the validation window [C - 30, C), models fitted before C - 30;
+- the model that is registered: fitted on everything before C;
+- the test window [C, C + 30), measured only when the data reaches past C (evaluation; never used to choose).
+"""
+
+from __future__ import annotations
+
+import pickle
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+
+from loyal.errors import LoyalError
+from loyal.schema import TIMESTAMP
+from loyal.store import read_table
+from loyal.training.evaluate import (
+    K,
+    TEST_DAYS,
+    difference_interval,
+    evaluate_recommenders,
+    report_markdown,
+    split,
+)
+from loyal.training.rails import COLUMNS, RAILS, Recommender
+from loyal.training.ranker import VIEWS, FeastFeatures, FeatureSource, LabelledStage, RankerConfig, Reranker, Stage
+from loyal.training.recommenders import BASELINES
+from loyal.training.registry import Decision, champion_version, record_decision
+from loyal.training.tuning import (
+    BASELINE_SPACES,
+    Validation,
+    baseline_from,
+    ranker_from,
+    tune_baseline,
+    tune_ranker,
+)
+
+MODEL_NAME = "loyal-recommender"
+FEATURE_SERVICE = "offers_v1"
+RAIL_VIEW = {"for_you": "all", "discover": "explore"}  # the rail each re-ranker answers, and the view it is judged in
+NDCG = f"ndcg@{K}"
+
+
+@dataclass
+class Trained:
+    recommender: Recommender
+    report: dict = field(default_factory=dict)
+
+
+def _transactions(home: Path) -> pd.DataFrame:
+    transactions = read_table(home, "transactions")
+    if transactions is None or transactions.empty:
+        raise LoyalError(f"no transactions under {home}: run `loyal ingest` first")
+    return transactions
+
+
+def check_cutoff(transactions: pd.DataFrame, cutoff) -> pd.Timestamp:
+    """The cutoff as a UTC midnight, when it leaves at least two 30-day windows of data before it."""
+    cutoff = pd.Timestamp(cutoff).tz_localize("UTC") if pd.Timestamp(cutoff).tzinfo is None else pd.Timestamp(cutoff)
+    first, last = transactions[TIMESTAMP].min(), transactions[TIMESTAMP].max()
+    if cutoff - pd.Timedelta(days=90) < first or cutoff > last + pd.Timedelta(days=1):
+        raise LoyalError(
+            f"the cutoff {cutoff.date()} needs 90 days of data before it and none after the data's last day: "
+            f"the data runs from {first.date()} to {last.date()}"
+        )
+    return cutoff
+
+
+class _Fitted:
+    """A model fitted elsewhere (the re-rankers, whose stages are shared), shown to the evaluation as fitted."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def fit(self, train):
+        return self
+
+    def score(self, customers):
+        return self.model.score(customers)
+
+
+def _baselines(tuned: dict[str, dict]) -> dict:
+    """Unfitted baselines by name: the defaults, and each tuned one once per view it was tuned for."""
+    models = {make().name: make() for make in BASELINES}
+    for label, (name, params) in tuned.items():
+        models[label] = baseline_from(name, params)
+    return models
+
+
+def _best_baseline(report: dict, rails: tuple[str, ...], view: str) -> str:
+    names = [n for n in report["models"] if n not in rails]
+    return max(names, key=lambda n: report["models"][n][view][NDCG]["value"])
+
+
+def _compare(report: dict, values: dict, draws: int) -> dict:
+    """Each rail against the best baseline in its view: the paired difference in NDCG@10, with its interval."""
+    comparison = {}
+    for rail, view in RAIL_VIEW.items():
+        best = _best_baseline(report, tuple(RAIL_VIEW), view)
+        comparison[rail] = {
+            "view": view,
+            "best_baseline": best,
+            "model": report["models"][rail][view][NDCG]["value"],
+            "baseline": report["models"][best][view][NDCG]["value"],
+            "difference": difference_interval(values[rail][view][NDCG], values[best][view][NDCG], draws),
+            "coverage": report["models"][rail][view]["coverage"]["value"],
+        }
+    return comparison
+
+
+def fit_and_evaluate(
+    home: Path, cutoff, trials: int = 0, draws: int = 1000, features: FeatureSource | None = None
+) -> Trained:
+    """Tune on the validation window (with `trials` per study), measure on it, fit on everything before the
+    cutoff, and measure on the test window when the data reaches it."""
+    began = time.perf_counter()
+    transactions = _transactions(home)
+    cutoff = check_cutoff(transactions, cutoff)
+    features = features or FeastFeatures(home)
+    train, test = split(transactions, cutoff)
+    validation = Validation.before(train)
+    stages = (LabelledStage.before(validation.train, features), Stage(validation.train, features))
+    tag = str(cutoff.date())
+
+    tuned_baselines: dict[str, tuple[str, dict]] = {}
+    configs = {view: RankerConfig(view=view) for view in VIEWS}
+    tuning = {}
+    tuning_began = time.perf_counter()
+    if trials:
+        for view in VIEWS:
+            for name in BASELINE_SPACES:
+                study = tune_baseline(home, name, view, validation, trials, tag)
+                tuned_baselines[f"{name}_tuned_{view}"] = (name, study.best_params)
+                tuning[f"{name}_{view}"] = {"best_ndcg": round(study.best_value, 4), "params": study.best_params,
+                                            "trials": len(study.trials)}
+            study = tune_ranker(home, view, validation, features, trials, tag, stages)
+            configs[view] = ranker_from(study.best_params, view)
+            tuning[f"reranker_{view}"] = {"best_ndcg": round(study.best_value, 4), "params": study.best_params,
+                                          "trials": len(study.trials),
+                                          "pruned": sum(t.state.name == "PRUNED" for t in study.trials)}
+    tuning_seconds = time.perf_counter() - tuning_began
+
+    # The validation window: what the champion decision reads.
+    rerankers = {rail: Reranker(configs[view], features).fit_stages(*stages) for rail, view in RAIL_VIEW.items()}
+    models = _baselines(tuned_baselines) | {rail: _Fitted(m) for rail, m in rerankers.items()}
+    validation_report, validation_values = evaluate_recommenders(validation.train, validation.test, models, draws)
+    validation_report["comparison"] = _compare(validation_report, validation_values, draws)
+
+    # The model itself: the network learns on the validation window, the sources see everything before the cutoff.
+    fit_began = time.perf_counter()
+    labelled = LabelledStage(stages[1], train.earlier(TEST_DAYS)[1])
+    current = Stage(train, features)
+    rerankers = {rail: Reranker(configs[view], features).fit_stages(labelled, current)
+                 for rail, view in RAIL_VIEW.items()}
+    recommender = Recommender(rerankers["for_you"], rerankers["discover"])
+    fit_seconds = time.perf_counter() - fit_began
+
+    report = {
+        "cutoff": tag,
+        "train_window": {"start": str(transactions[TIMESTAMP].min().date()), "end": tag},
+        "trials_per_study": trials,
+        "configs": {rail: vars(configs[view]) for rail, view in RAIL_VIEW.items()},
+        "tuned_baselines": {label: params for label, (_, params) in tuned_baselines.items()},
+        "tuning": tuning,
+        "validation": validation_report,
+        "seconds": {"tuning": round(tuning_seconds, 1), "fit": round(fit_seconds, 1)},
+    }
+    if len(test.customers):
+        models = _baselines(tuned_baselines) | {rail: _Fitted(m) for rail, m in rerankers.items()}
+        test_report, test_values = evaluate_recommenders(train, test, models, draws)
+        test_report["comparison"] = _compare(test_report, test_values, draws)
+        report["test"] = test_report
+    report["seconds"]["total"] = round(time.perf_counter() - began, 1)
+    return Trained(recommender, report)
+
+
+def markdown(report: dict) -> str:
+    """The report: the test window when measured (else the validation window), each rail against its best
+    baseline, then every model in both views."""
+    lines = []
+    for window in ("test", "validation"):
+        if window not in report:
+            continue
+        part = report[window]
+        lines += [f"# {window.capitalize()} window", ""]
+        for rail, c in part["comparison"].items():
+            d = c["difference"]
+            lines.append(
+                f"- **{rail}** ({c['view']} view): NDCG@10 {c['model']:.3f} against {c['best_baseline']} "
+                f"{c['baseline']:.3f}; difference {d['value']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]; "
+                f"coverage {c['coverage']:.3f}"
+            )
+        lines += ["", report_markdown(part).replace("# Recommenders", "## Recommenders"), ""]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------ MLflow
+
+
+class RecommenderPyfunc(mlflow.pyfunc.PythonModel):
+    """`loyal-recommender` as an MLflow pyfunc: input a frame with `customer_id` (or, for similar_items given an
+    item, `item_id`), params `rail` and `k`; output rows (customer_id, rank, item_id, score)."""
+
+    def load_context(self, context):
+        with open(context.artifacts["recommender"], "rb") as file:
+            self.recommender: Recommender = pickle.load(file)
+
+    def predict(self, context, model_input, params=None):
+        params = params or {}
+        rail, k = params.get("rail", "for_you"), int(params.get("k", K))
+        if rail == "similar_items" and "item_id" in model_input.columns:
+            return self.recommender.similar_to(model_input["item_id"], k)
+        return self.recommender.recommend(model_input["customer_id"], rail, k)
+
+
+def _decide(name: str, report: dict) -> Decision:
+    """Promote when both rails beat their best baseline on the validation window (the interval of the difference
+    above zero) and the current champion was not trained on later data; otherwise keep it, saying why."""
+    comparison = report["validation"]["comparison"]
+    failing = [f"{rail} {c['model']:.3f} vs {c['best_baseline']} {c['baseline']:.3f} "
+               f"(difference interval low {c['difference']['low']:+.3f})"
+               for rail, c in comparison.items() if c["difference"]["low"] <= 0]
+    summary = "; ".join(f"{rail} NDCG@10 {c['model']:.3f} vs best baseline {c['best_baseline']} {c['baseline']:.3f}"
+                        for rail, c in comparison.items())
+    if failing:
+        return Decision(False, "does not beat its baselines on the validation window: " + "; ".join(failing))
+    current = champion_version(name)
+    if current is not None and current.tags.get("train_window_end", "") > report["cutoff"]:
+        return Decision(False, f"the champion (version {current.version}) was trained on later data "
+                               f"(to {current.tags['train_window_end']}); {summary}")
+    was = "no champion before" if current is None else f"replaces version {current.version}"
+    return Decision(True, f"beats every baseline on the validation window ({summary}); {was}")
+
+
+def _log_report(report: dict) -> None:
+    from loyal.training import plots
+
+    metrics = {}
+    for window in ("validation", "test"):
+        if window not in report:
+            continue
+        for model, figures in report[window]["models"].items():
+            for view in VIEWS:
+                for metric, figure in figures[view].items():
+                    metrics[f"{window}.{model}.{view}.{metric.replace('@', '_at_')}"] = figure["value"]
+        for rail, c in report[window]["comparison"].items():
+            for part in ("value", "low", "high"):
+                metrics[f"{window}.{rail}.difference_to_best_baseline.{part}"] = c["difference"][part]
+    metrics |= {f"seconds.{k}": v for k, v in report["seconds"].items()}
+    mlflow.log_metrics(metrics)
+    mlflow.log_dict(report, "evaluation.json")
+    mlflow.log_text(markdown(report), "evaluation.md")
+    shown = report.get("test", report["validation"])
+    models = shown["models"]
+    mlflow.log_figure(plots.recall_at_k({n: m["recall_curve_all"] for n, m in models.items()}, "all"),
+                      "plots/recall_at_k.png")
+    mlflow.log_figure(plots.bars({n: m["all"]["coverage"]["value"] for n, m in models.items()},
+                                 "Catalogue coverage of the top 10 (all view)", "share of the catalogue"),
+                      "plots/coverage.png")
+    mlflow.log_figure(plots.bars({n: m["mean_buyers_of_top_10"] for n, m in models.items()},
+                                 "Popularity bias: mean distinct buyers of the recommended items",
+                                 "distinct buyers before the cutoff"), "plots/popularity_bias.png")
+
+
+def train_recommender(home: Path, train_end, trials: int = 0, draws: int = 1000) -> dict:
+    """Train, log, register `loyal-recommender` and decide on `champion`. Returns a summary for the command line."""
+    from mlflow.models import infer_signature
+
+    from loyal.tracking import use_home
+
+    use_home(home)
+    trained = fit_and_evaluate(home, train_end, trials, draws)
+    report, recommender = trained.report, trained.recommender
+    with mlflow.start_run(run_name=f"recommender-{report['cutoff']}") as run, tempfile.TemporaryDirectory() as tmp:
+        tags = {"model_family": "recommender", "feature_service": FEATURE_SERVICE,
+                "train_window_start": report["train_window"]["start"], "train_window_end": report["cutoff"]}
+        mlflow.set_tags(tags)
+        mlflow.log_params({"train_end": report["cutoff"], "trials_per_study": trials} | {
+            f"{rail}.{key}": value for rail, config in report["configs"].items() for key, value in config.items()
+        } | {f"{label}.{k}": v for label, params in report["tuned_baselines"].items() for k, v in params.items()})
+        _log_report(report)
+        path = Path(tmp) / "recommender.pkl"
+        path.write_bytes(pickle.dumps(recommender, protocol=pickle.HIGHEST_PROTOCOL))
+        example = pd.DataFrame({"customer_id": recommender.customers[:2].astype(str)})
+        signature = infer_signature(example, recommender.recommend(example["customer_id"], "for_you", 2),
+                                    params={"rail": "for_you", "k": K})
+        info = mlflow.pyfunc.log_model(
+            name="model", python_model=RecommenderPyfunc(), artifacts={"recommender": str(path)},
+            signature=signature, registered_model_name=MODEL_NAME,
+        )
+        version = str(info.registered_model_version)
+        client = mlflow.MlflowClient()
+        for key, value in tags.items():
+            client.set_model_version_tag(MODEL_NAME, version, key, value)
+        decision = _decide(MODEL_NAME, report)
+        record_decision(MODEL_NAME, version, decision)
+    summary = {"run_id": run.info.run_id, "model": MODEL_NAME, "version": version,
+               "champion": decision.promote, "reason": decision.reason, "seconds": report["seconds"]}
+    for window in ("validation", "test"):
+        if window in report:
+            summary[window] = report[window]["comparison"]
+    return summary
+
+
+def load_model(home: Path, version: str | None = None):
+    """The registered pyfunc that carries `champion` (or the given version), loaded from the registry."""
+    from loyal.tracking import use_home
+
+    use_home(home)
+    if version is not None:
+        return mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}/{version}")
+    if champion_version(MODEL_NAME) is None:
+        raise LoyalError(f"no {MODEL_NAME} carries the alias champion yet: run `loyal train recommender` first")
+    return mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}@champion")
+
+
+def recommend(home: Path, customer_ids: list[str], rail: str, k: int, version: str | None = None) -> pd.DataFrame:
+    """Rows (customer_id, rank, item_id, score) from the champion, or from `version`."""
+    if rail not in RAILS:
+        raise LoyalError(f"unknown rail {rail!r}: choose one of {', '.join(RAILS)}")
+    model = load_model(home, version)
+    rows = model.predict(pd.DataFrame({"customer_id": pd.Series(customer_ids, dtype=str)}),
+                         params={"rail": rail, "k": int(k)})
+    return rows[COLUMNS]

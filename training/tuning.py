@@ -1,0 +1,150 @@
+"""Tuning with Optuna, on the window before the test window and never on it.
+
+For a model to be used from a cutoff C, every trial fits on the purchases before C - 30 days and is measured on
+[C - 30, C): the protocol's 30-day window, one window earlier. Each study optimises NDCG@10 in one view ("all" for
+`for_you`, "explore" for `discover`). The tuned baselines get the same number of trials as the re-ranker, per view.
+Studies live in an SQLite database, named by model, view and cutoff, so an interrupted tuning run resumes where it
+stopped; the re-ranker's trials report validation NDCG while they train, and Optuna's median pruner stops the poor
+ones early.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import optuna
+
+from loyal.training.evaluate import K, TEST_DAYS, Interactions, TestSet, evaluate_scores, test_set
+from loyal.training.ranker import LABEL_DAYS, FeatureSource, LabelledStage, RankerConfig, Reranker, Stage
+from loyal.training.recommenders import (
+    ALS,
+    EASE,
+    ALSConfig,
+    EASEConfig,
+    ItemKNN,
+    ItemKNNConfig,
+    PersonalFrequency,
+    PersonalFrequencyConfig,
+)
+
+PRUNE_EVERY = 10  # epochs between the re-ranker's validation reports
+VIEW_OF_RAIL = {"for_you": "all", "discover": "explore"}
+
+# The baselines' search spaces: each turns a trial into an unfitted model.
+BASELINE_SPACES: dict[str, Callable[[optuna.Trial], object]] = {
+    "personal_frequency": lambda t: PersonalFrequency(PersonalFrequencyConfig(
+        half_life_days=t.suggest_float("half_life_days", 7, 365, log=True),
+        fill_recent_days=t.suggest_float("fill_recent_days", 7, 90, log=True),
+    )),
+    "item_knn_bm25": lambda t: ItemKNN(ItemKNNConfig(
+        neighbours=t.suggest_int("neighbours", 10, 500, log=True),
+        k1=t.suggest_float("k1", 0.2, 3.0),
+        b=t.suggest_float("b", 0.0, 1.0),
+    )),
+    "ease": lambda t: EASE(EASEConfig(l2=t.suggest_float("l2", 1.0, 5000.0, log=True))),
+    "als": lambda t: ALS(ALSConfig(
+        factors=t.suggest_categorical("factors", [16, 32, 64, 128]),
+        regularization=t.suggest_float("regularization", 1e-3, 1.0, log=True),
+        alpha=t.suggest_float("alpha", 0.1, 40.0, log=True),
+        iterations=t.suggest_int("iterations", 5, 30),
+    )),
+}
+
+
+def ranker_config(trial: optuna.Trial, view: str) -> RankerConfig:
+    return RankerConfig(
+        view=view,
+        candidates_per_source=trial.suggest_int("candidates_per_source", 20, 120, step=10),
+        hidden=trial.suggest_categorical("hidden", [16, 32, 64, 128]),
+        epochs=trial.suggest_int("epochs", PRUNE_EVERY, 50, step=PRUNE_EVERY),
+        learning_rate=trial.suggest_float("learning_rate", 5e-4, 2e-2, log=True),
+        weight_decay=trial.suggest_float("weight_decay", 1e-7, 1e-3, log=True),
+    )
+
+
+@dataclass
+class Validation:
+    """The tuning window of a training matrix: fit before C - 30 days, measure on [C - 30, C)."""
+
+    train: Interactions
+    test: TestSet
+
+    @classmethod
+    def before(cls, train: Interactions, days: int = TEST_DAYS) -> Validation:
+        earlier, later = train.earlier(days)
+        return cls(earlier, test_set(earlier, later))
+
+    def ndcg(self, scores: np.ndarray, view: str) -> float:
+        return float(evaluate_scores(scores, self.train, self.test)[view][f"ndcg@{K}"].mean())
+
+
+def storage(home: Path) -> str:
+    return f"sqlite:///{home / 'optuna.db'}"
+
+
+def _study(home: Path, name: str, seed: int) -> optuna.Study:
+    optuna.logging.set_verbosity(logging.WARNING)
+    return optuna.create_study(
+        study_name=name,
+        storage=storage(home),
+        direction="maximize",
+        load_if_exists=True,
+        sampler=optuna.samplers.TPESampler(seed=seed),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0),
+    )
+
+
+def _run(study: optuna.Study, objective, trials: int) -> optuna.Study:
+    """Run the trials the study still lacks (a resumed study counts the finished and pruned ones)."""
+    done = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
+    remaining = max(trials - len(done), 0)
+    if remaining:
+        study.optimize(objective, n_trials=remaining, catch=())
+    return study
+
+
+def tune_baseline(home: Path, name: str, view: str, validation: Validation, trials: int, tag: str) -> optuna.Study:
+    """`trials` trials of one baseline for one view; the study is named `recommender-<name>-<view>-<tag>`."""
+    space = BASELINE_SPACES[name]
+
+    def objective(trial: optuna.Trial) -> float:
+        model = space(trial).fit(validation.train)
+        return validation.ndcg(model.score(validation.test.customers), view)
+
+    return _run(_study(home, f"recommender-{name}-{view}-{tag}", seed=0), objective, trials)
+
+
+def tune_ranker(
+    home: Path, view: str, validation: Validation, features: FeatureSource, trials: int, tag: str,
+    stages: tuple[LabelledStage, Stage] | None = None,
+) -> optuna.Study:
+    """`trials` trials of the re-ranker for one view. Its network learns on the window before the validation
+    window, with its sources fitted before that; it is measured on the validation window, with the sources fitted
+    on the validation's training matrix. Every trial shares those two `stages` (built here when not given)."""
+    labelled, current = stages or (LabelledStage.before(validation.train, features, LABEL_DAYS),
+                                   Stage(validation.train, features))
+
+    def objective(trial: optuna.Trial) -> float:
+        def report(epoch: int, model: Reranker) -> None:
+            if (epoch + 1) % PRUNE_EVERY == 0 and epoch + 1 < model.config.epochs:
+                trial.report(validation.ndcg(model.score(validation.test.customers), view), epoch)
+                if trial.should_prune():
+                    raise optuna.TrialPruned()
+
+        model = Reranker(ranker_config(trial, view), features).fit_stages(labelled, current, report)
+        return validation.ndcg(model.score(validation.test.customers), view)
+
+    return _run(_study(home, f"recommender-reranker-{view}-{tag}", seed=0), objective, trials)
+
+
+def baseline_from(name: str, params: dict):
+    """The baseline `name` with the parameters of a finished trial."""
+    return BASELINE_SPACES[name](optuna.trial.FixedTrial(params))
+
+
+def ranker_from(params: dict, view: str) -> RankerConfig:
+    return ranker_config(optuna.trial.FixedTrial(params), view)
