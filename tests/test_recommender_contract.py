@@ -40,7 +40,7 @@ def train() -> Interactions:
     return _checkerboard()
 
 
-MODELS = (*BASELINES, lambda: Reranker(RankerConfig(candidates_per_source=5, epochs=5)))
+MODELS = (*BASELINES, lambda: Reranker(RankerConfig(candidates_per_source=5)))
 
 
 @pytest.mark.parametrize("make", MODELS, ids=lambda make: make().name)

@@ -119,14 +119,29 @@ def test_set(train: Interactions, pairs: pd.DataFrame) -> TestSet:
 def top_k(scores: np.ndarray, k: int, exclude: sp.csr_matrix | None = None) -> np.ndarray:
     """The k best item positions per row, best first; items marked in `exclude` (same rows) never appear.
 
-    Ties are broken by item position, so a ranking does not depend on the sort's mood."""
-    scores = np.array(scores, dtype=np.float64, copy=True)
-    if exclude is not None:
-        rows, cols = exclude.nonzero()
-        scores[rows, cols] = -np.inf
-    # A stable sort of the whole row: among equal scores the lower position wins, also at the cut (a partial
-    # sort would pick arbitrarily among items tied at the k-th place).
-    ranked = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    Ties are broken by item position, also at the cut, so a ranking does not depend on the sort's mood."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if exclude is not None or np.isnan(scores).any():
+        scores = np.where(np.isnan(scores), -np.inf, scores)
+        if exclude is not None:
+            rows, cols = exclude.nonzero()
+            scores[rows, cols] = -np.inf
+    n, catalogue = scores.shape
+    k = min(k, catalogue)
+    if n == 0 or k == 0:
+        return np.full((n, k), -1, dtype=np.int64)
+    # A partial selection instead of a full sort: everything above the k-th best value, then as many of the items
+    # tied at that value as fit, lowest position first; only those k are sorted.
+    kth = np.partition(scores, catalogue - k, axis=1)[:, [catalogue - k]]
+    above = scores > kth
+    tied = scores == kth
+    room = k - above.sum(axis=1)
+    crowded = np.flatnonzero(tied.sum(axis=1) > room)  # rows where not every tied item fits
+    tied[crowded] &= np.cumsum(tied[crowded], axis=1) <= room[crowded, None]
+    chosen = above | tied
+    chosen_items = np.nonzero(chosen)[1].reshape(n, k)  # in position order within each row
+    best_first = np.argsort(-np.take_along_axis(scores, chosen_items, axis=1), axis=1, kind="stable")
+    ranked = np.take_along_axis(chosen_items, best_first, axis=1)
     return np.where(np.isfinite(np.take_along_axis(scores, ranked, axis=1)), ranked, -1)
 
 

@@ -18,7 +18,7 @@ from typing import Callable, Protocol
 import numpy as np
 import pandas as pd
 
-from loyal.training.evaluate import Interactions
+from loyal.training.evaluate import Interactions, top_k
 from loyal.training.recommenders import (
     ALS,
     EASE,
@@ -128,31 +128,37 @@ class Stage:
         """Per customer, the union of each source's top items (padded with -1) and their features.
 
         Returns (items [n, C], features [n, C, F], mask [n, C]); in the explore view no bought item is a candidate."""
-        n, catalogue = len(customers), len(self.train.items)
+        n = len(customers)
         bought = self.bought(customers)
-        chosen = np.zeros((n, catalogue), dtype=bool)
-        source_features = []
+        chosen = np.zeros((n, len(self.train.items)), dtype=bool)
+        source_scores = []
         for source in self.sources.values():
             scores = np.asarray(source.score(customers), dtype=np.float64)
             if view == "explore":
                 scores = np.where(bought, -np.inf, scores)
-            order = np.argsort(-scores, axis=1, kind="stable")
-            rank = np.empty_like(order)
-            np.put_along_axis(rank, order, np.arange(catalogue)[None, :], axis=1)
-            np.put_along_axis(chosen, order[:, :per_source], True, axis=1)
-            finite = np.where(np.isfinite(scores), scores, np.nan)
-            top = np.nanmax(np.abs(finite), axis=1, keepdims=True)
-            scaled = np.nan_to_num(finite / np.where(top > 0, top, 1.0), nan=0.0)
-            source_features += [scaled, np.log1p(rank)]
-        if view == "explore":
-            chosen &= ~bought
-        width = int(chosen.sum(axis=1).max()) if n else 0
-        # The chosen items first, in item order, then padding: a stable argsort of "not chosen".
-        items = np.argsort(~chosen, axis=1, kind="stable")[:, :width]
-        mask = np.take_along_axis(chosen, items, axis=1)
-        items = np.where(mask, items, -1)
+            top = top_k(scores, per_source)  # never an item scored -inf: in the explore view, none bought
+            rows, slots = np.nonzero(top >= 0)
+            chosen[rows, top[rows, slots]] = True
+            source_scores.append(scores)
+        # Each row: its chosen items in item order, then -1.
+        rows, chosen_items = np.nonzero(chosen)
+        per_row = chosen.sum(axis=1)
+        slots = np.arange(len(rows)) - np.repeat(np.cumsum(per_row) - per_row, per_row)
+        items = np.full((n, int(per_row.max()) if n else 0), -1, dtype=np.int64)
+        items[rows, slots] = chosen_items
+        mask = items >= 0
         safe = np.maximum(items, 0)
-        columns = [np.take_along_axis(f, safe, axis=1) for f in source_features]
+        # Per source: its score scaled by the customer's best score, and its rank among the candidates (ranking
+        # only the candidates, not the catalogue, keeps scoring everyone fast).
+        columns = []
+        for scores in source_scores:
+            finite = np.where(np.isfinite(scores), scores, 0.0)
+            largest = np.abs(finite).max(axis=1, keepdims=True)
+            mine = np.take_along_axis(scores, safe, axis=1)
+            columns += [
+                np.take_along_axis(finite, safe, axis=1) / np.where(largest > 0, largest, 1.0),
+                np.log1p(_rank(np.where(mask, mine, -np.inf))),
+            ]
         times, since = self._history(customers, safe)
         columns += [
             np.take_along_axis(bought, safe, axis=1).astype(np.float64),
@@ -173,6 +179,18 @@ class Stage:
         times = found["size"].fillna(0).to_numpy().reshape(items.shape)
         since = found["min"].fillna(0).to_numpy().reshape(items.shape)
         return times, since
+
+
+def _rank(scores: np.ndarray) -> np.ndarray:
+    """Each item's rank in its row, from 0: how many items score strictly higher (tied items share a rank)."""
+    order = np.argsort(-scores, axis=1)  # not stable, and need not be: ties get one rank below
+    ordered = np.take_along_axis(scores, order, axis=1)
+    starts = np.ones(ordered.shape, dtype=bool)
+    starts[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+    first_of_tie = np.maximum.accumulate(np.where(starts, np.arange(scores.shape[1]), 0), axis=1)
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, first_of_tie, axis=1)
+    return rank
 
 
 @dataclass

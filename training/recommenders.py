@@ -6,6 +6,7 @@ Every model has the same two methods, so the evaluation, the rails and the contr
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -102,7 +103,10 @@ class ItemKNN:
 
         self.user_items = train.counts.astype(np.float32).tocsr()
         self.model = BM25Recommender(K=self.config.neighbours, K1=self.config.k1, B=self.config.b, num_threads=1)
-        self.model.fit(self.user_items, show_progress=False)
+        with warnings.catch_warnings():
+            # implicit weights the matrix into COO itself, then warns that it was not given CSR.
+            warnings.filterwarnings("ignore", "Method expects CSR input", category=Warning)
+            self.model.fit(self.user_items, show_progress=False)
         return self
 
     def score(self, customers: np.ndarray) -> np.ndarray:
