@@ -41,6 +41,9 @@ def test_top_k_excludes_and_breaks_ties_by_position():
     # Ties at the cut: the lowest positions win, however many items share the k-th score.
     assert top_k(np.ones((1, 50)), 3).tolist() == [[0, 1, 2]]
     assert top_k(np.r_[np.ones(40), 2.0][None, :], 2).tolist() == [[40, 0]]
+    assert top_k(np.array([[3.0, 1.0, 3.0, 2.0, 3.0]]), 2).tolist() == [[0, 2]]
+    # A score that is not a number is never shown; k beyond the catalogue gives the whole catalogue.
+    assert top_k(np.array([[np.nan, 1.0, 2.0]]), 5).tolist() == [[2, 1, -1]]
 
 
 def test_coverage_and_bootstrap():
@@ -127,7 +130,7 @@ def test_evaluate_command_writes_a_report_with_every_baseline_beside_the_rails(h
     report = json.loads((tmp_path / "recommender-2024-04-15.json").read_text())
     test = report["test"]
     assert list(test["models"]) == ["global_popularity", "recent_popularity_30d", "personal_frequency",
-                                    "item_knn_bm25", "ease", "als", "for_you", "discover"]
+                                    "item_knn_bm25", "ease", "als", "bpr", "for_you", "discover"]
     for figures in test["models"].values():
         ndcg = figures["all"]["ndcg@10"]
         assert 0 <= ndcg["low"] <= ndcg["value"] <= ndcg["high"] <= 1

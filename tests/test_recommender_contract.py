@@ -53,8 +53,10 @@ def test_every_model_scores_the_whole_catalogue_the_same_way_twice(make, train):
     np.testing.assert_allclose(make().fit(train).score(customers[::-1]), first[::-1], rtol=1e-5)
 
 
-@pytest.mark.parametrize("make", [m for m in MODELS if m().name in ("item_knn_bm25", "ease", "als", "reranker_for_you")],
-                         ids=lambda make: make().name)
+LEARN_FROM_OTHERS = ("item_knn_bm25", "ease", "als", "bpr", "reranker_for_you")
+
+
+@pytest.mark.parametrize("make", [m for m in MODELS if m().name in LEARN_FROM_OTHERS], ids=lambda make: make().name)
 def test_models_that_learn_from_others_find_the_missing_item(make, train):
     scores = make().fit(train).score(np.arange(N))
     for u in range(N):

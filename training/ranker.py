@@ -97,6 +97,18 @@ class RankerConfig:
     learning_rate: float = 3e-3
     weight_decay: float = 1e-5
     seed: int = 0
+    # Subtracted from a candidate's score per unit of log(1 + its buyers); None: the view's default below.
+    popularity_penalty: float | None = None
+
+    @property
+    def penalty(self) -> float:
+        return POPULARITY_PENALTY[self.view] if self.popularity_penalty is None else self.popularity_penalty
+
+
+# discover exists to show customers what they would not find themselves; left alone, its network leans on best
+# sellers (it showed 25% of the catalogue). This penalty widens it to about a third of the catalogue for about
+# 0.005 NDCG@10 on real data (cutoff 2011-11-09). for_you already shows over 30% and is left alone.
+POPULARITY_PENALTY = {"all": 0.0, "explore": 0.4}
 
 
 LABEL_DAYS = 30  # the days before a cutoff whose purchases teach the network: the protocol's test window, earlier
@@ -281,18 +293,20 @@ class Reranker:
         return self
 
     def score(self, customers: np.ndarray, block: int = 512) -> np.ndarray:
-        """Whole-catalogue scores: candidates get the network's score; every other item follows below them all, in
-        order of popularity (the explore view: never an item the customer bought, -inf)."""
+        """Whole-catalogue scores: candidates get the network's score less the popularity penalty; every other item
+        follows below them all, in order of popularity (the explore view: never an item the customer bought, -inf)."""
         import torch
 
         buyers = self.stage.sources["global_popularity"].buyers
         below = buyers / (buyers.max() + 1.0) - 2.0  # in [-2, -1): under every candidate once shifted
+        popularity = np.log1p(buyers).astype(np.float32)
         scores = np.empty((len(customers), len(self.stage.train.items)), dtype=np.float32)
         for start in range(0, len(customers), block):
             part = np.asarray(customers[start : start + block])
             items, features, mask = self.stage.candidates(part, self.config.view, self.config.candidates_per_source)
             with torch.no_grad():
                 out = self.network(torch.from_numpy((features - self.mean) / self.std)).squeeze(-1).numpy()
+            out = out - self.config.penalty * popularity[np.maximum(items, 0)]
             rows, cols = np.nonzero(mask)
             floor = out[rows, cols].min() if len(rows) else 0.0
             scores[start : start + len(part)] = floor + below[None, :]

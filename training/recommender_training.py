@@ -166,7 +166,8 @@ def fit_and_evaluate(
         "cutoff": tag,
         "train_window": {"start": str(transactions[TIMESTAMP].min().date()), "end": tag},
         "trials_per_study": trials,
-        "configs": {rail: vars(configs[view]) for rail, view in RAIL_VIEW.items()},
+        "configs": {rail: vars(configs[view]) | {"popularity_penalty": configs[view].penalty}
+                    for rail, view in RAIL_VIEW.items()},
         "tuned_baselines": {label: params for label, (_, params) in tuned_baselines.items()},
         "tuning": tuning,
         "validation": validation_report,
@@ -212,7 +213,7 @@ class RecommenderPyfunc(mlflow.pyfunc.PythonModel):
         with open(context.artifacts["recommender"], "rb") as file:
             self.recommender: Recommender = pickle.load(file)
 
-    def predict(self, context, model_input, params=None):
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         params = params or {}
         rail, k = params.get("rail", "for_you"), int(params.get("k", K))
         if rail == "similar_items" and "item_id" in model_input.columns:

@@ -175,6 +175,39 @@ class ALS:
         return self.model.user_factors[customers] @ self.model.item_factors.T
 
 
+@dataclass(frozen=True)
+class BPRConfig:
+    factors: int = 64
+    learning_rate: float = 0.01
+    regularization: float = 0.01
+    iterations: int = 100
+    seed: int = 0
+
+
+class BPR:
+    """Bayesian personalised ranking (implicit's BayesianPersonalizedRanking, CPU): pairwise, bought over not."""
+
+    name = "bpr"
+
+    def __init__(self, config: BPRConfig = BPRConfig()):
+        self.config = config
+
+    def fit(self, train: Interactions) -> BPR:
+        from implicit.cpu.bpr import BayesianPersonalizedRanking
+
+        c = self.config
+        # One thread: implicit's BPR updates shared factors lock-free, so more threads give a different model each run.
+        self.model = BayesianPersonalizedRanking(
+            factors=c.factors, learning_rate=c.learning_rate, regularization=c.regularization,
+            iterations=c.iterations, random_state=c.seed, num_threads=1,
+        )
+        self.model.fit(_binary(train), show_progress=False)
+        return self
+
+    def score(self, customers: np.ndarray) -> np.ndarray:
+        return self.model.user_factors[customers] @ self.model.item_factors.T
+
+
 BASELINES = (
     lambda: Popularity(),
     lambda: Popularity(PopularityConfig(recent_days=30)),
@@ -182,4 +215,5 @@ BASELINES = (
     lambda: ItemKNN(),
     lambda: EASE(),
     lambda: ALS(),
+    lambda: BPR(),
 )

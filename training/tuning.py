@@ -22,8 +22,10 @@ from loyal.training.evaluate import K, TEST_DAYS, Interactions, TestSet, evaluat
 from loyal.training.ranker import LABEL_DAYS, FeatureSource, LabelledStage, RankerConfig, Reranker, Stage
 from loyal.training.recommenders import (
     ALS,
+    BPR,
     EASE,
     ALSConfig,
+    BPRConfig,
     EASEConfig,
     ItemKNN,
     ItemKNNConfig,
@@ -51,6 +53,12 @@ BASELINE_SPACES: dict[str, Callable[[optuna.Trial], object]] = {
         regularization=t.suggest_float("regularization", 1e-3, 1.0, log=True),
         alpha=t.suggest_float("alpha", 0.1, 40.0, log=True),
         iterations=t.suggest_int("iterations", 5, 30),
+    )),
+    "bpr": lambda t: BPR(BPRConfig(
+        factors=t.suggest_categorical("factors", [16, 32, 64, 128]),
+        learning_rate=t.suggest_float("learning_rate", 1e-3, 0.1, log=True),
+        regularization=t.suggest_float("regularization", 1e-4, 0.1, log=True),
+        iterations=t.suggest_int("iterations", 20, 150, step=10),
     )),
 }
 
