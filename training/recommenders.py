@@ -149,7 +149,14 @@ class ALSConfig:
     seed: int = 0
 
 
-class ALS:
+class _Factors:
+    """A matrix factorisation fitted by implicit: a customer's score for an item is the dot product of their factors."""
+
+    def score(self, customers: np.ndarray) -> np.ndarray:
+        return self.model.user_factors[customers] @ self.model.item_factors.T
+
+
+class ALS(_Factors):
     """Implicit-feedback matrix factorisation (implicit's AlternatingLeastSquares, CPU)."""
 
     name = "als"
@@ -171,9 +178,6 @@ class ALS:
             self.model.fit(train.counts.astype(np.float32).tocsr(), show_progress=False)
         return self
 
-    def score(self, customers: np.ndarray) -> np.ndarray:
-        return self.model.user_factors[customers] @ self.model.item_factors.T
-
 
 @dataclass(frozen=True)
 class BPRConfig:
@@ -184,7 +188,7 @@ class BPRConfig:
     seed: int = 0
 
 
-class BPR:
+class BPR(_Factors):
     """Bayesian personalised ranking (implicit's BayesianPersonalizedRanking, CPU): pairwise, bought over not."""
 
     name = "bpr"
@@ -203,9 +207,6 @@ class BPR:
         )
         self.model.fit(_binary(train), show_progress=False)
         return self
-
-    def score(self, customers: np.ndarray) -> np.ndarray:
-        return self.model.user_factors[customers] @ self.model.item_factors.T
 
 
 BASELINES = (
