@@ -7,8 +7,9 @@
 `--repeats` times: fitting the champion without tuning on every purchase (the sources before the label window and
 before the end, the features from Feast, both re-rankers), and the `for_you` top 10 for every known customer.
 
-`als` times implicit's ALS (the baseline's default settings) on the purchase matrix of a synthetic population
-(`--home`: one already ingested, else one is generated, not timed).
+`als` times implicit's ALS (the baseline's default settings, on the one thread Loyal gives it) on the purchase
+matrix of a synthetic population (`--home`: one already ingested, else one is generated, not timed); `customers`
+counts those with a purchase.
 
 Each writes its figures to benchmarks/results/recommender_<part>.json with the machine it ran on.
 """
@@ -95,7 +96,7 @@ def als(customers: int, home: Path | None) -> dict:
     fit_seconds = time.perf_counter() - began
     return {
         "customers": len(train.customers), "items": len(train.items), "purchase_lines": len(train.purchases),
-        "nonzeros": int(train.counts.nnz), "config": vars(model.config),
+        "nonzeros": int(train.counts.nnz), "config": vars(model.config), "threads": model.model.num_threads,
         "matrix_seconds": round(matrix_seconds, 1), "als_fit_seconds": round(fit_seconds, 1),
         "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
     }

@@ -3,6 +3,8 @@ real MLflow model whose champion alias moves by a recorded decision, and `loyal 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -70,6 +72,21 @@ def test_rails_keep_their_promises(transactions):
     item = train.items[0]
     similar = recommender.similar_to([item], 5)
     assert item not in set(similar["item_id"]) and len(similar) > 0
+
+
+def test_the_discover_popularity_penalty_shows_less_popular_items(transactions):
+    train, _ = split(transactions, CUTOFF)
+    model = Reranker(RankerConfig(view="explore", popularity_penalty=0.0, **SMALL)).fit(train)
+    customers = np.arange(100)
+    buyers = model.stage.sources["global_popularity"].buyers
+
+    def buyers_of_top_10():
+        return buyers[np.argsort(-model.score(customers), axis=1)[:, :10]].mean()
+
+    plain = buyers_of_top_10()
+    model.config = replace(model.config, popularity_penalty=1.0)
+    assert buyers_of_top_10() < plain
+    assert RankerConfig(view="explore").penalty > 0 and RankerConfig(view="all").penalty == 0
 
 
 def test_train_registers_a_champion_and_recommend_answers_from_it(home, tmp_path):
