@@ -1,0 +1,113 @@
+"""Churn labels, training snapshots, metrics against hand-computed cases, and the baselines on synthetic data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from loyal.errors import LoyalError
+from loyal.training.churn_data import labels, snapshot, training_cutoffs
+from loyal.training.churn_evaluate import (
+    churn_metrics,
+    difference,
+    expected_calibration_error,
+    top_decile_lift,
+    with_intervals,
+)
+
+
+def _transactions(rows) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=["customer_id", "timestamp", "quantity", "unit_price"])
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
+    frame["item_id"] = "i"
+    return frame
+
+
+def test_labels_know_customers_by_purchases_before_the_cutoff_and_churn_by_the_window_after():
+    tx = _transactions([
+        ("stays", "2024-01-05", 2, 10.0),
+        ("stays", "2024-02-03", 1, 10.0),      # in [2024-02-01, 2024-03-02): not churned, spends 10
+        ("returns", "2024-01-10", 1, 5.0),
+        ("returns", "2024-02-10", -1, 5.0),    # only a return in the window: churned, spend 0, never negative
+        ("leaves", "2024-01-20", 1, 7.0),
+        ("newcomer", "2024-02-05", 1, 3.0),    # first bought after the cutoff: not known at it
+        ("stays", "2024-03-02", 1, 99.0),      # the day the window ends: outside it
+    ])
+    got = labels(tx, "2024-02-01", horizon_days=30).set_index("customer_id")
+    assert list(got.index) == ["leaves", "returns", "stays"]
+    assert got["churned"].to_dict() == {"leaves": True, "returns": True, "stays": False}
+    assert got["future_spend"].to_dict() == {"leaves": 0.0, "returns": 0.0, "stays": 10.0}
+
+
+def test_labels_refuse_a_window_the_data_do_not_reach():
+    tx = _transactions([("a", "2024-01-05", 1, 1.0), ("a", "2024-02-10", 1, 1.0)])
+    with pytest.raises(LoyalError, match="labels are unknown"):
+        labels(tx, "2024-02-01", horizon_days=90)
+
+
+def test_training_cutoffs_keep_every_label_window_before_train_end():
+    tx = _transactions([("a", "2023-01-01", 1, 1.0), ("a", "2024-06-01", 1, 1.0)])
+    cutoffs = training_cutoffs(tx, "2024-06-01", horizon_days=90)
+    assert cutoffs == sorted(cutoffs) and len(cutoffs) == 6
+    assert all(c + pd.Timedelta(days=90) <= pd.Timestamp("2024-06-01", tz="UTC") for c in cutoffs)
+    assert cutoffs[-1] == pd.Timestamp("2024-03-03", tz="UTC")
+    with pytest.raises(LoyalError, match="choose a later date"):
+        training_cutoffs(tx, "2023-06-15", horizon_days=90)
+
+
+def test_calibration_error_and_lift_by_hand():
+    # Two bins: p = 0.1 with half churned (|0.5 - 0.1| x 1/2) and p = 0.9 with all churned (|1 - 0.9| x 1/2).
+    assert expected_calibration_error(np.array([0, 1, 1, 1]), np.array([0.1, 0.1, 0.9, 0.9])) == pytest.approx(0.25)
+    # The top 10% (one of ten) holds a churner; two of ten churn overall: lift 1 / 0.2.
+    churned = np.array([1, 0, 0, 0, 0, 0, 0, 0, 0, 1])
+    assert top_decile_lift(churned, np.linspace(1, 0, 10)) == pytest.approx(5.0)
+    perfect = churn_metrics(churned.astype(bool), churned * 0.8 + 0.1)
+    assert perfect["roc_auc"] == 1.0 and perfect["pr_auc"] == 1.0
+    assert perfect["brier"] == pytest.approx(0.01)
+
+
+def test_intervals_hold_their_value_and_a_better_model_differs_above_zero():
+    rng = np.random.default_rng(0)
+    churned = rng.random(2000) < 0.4
+    good = np.clip(churned * 0.5 + rng.random(2000) * 0.5, 0, 1)
+    poor = rng.random(2000)
+    figures = with_intervals(churn_metrics, churned, good, draws=100)
+    for figure in figures.values():
+        assert figure["low"] <= figure["value"] <= figure["high"]
+    gap = difference("roc_auc", churn_metrics, churned, good, poor, draws=100)
+    assert gap["low"] > 0.3
+
+
+@pytest.fixture(scope="module")
+def synthetic_home(tmp_path_factory):
+    from loyal.features.repo import build
+    from loyal.ingest import ingest_synthetic
+    from loyal.synthetic import SyntheticConfig
+
+    home = tmp_path_factory.mktemp("churn")
+    ingest_synthetic(SyntheticConfig(customers=400, days=400, seed=7), home)
+    build(home)
+    return home
+
+
+def test_snapshots_carry_churn_v1_features_and_the_baselines_rank_churners(synthetic_home):
+    from loyal.store import read_table
+    from loyal.training.churn_baselines import BGNBD, LastSpend, Recency, RFMLogistic
+    from loyal.training.churn_evaluate import value_metrics
+
+    tx = read_table(synthetic_home, "transactions")
+    end = tx["timestamp"].max().normalize() + pd.Timedelta(days=1)
+    cutoffs = training_cutoffs(tx, end - pd.Timedelta(days=30), horizon_days=60)
+    train = pd.concat([snapshot(synthetic_home, tx, c, horizon_days=60) for c in cutoffs], ignore_index=True)
+    test = snapshot(synthetic_home, tx, end - pd.Timedelta(days=60), horizon_days=60)
+    assert {"recency_days", "spend_90d", "country", "loyalty_tier"} <= set(test.columns)
+    assert "email_opt_in" not in test.columns and "item_buyers_7d" not in test.columns  # churn_v1 only
+    assert test["customer_id"].is_unique and test["recency_days"].notna().all()
+    for model in (Recency(), RFMLogistic(), BGNBD()):
+        probability = model.fit(train).predict(test, tx, 60)["churn_probability"].to_numpy()
+        assert ((probability >= 0) & (probability <= 1)).all()
+        assert churn_metrics(test["churned"].to_numpy(), probability)["roc_auc"] > 0.6, model.name
+    for model in (LastSpend(), BGNBD()):
+        value = model.fit(train).predict(test, tx, 60)["expected_value"].to_numpy()
+        assert value_metrics(test["future_spend"].to_numpy(), value)["spearman"] > 0.2, model.name
