@@ -1,0 +1,59 @@
+"""The churn network's promises: it learns a planted signal, is calibrated by its temperature, never raises the
+risk of a customer who bought more recently (everything else equal), and ignores who the customer is called."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from loyal.training.churn_evaluate import churn_metrics, value_metrics
+from loyal.training.churn_model import ChurnConfig, ChurnModel
+
+
+def _snapshot(n: int, seed: int) -> pd.DataFrame:
+    """Customers whose churn follows recency against their usual gap between orders, and spend their habit."""
+    rng = np.random.default_rng(seed)
+    gap = rng.gamma(2.0, 20.0, n) + 3
+    recency = rng.exponential(gap * 1.5)
+    orders = rng.poisson(200 / gap) + 1
+    spend = orders * rng.gamma(3.0, 30.0, n)
+    logit = 1.5 * (np.log1p(recency) - np.log1p(gap)) - 0.3
+    churned = rng.random(n) < 1 / (1 + np.exp(-logit))
+    return pd.DataFrame({
+        "customer_id": [f"c{seed}-{i}" for i in range(n)],
+        "recency_days": recency.round(), "tenure_days": recency.round() + gap * orders,
+        "orders_90d": rng.poisson(90 / gap), "orders_365d": orders, "orders_total": orders,
+        "spend_90d": spend * 90 / 365, "spend_365d": spend, "spend_total": spend,
+        "mean_days_between_orders": np.where(orders > 1, gap, np.nan),
+        "country": rng.choice(["United Kingdom", "France", "Germany"], n), "loyalty_tier": pd.NA,
+        "churned": churned, "future_spend": np.where(churned, 0.0, spend * rng.uniform(0.1, 0.4, n)),
+    })
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    return ChurnModel(ChurnConfig(epochs=15)).fit(_snapshot(3000, 1), _snapshot(1500, 2))
+
+
+def test_it_learns_the_planted_signal_and_its_probabilities_are_calibrated(fitted):
+    test = _snapshot(3000, 3)
+    predicted = fitted.predict(test)
+    churn = churn_metrics(test["churned"].to_numpy(), predicted["churn_probability"].to_numpy())
+    assert churn["roc_auc"] > 0.7 and churn["ece"] < 0.05
+    value = value_metrics(test["future_spend"].to_numpy(), predicted["expected_value"].to_numpy())
+    assert value["spearman"] > 0.4
+
+
+def test_a_more_recent_purchase_never_raises_the_risk(fitted):
+    test = _snapshot(500, 4)
+    risk = fitted.predict(test)["churn_probability"].to_numpy()
+    for days in (0, 1, 7, 30):
+        sooner = test.assign(recency_days=np.maximum(test["recency_days"] - days, 0))
+        assert (fitted.predict(sooner)["churn_probability"].to_numpy() <= risk + 1e-9).all()
+
+
+def test_renaming_customers_changes_nothing(fitted):
+    test = _snapshot(300, 5)
+    renamed = test.assign(customer_id=[f"someone else {i}" for i in range(len(test))])
+    pd.testing.assert_frame_equal(fitted.predict(test), fitted.predict(renamed))

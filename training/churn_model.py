@@ -1,0 +1,167 @@
+"""The churn and value model: one PyTorch network with two heads over the `churn_v1` features.
+
+- churn head: P(no purchase in the horizon), trained with binary cross-entropy, then temperature-scaled on a
+  calibration snapshot the network never trained on, so that a 0.3 means three in ten;
+- value head: log(1 + spend in the horizon), trained with a Huber loss; the expected value is its inverse.
+
+Inputs: counts and money through log1p, standardised; shares and trends as they are; whether the customer has
+ordered only once (mean_days_between_orders is missing then); country (the training data's most common ones, the
+rest as "other") and loyalty tier, one-hot. Every input comes from the snapshot frame (churn_data.snapshot).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+LOG_FEATURES = [  # recency first: the network treats it apart (see _network)
+    "recency_days", "tenure_days", "orders_30d", "orders_90d", "orders_365d", "orders_total", "spend_30d",
+    "spend_90d", "spend_365d", "spend_total", "returns_365d", "avg_order_value_365d", "mean_days_between_orders",
+    "views_30d", "add_to_carts_30d",
+]
+RAW_FEATURES = ["spend_trend", "web_share_365d", "app_share_365d", "store_share_365d", "cart_conversion_30d"]
+CATEGORICAL_FEATURES = ["country", "loyalty_tier"]
+MAX_CATEGORIES = 12  # per categorical feature, the rest is "other"
+
+
+@dataclass(frozen=True)
+class ChurnConfig:
+    hidden: int = 64
+    dropout: float = 0.1
+    epochs: int = 30
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    value_weight: float = 0.3  # the value head's share of the loss
+    batch: int = 256
+    seed: int = 0
+
+
+class Encoder:
+    """Snapshot frame -> float32 matrix; its scales and categories are learnt once, from the training rows."""
+
+    def fit(self, frame: pd.DataFrame) -> Encoder:
+        numeric = self._numeric(frame)
+        self.mean, self.std = numeric.mean(axis=0), numeric.std(axis=0) + 1e-6
+        self.categories = {
+            name: list(frame[name].astype("string").fillna("unknown").value_counts().index[:MAX_CATEGORIES])
+            for name in CATEGORICAL_FEATURES if name in frame.columns
+        }
+        return self
+
+    def names(self) -> list[str]:
+        """Plain names of the columns, in order (what explanations speak of)."""
+        return [*LOG_FEATURES, *RAW_FEATURES, "ordered_once"] + [
+            f"{name}={value}" for name, values in self.categories.items() for value in [*values, "other"]
+        ]
+
+    def transform(self, frame: pd.DataFrame) -> np.ndarray:
+        columns = [(self._numeric(frame) - self.mean) / self.std]
+        for name, values in self.categories.items():
+            column = frame[name].astype("string").fillna("unknown") if name in frame.columns else pd.Series(
+                "unknown", index=frame.index)
+            known = pd.Categorical(column.where(column.isin(values), "other"), categories=[*values, "other"])
+            columns.append(np.eye(len(values) + 1, dtype=np.float32)[known.codes])
+        return np.concatenate(columns, axis=1).astype(np.float32)
+
+    @staticmethod
+    def _numeric(frame: pd.DataFrame) -> np.ndarray:
+        def column(name):
+            return frame[name].astype("float64") if name in frame.columns else pd.Series(np.nan, index=frame.index)
+
+        logs = [np.log1p(column(n).fillna(0.0).clip(lower=0.0)) for n in LOG_FEATURES]
+        raws = [column(n).fillna(0.0) for n in RAW_FEATURES]
+        once = column("mean_days_between_orders").isna().astype(float)
+        return np.stack([*logs, *raws, once], axis=1).astype(np.float32)
+
+
+def _network(inputs: int, config: ChurnConfig):
+    """Two heads on one body. The churn logit is a(x) + b(x) * recency, with b(x) >= 0 and recency (column 0) kept
+    out of the body: a more recent purchase can never raise the risk, everything else equal, yet how much recency
+    matters still depends on the customer (a weekly buyer's month away says more than a yearly buyer's)."""
+    import torch
+
+    class TwoHeads(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = torch.nn.Sequential(
+                torch.nn.Linear(inputs - 1, config.hidden), torch.nn.ReLU(), torch.nn.Dropout(config.dropout),
+                torch.nn.Linear(config.hidden, config.hidden), torch.nn.ReLU(), torch.nn.Dropout(config.dropout),
+            )
+            self.churn = torch.nn.Linear(config.hidden, 1)
+            self.recency_slope = torch.nn.Linear(config.hidden, 1)
+            self.value = torch.nn.Linear(config.hidden + 1, 1)
+
+        def forward(self, x):
+            recency, h = x[:, :1], self.body(x[:, 1:])
+            slope = torch.nn.functional.softplus(self.recency_slope(h))
+            churn = self.churn(h) + slope * recency
+            return churn.squeeze(-1), self.value(torch.cat([h, recency], dim=1)).squeeze(-1)
+
+    return TwoHeads()
+
+
+class ChurnModel:
+    """fit(training snapshots, calibration snapshot) -> predict(snapshot): churn_probability, expected_value."""
+
+    name = "churn_network"
+
+    def __init__(self, config: ChurnConfig = ChurnConfig()):
+        self.config = config
+
+    def fit(self, train: pd.DataFrame, calibration: pd.DataFrame, epoch_callback=None) -> ChurnModel:
+        """`epoch_callback(epoch, model)` runs after each epoch (Optuna's pruning); it may raise to stop."""
+        import torch
+
+        c = self.config
+        torch.manual_seed(c.seed)
+        self.encoder = Encoder().fit(train)
+        x = torch.from_numpy(self.encoder.transform(train))
+        churned = torch.from_numpy(train["churned"].to_numpy(dtype=np.float32))
+        value = torch.from_numpy(np.log1p(train["future_spend"].to_numpy(dtype=np.float32)))
+        self.network = _network(x.shape[1], c)
+        self.temperature = 1.0
+        optimiser = torch.optim.AdamW(self.network.parameters(), lr=c.learning_rate, weight_decay=c.weight_decay)
+        generator = torch.Generator().manual_seed(c.seed)
+        for epoch in range(c.epochs):
+            self.network.train()
+            for batch in torch.randperm(len(x), generator=generator).split(c.batch):
+                logit, spend = self.network(x[batch])
+                loss = torch.nn.functional.binary_cross_entropy_with_logits(logit, churned[batch])
+                loss = loss + c.value_weight * torch.nn.functional.huber_loss(spend, value[batch])
+                optimiser.zero_grad()
+                loss.backward()
+                optimiser.step()
+            self.network.eval()
+            if epoch_callback is not None:
+                epoch_callback(epoch, self)
+        self.temperature = self._temperature(calibration)
+        return self
+
+    def _outputs(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        import torch
+
+        with torch.no_grad():
+            logit, spend = self.network(torch.from_numpy(self.encoder.transform(frame)))
+        return logit.numpy().astype(np.float64), spend.numpy().astype(np.float64)
+
+    def _temperature(self, calibration: pd.DataFrame) -> float:
+        """The temperature that minimises the calibration snapshot's log loss (one number: ranks do not move)."""
+        from scipy.optimize import minimize_scalar
+
+        logit, _ = self._outputs(calibration)
+        churned = calibration["churned"].to_numpy(dtype=float)
+
+        def log_loss(log_t):
+            z = logit / np.exp(log_t)
+            return float(np.mean(np.logaddexp(0.0, z) - churned * z))
+
+        return float(np.exp(minimize_scalar(log_loss, bounds=(-3.0, 3.0), method="bounded").x))
+
+    def predict(self, frame: pd.DataFrame, transactions=None, horizon_days=None) -> pd.DataFrame:
+        logit, spend = self._outputs(frame)
+        return pd.DataFrame({
+            "churn_probability": 1.0 / (1.0 + np.exp(-logit / self.temperature)),
+            "expected_value": np.expm1(np.maximum(spend, 0.0)),
+        }, index=frame.index)
