@@ -262,6 +262,26 @@ def train_recommender(
     _print_json(summary)
 
 
+@train_app.command("churn", epilog="Example:\n\n  loyal train churn --train-end 2011-09-10 --horizon-days 90")
+def train_churn(
+    train_end: datetime = typer.Option(..., formats=["%Y-%m-%d"],
+                                       help="train on snapshots whose whole label window ends by this date"),
+    horizon_days: int = typer.Option(90, min=7, max=730, help="churn = no purchase in this many days"),
+    draws: int = typer.Option(1000, min=10, help="bootstrap draws for the intervals"),
+) -> None:
+    """Train the churn and value model on monthly snapshots before TRAIN_END, measure it beside its baselines,
+    register it in MLflow as loyal-churn and move the alias champion to it when it beats them (the reason is
+    recorded)."""
+    from loyal.training.churn_training import train_churn as train
+
+    try:
+        with _stale_warnings_to_stderr():
+            summary = train(loyal_home(), train_end.date(), horizon_days, draws)
+    except LoyalError as error:
+        raise _fail(error) from None
+    _print_json(summary)
+
+
 @app.command(
     epilog="Example:\n\n  loyal recommend --customers customers.txt --rail for_you --k 10 --output rails.csv"
 )

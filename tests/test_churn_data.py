@@ -75,7 +75,7 @@ def test_intervals_hold_their_value_and_a_better_model_differs_above_zero():
     figures = with_intervals(churn_metrics, churned, good, draws=100)
     for figure in figures.values():
         assert figure["low"] <= figure["value"] <= figure["high"]
-    gap = difference("roc_auc", churn_metrics, churned, good, poor, draws=100)
+    gap = difference("roc_auc", churned, good, poor, draws=100)
     assert gap["low"] > 0.3
 
 
@@ -111,3 +111,31 @@ def test_snapshots_carry_churn_v1_features_and_the_baselines_rank_churners(synth
     for model in (LastSpend(), BGNBD()):
         value = model.fit(train).predict(test, tx, 60)["expected_value"].to_numpy()
         assert value_metrics(test["future_spend"].to_numpy(), value)["spearman"] > 0.2, model.name
+
+
+def test_train_churn_registers_the_model_with_its_tags_and_a_recorded_decision(home):
+    from mlflow import MlflowClient
+    from typer.testing import CliRunner
+
+    from loyal.cli import app
+    from loyal.features.repo import build
+    from loyal.ingest import ingest_synthetic
+    from loyal.synthetic import SyntheticConfig
+
+    ingest_synthetic(SyntheticConfig(customers=400, days=400, seed=7), home)
+    build(home)
+    runner = CliRunner()
+    result = runner.invoke(app, ["train", "churn", "--train-end", "2024-12-01", "--horizon-days", "60",
+                                 "--draws", "50"])
+    assert result.exit_code == 0, result.output
+    client = MlflowClient()
+    version = client.get_model_version("loyal-churn", "1")
+    assert version.tags["feature_service"] == "churn_v1" and version.tags["horizon_days"] == "60"
+    assert version.tags["train_window_end"] == "2024-12-01" and version.tags["training_cutoffs"]
+    assert version.tags["champion_decision"] in ("promoted", "kept") and version.tags["champion_reason"]
+    run = client.get_run(version.run_id)
+    assert "validation.churn_network.roc_auc.value" in run.data.metrics
+    assert "validation.bg_nbd.roc_auc.value" in run.data.metrics and "test.churn_network.ece.value" in run.data.metrics
+
+    too_early = runner.invoke(app, ["train", "churn", "--train-end", "2024-05-01"])
+    assert too_early.exit_code == 2 and "choose a later date" in too_early.stderr

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import torch
 
 LOG_FEATURES = [  # recency first: the network treats it apart (see _network)
     "recency_days", "tenure_days", "orders_30d", "orders_90d", "orders_365d", "orders_total", "spend_30d",
@@ -76,30 +77,26 @@ class Encoder:
         return np.stack([*logs, *raws, once], axis=1).astype(np.float32)
 
 
-def _network(inputs: int, config: ChurnConfig):
+class TwoHeads(torch.nn.Module):
     """Two heads on one body. The churn logit is a(x) + b(x) * recency, with b(x) >= 0 and recency (column 0) kept
     out of the body: a more recent purchase can never raise the risk, everything else equal, yet how much recency
     matters still depends on the customer (a weekly buyer's month away says more than a yearly buyer's)."""
-    import torch
 
-    class TwoHeads(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.body = torch.nn.Sequential(
-                torch.nn.Linear(inputs - 1, config.hidden), torch.nn.ReLU(), torch.nn.Dropout(config.dropout),
-                torch.nn.Linear(config.hidden, config.hidden), torch.nn.ReLU(), torch.nn.Dropout(config.dropout),
-            )
-            self.churn = torch.nn.Linear(config.hidden, 1)
-            self.recency_slope = torch.nn.Linear(config.hidden, 1)
-            self.value = torch.nn.Linear(config.hidden + 1, 1)
+    def __init__(self, inputs: int, config: ChurnConfig):
+        super().__init__()
+        self.body = torch.nn.Sequential(
+            torch.nn.Linear(inputs - 1, config.hidden), torch.nn.ReLU(), torch.nn.Dropout(config.dropout),
+            torch.nn.Linear(config.hidden, config.hidden), torch.nn.ReLU(), torch.nn.Dropout(config.dropout),
+        )
+        self.churn = torch.nn.Linear(config.hidden, 1)
+        self.recency_slope = torch.nn.Linear(config.hidden, 1)
+        self.value = torch.nn.Linear(config.hidden + 1, 1)
 
-        def forward(self, x):
-            recency, h = x[:, :1], self.body(x[:, 1:])
-            slope = torch.nn.functional.softplus(self.recency_slope(h))
-            churn = self.churn(h) + slope * recency
-            return churn.squeeze(-1), self.value(torch.cat([h, recency], dim=1)).squeeze(-1)
-
-    return TwoHeads()
+    def forward(self, x):
+        recency, h = x[:, :1], self.body(x[:, 1:])
+        slope = torch.nn.functional.softplus(self.recency_slope(h))
+        churn = self.churn(h) + slope * recency
+        return churn.squeeze(-1), self.value(torch.cat([h, recency], dim=1)).squeeze(-1)
 
 
 class ChurnModel:
@@ -112,15 +109,13 @@ class ChurnModel:
 
     def fit(self, train: pd.DataFrame, calibration: pd.DataFrame, epoch_callback=None) -> ChurnModel:
         """`epoch_callback(epoch, model)` runs after each epoch (Optuna's pruning); it may raise to stop."""
-        import torch
-
         c = self.config
         torch.manual_seed(c.seed)
         self.encoder = Encoder().fit(train)
         x = torch.from_numpy(self.encoder.transform(train))
         churned = torch.from_numpy(train["churned"].to_numpy(dtype=np.float32))
         value = torch.from_numpy(np.log1p(train["future_spend"].to_numpy(dtype=np.float32)))
-        self.network = _network(x.shape[1], c)
+        self.network = TwoHeads(x.shape[1], c)
         self.temperature = 1.0
         optimiser = torch.optim.AdamW(self.network.parameters(), lr=c.learning_rate, weight_decay=c.weight_decay)
         generator = torch.Generator().manual_seed(c.seed)
@@ -140,8 +135,6 @@ class ChurnModel:
         return self
 
     def _outputs(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        import torch
-
         with torch.no_grad():
             logit, spend = self.network(torch.from_numpy(self.encoder.transform(frame)))
         return logit.numpy().astype(np.float64), spend.numpy().astype(np.float64)

@@ -1,0 +1,212 @@
+"""Train the churn and value model, measure it beside its baselines, and register it in MLflow as `loyal-churn`.
+
+Snapshots (churn_data): monthly cutoffs whose whole label window ends by `train_end`. The latest of them is held
+out: the network never trains on it; its temperature is fitted there, and the champion decision is taken there,
+against baselines fitted on the same earlier snapshots. When the data reach far enough, the snapshot at
+`train_end` itself is the test: labels from the H days after it, which no training step has seen.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+
+from loyal.errors import LoyalError
+from loyal.schema import TIMESTAMP
+from loyal.training.churn_baselines import CHURN_BASELINES, VALUE_BASELINES
+from loyal.training.churn_data import FEATURE_SERVICE, HORIZON_DAYS, _day, snapshot, training_cutoffs
+from loyal.training.churn_evaluate import LEAKAGE_AUC, churn_metrics, difference, value_metrics, with_intervals
+from loyal.training.churn_model import ChurnConfig, ChurnModel
+from loyal.training.registry import Decision, champion_version, record_decision
+
+MODEL_NAME = "loyal-churn"
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Trained:
+    model: ChurnModel
+    report: dict
+
+
+def _measure(frame: pd.DataFrame, predictions: dict[str, pd.DataFrame], draws: int) -> dict:
+    """Every model's churn and value figures on one labelled snapshot, and the network against the best baseline."""
+    churned = frame["churned"].to_numpy()
+    spend = frame["future_spend"].to_numpy()
+    models = {}
+    for name, predicted in predictions.items():
+        figures = {}
+        if predicted["churn_probability"].notna().all():
+            figures |= with_intervals(churn_metrics, churned, predicted["churn_probability"].to_numpy(), draws=draws)
+        if predicted["expected_value"].notna().all():
+            figures |= with_intervals(value_metrics, spend, predicted["expected_value"].to_numpy(), draws=draws)
+        models[name] = figures
+    network = predictions[ChurnModel.name]
+    comparison = {}
+    for metric, family, column, truth in (
+        ("roc_auc", CHURN_BASELINES, "churn_probability", churned),
+        ("pr_auc", CHURN_BASELINES, "churn_probability", churned),
+        ("spearman", VALUE_BASELINES, "expected_value", spend),
+    ):
+        names = [b.name for b in family]
+        best = max(names, key=lambda n: models[n][metric]["value"])
+        comparison[metric] = {
+            "model": models[ChurnModel.name][metric]["value"], "best_baseline": best,
+            "baseline": models[best][metric]["value"],
+            "difference": difference(metric, truth, network[column].to_numpy(),
+                                     predictions[best][column].to_numpy(), draws=draws),
+        }
+    comparison["ece"] = models[ChurnModel.name]["ece"]["value"]
+    report = {"customers": len(frame), "churn_rate": round(float(churned.mean()), 4), "models": models,
+              "comparison": comparison}
+    if models[ChurnModel.name]["roc_auc"]["value"] > LEAKAGE_AUC:
+        report["leakage_warning"] = (
+            f"ROC-AUC {models[ChurnModel.name]['roc_auc']['value']:.3f} is above {LEAKAGE_AUC}: on transaction data "
+            "that means something from after the cutoff reached the features; check before trusting it")
+        log.warning(report["leakage_warning"])
+    return report
+
+
+def _predict_all(model: ChurnModel, baselines: dict, frame: pd.DataFrame, transactions: pd.DataFrame,
+                 horizon_days: int) -> dict[str, pd.DataFrame]:
+    out = {ChurnModel.name: model.predict(frame)}
+    for name, baseline in baselines.items():
+        out[name] = baseline.predict(frame, transactions, horizon_days)
+    return out
+
+
+def fit_and_evaluate(home: Path, train_end, horizon_days: int = HORIZON_DAYS, config: ChurnConfig = ChurnConfig(),
+                     draws: int = 1000) -> Trained:
+    from loyal.store import read_table
+
+    began = time.perf_counter()
+    transactions = read_table(home, "transactions")
+    if transactions.empty:
+        raise LoyalError("there are no transactions: run `loyal ingest` first")
+    train_end = _day(train_end)
+    cutoffs = training_cutoffs(transactions, train_end, horizon_days)
+    snapshots = [snapshot(home, transactions, c, horizon_days) for c in cutoffs]
+    train, calibration = pd.concat(snapshots[:-1], ignore_index=True), snapshots[-1]
+    model = ChurnModel(config).fit(train, calibration)
+    baselines = {b.name: b().fit(train) for b in dict.fromkeys((*CHURN_BASELINES, *VALUE_BASELINES))}
+    report = {
+        "train_end": str(train_end.date()), "horizon_days": horizon_days, "feature_service": FEATURE_SERVICE,
+        "training_cutoffs": [str(c.date()) for c in cutoffs[:-1]], "calibration_cutoff": str(cutoffs[-1].date()),
+        "config": vars(config), "temperature": round(model.temperature, 4),
+        "validation": _measure(calibration, _predict_all(model, baselines, calibration, transactions, horizon_days),
+                               draws),
+    }
+    if transactions[TIMESTAMP].max() >= train_end + pd.Timedelta(days=horizon_days - 1):
+        test = snapshot(home, transactions, train_end, horizon_days)
+        report["test_cutoff"] = str(train_end.date())
+        report["test"] = _measure(test, _predict_all(model, baselines, test, transactions, horizon_days), draws)
+    report["seconds"] = round(time.perf_counter() - began, 1)
+    return Trained(model, report)
+
+
+def markdown(report: dict) -> str:
+    lines = [f"# Churn and value, trained to {report['train_end']} (H = {report['horizon_days']} days)", ""]
+    for window in ("validation", "test"):
+        if window not in report:
+            continue
+        part = report[window]
+        cutoff = report["calibration_cutoff"] if window == "validation" else report["test_cutoff"]
+        lines += [f"## {window.capitalize()} snapshot {cutoff}: {part['customers']} customers, "
+                  f"churn rate {part['churn_rate']:.3f}", ""]
+        if "leakage_warning" in part:
+            lines += [f"**Leakage warning:** {part['leakage_warning']}", ""]
+        names = ["roc_auc", "pr_auc", "brier", "ece", "top_decile_lift", "spearman"]
+        lines += ["| model | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+        for model, figures in part["models"].items():
+            cells = [f"{figures[n]['value']:.3f} [{figures[n]['low']:.3f}, {figures[n]['high']:.3f}]"
+                     if n in figures else "" for n in names]
+            lines.append(f"| {model} | " + " | ".join(cells) + " |")
+        lines.append("")
+        for metric, c in part["comparison"].items():
+            if metric == "ece":
+                continue
+            d = c["difference"]
+            lines.append(f"- {metric}: {c['model']:.3f} against {c['best_baseline']} {c['baseline']:.3f}; "
+                         f"difference {d['value']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]")
+        lines.append("")
+    return "\n".join(lines)
+
+
+class ChurnPyfunc(mlflow.pyfunc.PythonModel):
+    """`loyal-churn` as an MLflow pyfunc: input a snapshot frame of churn_v1 features; output churn_probability
+    and expected_value per row."""
+
+    def load_context(self, context):
+        with open(context.artifacts["model"], "rb") as file:
+            self.model: ChurnModel = pickle.load(file)
+
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        return self.model.predict(model_input)
+
+
+def _decide(report: dict) -> Decision:
+    """Promote when, on the held-out calibration snapshot, the network's ROC-AUC beats the best baseline's with the
+    interval of the difference above zero and no leakage is suspected; otherwise keep the champion, saying why."""
+    part = report["validation"]
+    c = part["comparison"]["roc_auc"]
+    summary = f"ROC-AUC {c['model']:.3f} vs best baseline {c['best_baseline']} {c['baseline']:.3f}"
+    if "leakage_warning" in part:
+        return Decision(False, part["leakage_warning"])
+    if c["difference"]["low"] <= 0:
+        return Decision(False, f"does not beat its baselines on the held-out snapshot: {summary} (difference "
+                               f"interval low {c['difference']['low']:+.3f})")
+    current = champion_version(MODEL_NAME)
+    if current is not None and current.tags.get("train_window_end", "") > report["train_end"]:
+        return Decision(False, f"the champion (version {current.version}) was trained on later data; {summary}")
+    was = "no champion before" if current is None else f"replaces version {current.version}"
+    return Decision(True, f"beats its baselines on the held-out snapshot ({summary}); {was}")
+
+
+def train_churn(home: Path, train_end, horizon_days: int = HORIZON_DAYS, draws: int = 1000) -> dict:
+    """Train, log, register `loyal-churn` and decide on `champion`. Returns a summary for the command line."""
+    from loyal.tracking import use_home
+
+    use_home(home)
+    trained = fit_and_evaluate(home, train_end, horizon_days, draws=draws)
+    report, model = trained.report, trained.model
+    with mlflow.start_run(run_name=f"churn-{report['train_end']}") as run, tempfile.TemporaryDirectory() as tmp:
+        tags = {"model_family": "churn", "feature_service": FEATURE_SERVICE, "horizon_days": str(horizon_days),
+                "training_cutoffs": ",".join(report["training_cutoffs"]),
+                "calibration_cutoff": report["calibration_cutoff"], "train_window_end": report["train_end"]}
+        mlflow.set_tags(tags)
+        mlflow.log_params({"train_end": report["train_end"], "horizon_days": horizon_days,
+                           "temperature": report["temperature"]} | report["config"])
+        metrics = {}
+        for window in ("validation", "test"):
+            for name, figures in report.get(window, {}).get("models", {}).items():
+                for metric, figure in figures.items():
+                    for part in ("value", "low", "high"):
+                        metrics[f"{window}.{name}.{metric}.{part}"] = figure[part]
+        mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
+        mlflow.log_dict(report, "evaluation.json")
+        mlflow.log_text(markdown(report), "evaluation.md")
+        path = Path(tmp) / "churn.pkl"
+        path.write_bytes(pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL))
+        info = mlflow.pyfunc.log_model(name="model", python_model=ChurnPyfunc(), artifacts={"model": str(path)},
+                                       registered_model_name=MODEL_NAME)
+        version = str(info.registered_model_version)
+        client = mlflow.MlflowClient()
+        for key, value in tags.items():
+            client.set_model_version_tag(MODEL_NAME, version, key, value)
+        decision = _decide(report)
+        record_decision(MODEL_NAME, version, decision)
+    summary = {"run_id": run.info.run_id, "model": MODEL_NAME, "version": version, "champion": decision.promote,
+               "reason": decision.reason, "seconds": report["seconds"]}
+    for window in ("validation", "test"):
+        if window in report:
+            summary[window] = report[window]["comparison"]
+    return summary
+
