@@ -57,3 +57,22 @@ def test_renaming_customers_changes_nothing(fitted):
     test = _snapshot(300, 5)
     renamed = test.assign(customer_id=[f"someone else {i}" for i in range(len(test))])
     pd.testing.assert_frame_equal(fitted.predict(test), fitted.predict(renamed))
+
+
+def test_an_auc_too_good_for_transaction_data_raises_a_leakage_warning(caplog):
+    from loyal.training.churn_baselines import CHURN_BASELINES, VALUE_BASELINES
+    from loyal.training.churn_training import _decide, _measure
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"churned": rng.random(400) < 0.4, "future_spend": rng.gamma(2.0, 50.0, 400)})
+    noise = pd.DataFrame({"churn_probability": rng.random(400), "expected_value": rng.random(400)})
+    leaked = pd.DataFrame({"churn_probability": frame["churned"] * 0.9 + 0.05,
+                           "expected_value": frame["future_spend"]})
+    predictions = {b.name: noise for b in (*CHURN_BASELINES, *VALUE_BASELINES)} | {ChurnModel.name: leaked}
+    report = _measure(frame, predictions, draws=20)
+    assert "leakage_warning" in report and "after the cutoff reached the features" in caplog.text
+    honest = _measure(frame, predictions | {ChurnModel.name: noise}, draws=20)
+    assert "leakage_warning" not in honest
+    # A run that looks leaked never becomes champion, however good it looks.
+    decision = _decide({"validation": report, "train_end": "2024-01-01"})
+    assert not decision.promote and "after the cutoff" in decision.reason
