@@ -311,6 +311,32 @@ def recommend(
     _print_json({"customers": len(ids), "rows": len(rows), "rail": rail, "k": k, "output": str(output)})
 
 
+score_app = typer.Typer(help="Score every customer with a registered model.", no_args_is_help=True)
+app.add_typer(score_app, name="score")
+
+
+@score_app.command("churn", epilog="Example:\n\n  loyal score churn --as-of 2011-09-10 --output churn.csv")
+def score_churn(
+    as_of: datetime = typer.Option(..., formats=["%Y-%m-%d"], help="score the customers known before this date"),
+    output: Path = typer.Option(..., help="where to write the rows (.csv or .parquet)"),
+    version: str = typer.Option(None, help="a loyal-churn version instead of the champion"),
+) -> None:
+    """Churn risk and expected value of every customer known before AS_OF, from the champion loyal-churn: one row
+    per customer with customer_id, churn_probability, expected_value, risk_segment and top_drivers."""
+    from loyal.training.churn_training import score
+
+    try:
+        if output.suffix not in (".csv", ".parquet"):
+            raise LoyalError(f"--output {output}: write .csv or .parquet")
+        with _stale_warnings_to_stderr():
+            rows = score(loyal_home(), as_of.date(), version)
+    except LoyalError as error:
+        raise _fail(error) from None
+    _write_atomically(rows, output)
+    _print_json({"customers": len(rows), "as_of": str(as_of.date()), "output": str(output),
+                 "segments": rows["risk_segment"].value_counts().to_dict()})
+
+
 def _customer_ids(path: Path) -> list[str]:
     """One id per line; blank lines and repeats are skipped. A file that is not text, or holds no id, is refused."""
     try:

@@ -113,13 +113,14 @@ def test_snapshots_carry_churn_v1_features_and_the_baselines_rank_churners(synth
         assert value_metrics(test["future_spend"].to_numpy(), value)["spearman"] > 0.2, model.name
 
 
-def test_train_churn_registers_the_model_with_its_tags_and_a_recorded_decision(home):
+def test_train_churn_registers_the_model_and_score_churn_answers_from_it(home, tmp_path):
     from mlflow import MlflowClient
     from typer.testing import CliRunner
 
     from loyal.cli import app
     from loyal.features.repo import build
     from loyal.ingest import ingest_synthetic
+    from loyal.store import read_table
     from loyal.synthetic import SyntheticConfig
 
     ingest_synthetic(SyntheticConfig(customers=400, days=400, seed=7), home)
@@ -139,3 +140,23 @@ def test_train_churn_registers_the_model_with_its_tags_and_a_recorded_decision(h
 
     too_early = runner.invoke(app, ["train", "churn", "--train-end", "2024-05-01"])
     assert too_early.exit_code == 2 and "choose a later date" in too_early.stderr
+
+    # Scoring: the champion if there is one, else the version asked for; one row per customer known before.
+    output = tmp_path / "churn.csv"
+    asked = [] if version.tags["champion_decision"] == "promoted" else ["--version", "1"]
+    scored = runner.invoke(app, ["score", "churn", "--as-of", "2024-12-01", "--output", str(output), *asked])
+    assert scored.exit_code == 0, scored.output
+    rows = pd.read_csv(output, dtype={"customer_id": str}, keep_default_na=False)
+    assert list(rows.columns) == ["customer_id", "churn_probability", "expected_value", "risk_segment",
+                                  "top_drivers"]
+    tx = read_table(home, "transactions")
+    known = tx.loc[(tx["timestamp"] < pd.Timestamp("2024-12-01", tz="UTC")) & (tx["quantity"] > 0), "customer_id"]
+    assert sorted(rows["customer_id"]) == sorted(known.unique())
+    assert rows["churn_probability"].between(0, 1).all() and (rows["expected_value"] >= 0).all()
+    assert set(rows["risk_segment"]) <= {"high", "medium", "low"}
+    assert (rows["top_drivers"].str.contains(" pts")).mean() > 0.9
+    for bad, message in ((["--output", str(tmp_path / "x.txt")], ".csv or .parquet"),
+                         (["--output", str(tmp_path / "x.csv"), "--version", "99"], "no version 99")):
+        failed = runner.invoke(app, ["score", "churn", "--as-of", "2024-12-01", *bad])
+        assert failed.exit_code == 2 and message in failed.stderr, failed.output
+        assert not (tmp_path / "x.csv").exists()

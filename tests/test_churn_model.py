@@ -76,3 +76,13 @@ def test_an_auc_too_good_for_transaction_data_raises_a_leakage_warning(caplog):
     # A run that looks leaked never becomes champion, however good it looks.
     decision = _decide({"validation": report, "train_end": "2024-01-01"})
     assert not decision.promote and "after the cutoff" in decision.reason
+
+
+def test_drivers_name_what_raises_a_risky_customers_risk_in_plain_words(fitted):
+    from loyal.training.churn_explain import top_drivers
+
+    customer = _snapshot(200, 6).iloc[[0]].assign(recency_days=400.0, mean_days_between_orders=10.0)
+    assert fitted.predict(customer)["churn_probability"].iloc[0] > 0.5
+    text = top_drivers(fitted, customer).iloc[0]
+    assert text.startswith("days since the last purchase +")
+    assert "recency_days" not in text

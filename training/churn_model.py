@@ -99,6 +99,19 @@ class TwoHeads(torch.nn.Module):
         return churn.squeeze(-1), self.value(torch.cat([h, recency], dim=1)).squeeze(-1)
 
 
+def reference_customer(train: pd.DataFrame) -> pd.DataFrame:
+    """The median training customer (numbers: medians; categories: the most common), as one row."""
+    row = {}
+    for name in [*LOG_FEATURES, *RAW_FEATURES]:
+        if name in train.columns:
+            row[name] = train[name].astype("float64").median()
+    for name in CATEGORICAL_FEATURES:
+        if name in train.columns:
+            common = train[name].astype("string").dropna().mode()
+            row[name] = common.iloc[0] if len(common) else pd.NA
+    return pd.DataFrame([row])
+
+
 class ChurnModel:
     """fit(training snapshots, calibration snapshot) -> predict(snapshot): churn_probability, expected_value."""
 
@@ -112,6 +125,7 @@ class ChurnModel:
         c = self.config
         torch.manual_seed(c.seed)
         self.encoder = Encoder().fit(train)
+        self.reference = reference_customer(train)  # what explanations compare against
         x = torch.from_numpy(self.encoder.transform(train))
         churned = torch.from_numpy(train["churned"].to_numpy(dtype=np.float32))
         value = torch.from_numpy(np.log1p(train["future_spend"].to_numpy(dtype=np.float32)))

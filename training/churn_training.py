@@ -210,3 +210,52 @@ def train_churn(home: Path, train_end, horizon_days: int = HORIZON_DAYS, draws: 
             summary[window] = report[window]["comparison"]
     return summary
 
+
+
+# ------------------------------------------------------------------------------------------------ scoring
+
+# Risk segments by churn probability: stable thresholds, so that "high" means the same thing every week.
+RISK_SEGMENTS = ((0.6, "high"), (0.3, "medium"), (0.0, "low"))
+SCORE_COLUMNS = ["customer_id", "churn_probability", "expected_value", "risk_segment", "top_drivers"]
+
+
+def risk_segment(probability: np.ndarray) -> np.ndarray:
+    segments = np.full(len(probability), RISK_SEGMENTS[-1][1], dtype=object)
+    for threshold, name in reversed(RISK_SEGMENTS):
+        segments[np.asarray(probability) >= threshold] = name
+    return segments
+
+
+def load_model(home: Path, version: str | None = None) -> ChurnModel:
+    """The registered model that carries `champion` (or the given version)."""
+    from loyal.tracking import use_home
+
+    use_home(home)
+    if version is None and champion_version(MODEL_NAME) is None:
+        raise LoyalError(f"no {MODEL_NAME} carries the alias champion yet: run `loyal train churn`, or pass "
+                         "--version to score with a version that was not promoted")
+    uri = f"models:/{MODEL_NAME}/{version}" if version is not None else f"models:/{MODEL_NAME}@champion"
+    try:
+        return mlflow.pyfunc.load_model(uri).unwrap_python_model().model
+    except mlflow.exceptions.MlflowException:
+        raise LoyalError(f"{MODEL_NAME} has no version {version}") from None
+
+
+def score(home: Path, as_of, version: str | None = None) -> pd.DataFrame:
+    """Every customer known before `as_of`: churn probability, expected value over the horizon, segment, drivers."""
+    from loyal.store import read_table
+    from loyal.training.churn_explain import top_drivers
+
+    model = load_model(home, version)
+    transactions = read_table(home, "transactions")
+    frame = snapshot(home, transactions, as_of, labelled=False)
+    if frame.empty:
+        raise LoyalError(f"no customer bought anything before {_day(as_of).date()}")
+    predicted = model.predict(frame)
+    return pd.DataFrame({
+        "customer_id": frame["customer_id"].to_numpy(),
+        "churn_probability": predicted["churn_probability"].round(4).to_numpy(),
+        "expected_value": predicted["expected_value"].round(2).to_numpy(),
+        "risk_segment": risk_segment(predicted["churn_probability"].to_numpy()),
+        "top_drivers": top_drivers(model, frame).to_numpy(),
+    })
