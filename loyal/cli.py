@@ -262,11 +262,14 @@ def train_recommender(
     _print_json(summary)
 
 
-@train_app.command("churn", epilog="Example:\n\n  loyal train churn --train-end 2011-09-10 --horizon-days 90")
+@train_app.command(
+    "churn", epilog="Example:\n\n  loyal train churn --train-end 2011-09-10 --horizon-days 90 --trials 20"
+)
 def train_churn(
     train_end: datetime = typer.Option(..., formats=["%Y-%m-%d"],
                                        help="train on snapshots whose whole label window ends by this date"),
     horizon_days: int = typer.Option(90, min=7, max=730, help="churn = no purchase in this many days"),
+    trials: int = typer.Option(0, min=0, help="Optuna trials; 0 keeps the default settings"),
     draws: int = typer.Option(1000, min=10, help="bootstrap draws for the intervals"),
 ) -> None:
     """Train the churn and value model on monthly snapshots before TRAIN_END, measure it beside its baselines,
@@ -276,7 +279,7 @@ def train_churn(
 
     try:
         with _stale_warnings_to_stderr():
-            summary = train(loyal_home(), train_end.date(), horizon_days, draws)
+            summary = train(loyal_home(), train_end.date(), horizon_days, trials, draws)
     except LoyalError as error:
         raise _fail(error) from None
     _print_json(summary)

@@ -114,6 +114,7 @@ def test_snapshots_carry_churn_v1_features_and_the_baselines_rank_churners(synth
 
 
 def test_train_churn_registers_the_model_and_score_churn_answers_from_it(home, tmp_path):
+    import optuna
     from mlflow import MlflowClient
     from typer.testing import CliRunner
 
@@ -127,14 +128,17 @@ def test_train_churn_registers_the_model_and_score_churn_answers_from_it(home, t
     build(home)
     runner = CliRunner()
     result = runner.invoke(app, ["train", "churn", "--train-end", "2024-12-01", "--horizon-days", "60",
-                                 "--draws", "50"])
+                                 "--trials", "3", "--draws", "50"])
     assert result.exit_code == 0, result.output
     client = MlflowClient()
     version = client.get_model_version("loyal-churn", "1")
+    run = client.get_run(version.run_id)
+    assert run.data.params["trials"] == "3"
+    study = optuna.load_study(study_name="churn-2024-12-01-h60", storage=f"sqlite:///{home / 'optuna.db'}")
+    assert len(study.trials) == 3
     assert version.tags["feature_service"] == "churn_v1" and version.tags["horizon_days"] == "60"
     assert version.tags["train_window_end"] == "2024-12-01" and version.tags["training_cutoffs"]
     assert version.tags["champion_decision"] in ("promoted", "kept") and version.tags["champion_reason"]
-    run = client.get_run(version.run_id)
     assert "validation.churn_network.roc_auc.value" in run.data.metrics
     assert "validation.bg_nbd.roc_auc.value" in run.data.metrics and "test.churn_network.ece.value" in run.data.metrics
 

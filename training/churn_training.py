@@ -20,12 +20,14 @@ import numpy as np
 import pandas as pd
 
 from loyal.errors import LoyalError
+from loyal.features.compute import EVENT_TIMESTAMP
 from loyal.schema import TIMESTAMP
 from loyal.training.churn_baselines import CHURN_BASELINES, VALUE_BASELINES
 from loyal.training.churn_data import FEATURE_SERVICE, HORIZON_DAYS, _day, snapshot, training_cutoffs
 from loyal.training.churn_evaluate import LEAKAGE_AUC, churn_metrics, difference, value_metrics, with_intervals
-from loyal.training.churn_model import ChurnConfig, ChurnModel
+from loyal.training.churn_model import CATEGORICAL_FEATURES, ChurnConfig, ChurnModel
 from loyal.training.registry import Decision, champion_version, record_decision
+from loyal.training.tuning import churn_from, tune_churn
 
 MODEL_NAME = "loyal-churn"
 log = logging.getLogger(__name__)
@@ -35,6 +37,7 @@ log = logging.getLogger(__name__)
 class Trained:
     model: ChurnModel
     report: dict
+    example: pd.DataFrame  # a few snapshot rows: the registered model's input signature
 
 
 def _measure(frame: pd.DataFrame, predictions: dict[str, pd.DataFrame], draws: int) -> dict:
@@ -83,7 +86,7 @@ def _predict_all(model: ChurnModel, baselines: dict, frame: pd.DataFrame, transa
     return out
 
 
-def fit_and_evaluate(home: Path, train_end, horizon_days: int = HORIZON_DAYS, config: ChurnConfig = ChurnConfig(),
+def fit_and_evaluate(home: Path, train_end, horizon_days: int = HORIZON_DAYS, trials: int = 0,
                      draws: int = 1000) -> Trained:
     from loyal.store import read_table
 
@@ -95,12 +98,23 @@ def fit_and_evaluate(home: Path, train_end, horizon_days: int = HORIZON_DAYS, co
     cutoffs = training_cutoffs(transactions, train_end, horizon_days)
     snapshots = [snapshot(home, transactions, c, horizon_days) for c in cutoffs]
     train, calibration = pd.concat(snapshots[:-1], ignore_index=True), snapshots[-1]
+    config, tuning = ChurnConfig(), {}
+    if trials:
+        if len(snapshots) < 3:
+            raise LoyalError(f"tuning needs three monthly snapshots before --train-end, and there are "
+                             f"{len(snapshots)}: choose a later date or leave --trials out")
+        study = tune_churn(home, pd.concat(snapshots[:-2], ignore_index=True), snapshots[-2], trials,
+                           f"{train_end.date()}-h{horizon_days}")
+        config = churn_from(study.best_params)
+        tuning = {"study": study.study_name, "trials": len(study.trials), "best_validation_auc":
+                  round(study.best_value, 4), "validation_cutoff": str(cutoffs[-2].date()),
+                  "pruned": sum(t.state.name == "PRUNED" for t in study.trials)}
     model = ChurnModel(config).fit(train, calibration)
     baselines = {b.name: b().fit(train) for b in dict.fromkeys((*CHURN_BASELINES, *VALUE_BASELINES))}
     report = {
         "train_end": str(train_end.date()), "horizon_days": horizon_days, "feature_service": FEATURE_SERVICE,
         "training_cutoffs": [str(c.date()) for c in cutoffs[:-1]], "calibration_cutoff": str(cutoffs[-1].date()),
-        "config": vars(config), "temperature": round(model.temperature, 4),
+        "config": vars(config), "tuning": tuning, "temperature": round(model.temperature, 4),
         "validation": _measure(calibration, _predict_all(model, baselines, calibration, transactions, horizon_days),
                                draws),
     }
@@ -109,7 +123,10 @@ def fit_and_evaluate(home: Path, train_end, horizon_days: int = HORIZON_DAYS, co
         report["test_cutoff"] = str(train_end.date())
         report["test"] = _measure(test, _predict_all(model, baselines, test, transactions, horizon_days), draws)
     report["seconds"] = round(time.perf_counter() - began, 1)
-    return Trained(model, report)
+    inputs = [c for c in calibration.columns if c not in ("churned", "future_spend", "cutoff", EVENT_TIMESTAMP)]
+    example = calibration[inputs].head(3).astype({c: "float64" for c in inputs if c not in CATEGORICAL_FEATURES
+                                                   and c != "customer_id"})
+    return Trained(model, report, example)
 
 
 def markdown(report: dict) -> str:
@@ -170,19 +187,21 @@ def _decide(report: dict) -> Decision:
     return Decision(True, f"beats its baselines on the held-out snapshot ({summary}); {was}")
 
 
-def train_churn(home: Path, train_end, horizon_days: int = HORIZON_DAYS, draws: int = 1000) -> dict:
+def train_churn(home: Path, train_end, horizon_days: int = HORIZON_DAYS, trials: int = 0, draws: int = 1000) -> dict:
     """Train, log, register `loyal-churn` and decide on `champion`. Returns a summary for the command line."""
+    from mlflow.models import infer_signature
+
     from loyal.tracking import use_home
 
     use_home(home)
-    trained = fit_and_evaluate(home, train_end, horizon_days, draws=draws)
+    trained = fit_and_evaluate(home, train_end, horizon_days, trials, draws)
     report, model = trained.report, trained.model
     with mlflow.start_run(run_name=f"churn-{report['train_end']}") as run, tempfile.TemporaryDirectory() as tmp:
         tags = {"model_family": "churn", "feature_service": FEATURE_SERVICE, "horizon_days": str(horizon_days),
                 "training_cutoffs": ",".join(report["training_cutoffs"]),
                 "calibration_cutoff": report["calibration_cutoff"], "train_window_end": report["train_end"]}
         mlflow.set_tags(tags)
-        mlflow.log_params({"train_end": report["train_end"], "horizon_days": horizon_days,
+        mlflow.log_params({"train_end": report["train_end"], "horizon_days": horizon_days, "trials": trials,
                            "temperature": report["temperature"]} | report["config"])
         metrics = {}
         for window in ("validation", "test"):
@@ -195,8 +214,10 @@ def train_churn(home: Path, train_end, horizon_days: int = HORIZON_DAYS, draws: 
         mlflow.log_text(markdown(report), "evaluation.md")
         path = Path(tmp) / "churn.pkl"
         path.write_bytes(pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL))
+        example = trained.example
+        signature = infer_signature(example, model.predict(example))
         info = mlflow.pyfunc.log_model(name="model", python_model=ChurnPyfunc(), artifacts={"model": str(path)},
-                                       registered_model_name=MODEL_NAME)
+                                       signature=signature, registered_model_name=MODEL_NAME)
         version = str(info.registered_model_version)
         client = mlflow.MlflowClient()
         for key, value in tags.items():

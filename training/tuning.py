@@ -6,6 +6,10 @@ For a model to be used from a cutoff C, every trial fits on the purchases before
 Studies live in an SQLite database, named by model, view and cutoff, so an interrupted tuning run resumes where it
 stopped; the re-ranker's trials report validation NDCG while they train, and Optuna's median pruner stops the poor
 ones early.
+
+The churn network is tuned the same way one snapshot earlier: its trials train on the monthly snapshots before the
+last two and are measured by ROC-AUC on the second to last, so the last, where its champion decision is taken,
+stays unseen by tuning.
 """
 
 from __future__ import annotations
@@ -17,7 +21,9 @@ from typing import Callable
 
 import numpy as np
 import optuna
+import pandas as pd
 
+from loyal.training.churn_model import ChurnConfig, ChurnModel
 from loyal.training.evaluate import K, TEST_DAYS, Interactions, TestSet, evaluate_scores, test_set
 from loyal.training.ranker import LABEL_DAYS, FeatureSource, LabelledStage, RankerConfig, Reranker, Stage
 from loyal.training.recommenders import (
@@ -156,3 +162,47 @@ def baseline_from(name: str, params: dict):
 
 def ranker_from(params: dict, view: str) -> RankerConfig:
     return ranker_config(optuna.trial.FixedTrial(params), view)
+
+
+# ------------------------------------------------------------------------------------------------ churn
+
+
+def churn_config(trial: optuna.Trial) -> ChurnConfig:
+    return ChurnConfig(
+        hidden=trial.suggest_categorical("hidden", [16, 32, 64, 128]),
+        dropout=trial.suggest_float("dropout", 0.0, 0.4),
+        epochs=trial.suggest_int("epochs", CHURN_REPORT_EVERY, 60, step=CHURN_REPORT_EVERY),
+        learning_rate=trial.suggest_float("learning_rate", 1e-4, 1e-2, log=True),
+        weight_decay=trial.suggest_float("weight_decay", 1e-6, 1e-2, log=True),
+        value_weight=trial.suggest_float("value_weight", 0.05, 1.0, log=True),
+        batch=trial.suggest_categorical("batch", [128, 256, 512]),
+    )
+
+
+CHURN_REPORT_EVERY = 10  # epochs between the churn network's validation reports
+
+
+def tune_churn(home: Path, train: pd.DataFrame, validation: pd.DataFrame, trials: int, tag: str) -> optuna.Study:
+    """`trials` trials of the churn network, each trained on `train` and measured by ROC-AUC on `validation` (a
+    snapshot before the one its champion decision is taken on); the study is named `churn-<tag>`."""
+
+    def objective(trial: optuna.Trial) -> float:
+        def report(epoch: int, model: ChurnModel) -> None:
+            if (epoch + 1) % CHURN_REPORT_EVERY == 0 and epoch + 1 < model.config.epochs:
+                trial.report(_auc(model, validation), epoch)
+                if trial.should_prune():
+                    raise optuna.TrialPruned()
+
+        return _auc(ChurnModel(churn_config(trial)).fit(train, validation, report), validation)
+
+    return _run(_study(home, f"churn-{tag}", seed=0), objective, trials)
+
+
+def _auc(model: ChurnModel, frame: pd.DataFrame) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(frame["churned"], model.predict(frame)["churn_probability"]))
+
+
+def churn_from(params: dict) -> ChurnConfig:
+    return churn_config(optuna.trial.FixedTrial(params))
