@@ -67,6 +67,15 @@ def test_calibration_error_and_lift_by_hand():
     assert perfect["brier"] == pytest.approx(0.01)
 
 
+def test_calibration_and_lift_curves_by_hand():
+    from loyal.training.churn_evaluate import calibration_curve, lift_curve
+
+    curve = calibration_curve(np.array([0, 1, 1, 1]), np.array([0.1, 0.1, 0.9, 0.9]))
+    assert curve == {"predicted": [0.1, 0.9], "observed": [0.5, 1.0], "customers": [2, 2]}
+    churned = np.array([1, 1, 0, 0])  # the two riskiest churn: the top half holds all of them
+    assert lift_curve(churned, np.array([0.9, 0.8, 0.2, 0.1]), points=2) == {"share": [0.5, 1.0], "lift": [2.0, 1.0]}
+
+
 def test_intervals_hold_their_value_and_a_better_model_differs_above_zero():
     rng = np.random.default_rng(0)
     churned = rng.random(2000) < 0.4
@@ -140,6 +149,8 @@ def test_train_churn_registers_the_model_and_score_churn_answers_from_it(home, t
     assert version.tags["train_window_end"] == "2024-12-01" and version.tags["training_cutoffs"]
     assert version.tags["champion_decision"] in ("promoted", "kept") and version.tags["champion_reason"]
     assert "validation.churn_network.roc_auc.value" in run.data.metrics
+    plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+    assert plots == {"plots/calibration.png", "plots/lift.png"}
     assert "validation.bg_nbd.roc_auc.value" in run.data.metrics and "test.churn_network.ece.value" in run.data.metrics
 
     too_early = runner.invoke(app, ["train", "churn", "--train-end", "2024-05-01"])

@@ -34,6 +34,27 @@ def top_decile_lift(churned: np.ndarray, score: np.ndarray) -> float:
     return float(churned[top].mean() / overall) if overall > 0 else float("nan")
 
 
+def calibration_curve(churned: np.ndarray, probability: np.ndarray, bins: int = ECE_BINS) -> dict[str, list]:
+    """Per non-empty equal-width bin (the ECE's): mean predicted probability, observed churn rate, customers."""
+    churned, probability = np.asarray(churned, dtype=float), np.asarray(probability, dtype=float)
+    which = np.minimum((probability * bins).astype(int), bins - 1)
+    present = np.unique(which)
+    return {
+        "predicted": [round(float(probability[which == b].mean()), 4) for b in present],
+        "observed": [round(float(churned[which == b].mean()), 4) for b in present],
+        "customers": [int((which == b).sum()) for b in present],
+    }
+
+
+def lift_curve(churned: np.ndarray, score: np.ndarray, points: int = 20) -> dict[str, list]:
+    """Cumulative lift: the churn rate among the top x% by score over the overall rate, for x = 5%, 10%, ... 100%."""
+    churned = np.asarray(churned, dtype=float)[np.argsort(-np.asarray(score, dtype=float), kind="stable")]
+    shares = np.linspace(1 / points, 1.0, points)
+    overall = churned.mean() if len(churned) else float("nan")
+    lift = [float(churned[: max(int(np.ceil(share * len(churned))), 1)].mean() / overall) for share in shares]
+    return {"share": [round(float(x), 4) for x in shares], "lift": [round(x, 4) for x in lift]}
+
+
 def churn_metrics(churned: np.ndarray, probability: np.ndarray) -> dict[str, float]:
     churned = np.asarray(churned, dtype=bool)
     probability = np.asarray(probability, dtype=float)

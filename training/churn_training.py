@@ -24,7 +24,15 @@ from loyal.features.compute import EVENT_TIMESTAMP
 from loyal.schema import TIMESTAMP
 from loyal.training.churn_baselines import CHURN_BASELINES, VALUE_BASELINES
 from loyal.training.churn_data import FEATURE_SERVICE, HORIZON_DAYS, _day, snapshot, training_cutoffs
-from loyal.training.churn_evaluate import LEAKAGE_AUC, churn_metrics, difference, value_metrics, with_intervals
+from loyal.training.churn_evaluate import (
+    LEAKAGE_AUC,
+    calibration_curve,
+    churn_metrics,
+    difference,
+    lift_curve,
+    value_metrics,
+    with_intervals,
+)
 from loyal.training.churn_model import CATEGORICAL_FEATURES, ChurnConfig, ChurnModel
 from loyal.training.registry import Decision, champion_version, record_decision
 from loyal.training.tuning import churn_from, tune_churn
@@ -44,11 +52,14 @@ def _measure(frame: pd.DataFrame, predictions: dict[str, pd.DataFrame], draws: i
     """Every model's churn and value figures on one labelled snapshot, and the network against the best baseline."""
     churned = frame["churned"].to_numpy()
     spend = frame["future_spend"].to_numpy()
-    models = {}
+    models, curves = {}, {}
     for name, predicted in predictions.items():
         figures = {}
         if predicted["churn_probability"].notna().all():
-            figures |= with_intervals(churn_metrics, churned, predicted["churn_probability"].to_numpy(), draws=draws)
+            probability = predicted["churn_probability"].to_numpy()
+            figures |= with_intervals(churn_metrics, churned, probability, draws=draws)
+            curves[name] = {"calibration": calibration_curve(churned, probability),
+                            "lift": lift_curve(churned, probability)}
         if predicted["expected_value"].notna().all():
             figures |= with_intervals(value_metrics, spend, predicted["expected_value"].to_numpy(), draws=draws)
         models[name] = figures
@@ -69,7 +80,7 @@ def _measure(frame: pd.DataFrame, predictions: dict[str, pd.DataFrame], draws: i
         }
     comparison["ece"] = models[ChurnModel.name]["ece"]["value"]
     report = {"customers": len(frame), "churn_rate": round(float(churned.mean()), 4), "models": models,
-              "comparison": comparison}
+              "comparison": comparison, "curves": curves}
     if models[ChurnModel.name]["roc_auc"]["value"] > LEAKAGE_AUC:
         report["leakage_warning"] = (
             f"ROC-AUC {models[ChurnModel.name]['roc_auc']['value']:.3f} is above {LEAKAGE_AUC}: on transaction data "
@@ -192,6 +203,7 @@ def train_churn(home: Path, train_end, horizon_days: int = HORIZON_DAYS, trials:
     from mlflow.models import infer_signature
 
     from loyal.tracking import use_home
+    from loyal.training import plots
 
     use_home(home)
     trained = fit_and_evaluate(home, train_end, horizon_days, trials, draws)
@@ -212,6 +224,9 @@ def train_churn(home: Path, train_end, horizon_days: int = HORIZON_DAYS, trials:
         mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
         mlflow.log_dict(report, "evaluation.json")
         mlflow.log_text(markdown(report), "evaluation.md")
+        shown = report.get("test", report["validation"])["curves"]
+        mlflow.log_figure(plots.calibration({n: c["calibration"] for n, c in shown.items()}), "plots/calibration.png")
+        mlflow.log_figure(plots.lift({n: c["lift"] for n, c in shown.items()}), "plots/lift.png")
         path = Path(tmp) / "churn.pkl"
         path.write_bytes(pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL))
         example = trained.example

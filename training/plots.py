@@ -33,3 +33,34 @@ def bars(values: dict[str, float], title: str, ylabel: str):
     axes.grid(alpha=0.3, axis="x")
     figure.tight_layout()
     return figure
+
+
+def calibration(curves: dict[str, dict]):
+    """Observed churn rate against the mean predicted probability per bin, one line per model; the diagonal is
+    perfect calibration."""
+    figure, axes = plt.subplots(figsize=(6, 6))
+    axes.plot([0, 1], [0, 1], color="#7f8c8d", linestyle="--", linewidth=1, label="perfectly calibrated")
+    for name, curve in curves.items():
+        axes.plot(curve["predicted"], curve["observed"], marker="o", label=name,
+                  linewidth=2.5 if name == "churn_network" else 1)
+    axes.set(xlabel="predicted probability of churn", ylabel="observed churn rate", title="Calibration",
+             xlim=(0, 1), ylim=(0, 1))
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
+def lift(curves: dict[str, dict]):
+    """Cumulative lift against the share of customers contacted, highest risk first, one line per model."""
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for name, curve in curves.items():
+        axes.plot([100 * x for x in curve["share"]], curve["lift"], label=name,
+                  linewidth=2.5 if name == "churn_network" else 1)
+    axes.axhline(1.0, color="#7f8c8d", linestyle="--", linewidth=1)
+    axes.set(xlabel="customers contacted, highest risk first (%)", ylabel="lift over random",
+             title="Cumulative lift")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    return figure
