@@ -17,6 +17,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from loyal.training.optimise import train_epochs
+
 LOG_FEATURES = [  # recency first: the network treats it apart (see _network)
     "recency_days", "tenure_days", "orders_30d", "orders_90d", "orders_365d", "orders_total", "spend_30d",
     "spend_90d", "spend_365d", "spend_total", "returns_365d", "avg_order_value_365d", "mean_days_between_orders",
@@ -132,19 +134,14 @@ class ChurnModel:
         self.network = TwoHeads(x.shape[1], c)
         self.temperature = 1.0
         optimiser = torch.optim.AdamW(self.network.parameters(), lr=c.learning_rate, weight_decay=c.weight_decay)
-        generator = torch.Generator().manual_seed(c.seed)
-        for epoch in range(c.epochs):
-            self.network.train()
-            for batch in torch.randperm(len(x), generator=generator).split(c.batch):
-                logit, spend = self.network(x[batch])
-                loss = torch.nn.functional.binary_cross_entropy_with_logits(logit, churned[batch])
-                loss = loss + c.value_weight * torch.nn.functional.huber_loss(spend, value[batch])
-                optimiser.zero_grad()
-                loss.backward()
-                optimiser.step()
-            self.network.eval()
-            if epoch_callback is not None:
-                epoch_callback(epoch, self)
+
+        def two_head_loss(batch):
+            logit, spend = self.network(x[batch])
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(logit, churned[batch])
+            return loss + c.value_weight * torch.nn.functional.huber_loss(spend, value[batch])
+
+        train_epochs(self.network, optimiser, len(x), c.batch, c.epochs, c.seed, two_head_loss,
+                     None if epoch_callback is None else lambda epoch: epoch_callback(epoch, self))
         self.temperature = self._temperature(calibration)
         return self
 

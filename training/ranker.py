@@ -265,6 +265,8 @@ class Reranker:
         (Optuna's pruning); it may raise to stop."""
         import torch
 
+        from loyal.training.optimise import train_epochs
+
         c = self.config
         torch.manual_seed(c.seed)
         features, mask, labels = labelled.lists(c.view, c.candidates_per_source)
@@ -278,19 +280,14 @@ class Reranker:
         self.network = _network(features.shape[2], c.hidden)
         self.stage = current
         optimiser = torch.optim.Adam(self.network.parameters(), lr=c.learning_rate, weight_decay=c.weight_decay)
-        generator = torch.Generator().manual_seed(c.seed)
-        for epoch in range(c.epochs):
-            self.network.train()
-            for batch in torch.randperm(len(x), generator=generator).split(64):
-                logits = self.network(x[batch]).squeeze(-1).masked_fill(~m[batch], float("-inf"))
-                log_p = torch.log_softmax(logits, dim=1).masked_fill(~m[batch], 0.0)
-                loss = -(target[batch] * log_p).sum(dim=1).mean()
-                optimiser.zero_grad()
-                loss.backward()
-                optimiser.step()
-            self.network.eval()
-            if epoch_callback is not None:
-                epoch_callback(epoch, self)
+
+        def listwise_loss(batch):
+            logits = self.network(x[batch]).squeeze(-1).masked_fill(~m[batch], float("-inf"))
+            log_p = torch.log_softmax(logits, dim=1).masked_fill(~m[batch], 0.0)
+            return -(target[batch] * log_p).sum(dim=1).mean()
+
+        train_epochs(self.network, optimiser, len(x), 64, c.epochs, c.seed, listwise_loss,
+                     None if epoch_callback is None else lambda epoch: epoch_callback(epoch, self))
         return self
 
     def score(self, customers: np.ndarray, block: int = 512) -> np.ndarray:
