@@ -115,12 +115,13 @@ class Snapshots:
     ) -> Snapshots:
         """Daily by default from the day after the first event to the day after the last, which is the snapshot
         that sees all the data."""
-        start = _midnight(start) if start is not None else _midnight(first_event) + pd.Timedelta(days=1)
-        end = _midnight(end) if end is not None else _midnight(last_event) + pd.Timedelta(days=1)
+        start = midnight(start) if start is not None else midnight(first_event) + pd.Timedelta(days=1)
+        end = midnight(end) if end is not None else midnight(last_event) + pd.Timedelta(days=1)
         return cls(start=start, end=max(start, end), every=every)
 
 
-def _midnight(moment) -> pd.Timestamp:
+def midnight(moment) -> pd.Timestamp:
+    """The UTC midnight that starts the day of `moment` (naive times are UTC)."""
     moment = pd.Timestamp(moment)
     moment = moment.tz_localize("UTC") if moment.tzinfo is None else moment.tz_convert("UTC")
     return moment.floor("D")

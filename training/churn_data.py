@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from loyal.errors import LoyalError
-from loyal.features.compute import EVENT_TIMESTAMP
+from loyal.features.compute import EVENT_TIMESTAMP, midnight
 from loyal.schema import CUSTOMER_ID, QUANTITY, TIMESTAMP, UNIT_PRICE
 
 HORIZON_DAYS = 90
@@ -25,19 +25,11 @@ MIN_HISTORY_DAYS = 90  # a snapshot needs this much data before it, or every cus
 MONTHS = 6  # training snapshots at most; older behaviour says less about next quarter's
 
 
-def _day(value) -> pd.Timestamp:
-    try:
-        day = pd.Timestamp(value)
-    except (ValueError, TypeError):
-        raise LoyalError(f"{value!r} is not a date (use YYYY-MM-DD)") from None
-    return (day.tz_localize("UTC") if day.tzinfo is None else day.tz_convert("UTC")).normalize()
-
-
 def labels(transactions: pd.DataFrame, cutoff, horizon_days: int = HORIZON_DAYS) -> pd.DataFrame:
     """One row per customer known before `cutoff`: customer_id, churned, future_spend (over [cutoff, cutoff + H)).
 
     The data must reach the end of the window, or a customer would look churned only because the file stops."""
-    cutoff = _day(cutoff)
+    cutoff = midnight(cutoff)
     end = cutoff + pd.Timedelta(days=horizon_days)
     times = transactions[TIMESTAMP]
     if times.max() < end - pd.Timedelta(days=1):
@@ -61,7 +53,7 @@ def training_cutoffs(transactions: pd.DataFrame, train_end, horizon_days: int = 
                      months: int = MONTHS) -> list[pd.Timestamp]:
     """Monthly cutoffs, oldest first, each with its whole label window before `train_end` and at least
     MIN_HISTORY_DAYS of data before it."""
-    train_end = _day(train_end)
+    train_end = midnight(train_end)
     latest = train_end - pd.Timedelta(days=horizon_days)
     earliest = transactions[TIMESTAMP].min().normalize() + pd.Timedelta(days=MIN_HISTORY_DAYS)
     cutoffs = [latest - pd.DateOffset(months=k) for k in range(months)]
@@ -80,7 +72,7 @@ def snapshot(home: Path, transactions: pd.DataFrame, cutoff, horizon_days: int =
     """The customers known before `cutoff` with their churn_v1 features at it (and their labels when asked)."""
     from loyal.features.repo import historical_features
 
-    cutoff = _day(cutoff)
+    cutoff = midnight(cutoff)
     if labelled:
         rows = labels(transactions, cutoff, horizon_days)
     else:

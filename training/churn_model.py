@@ -53,12 +53,6 @@ class Encoder:
         }
         return self
 
-    def names(self) -> list[str]:
-        """Plain names of the columns, in order (what explanations speak of)."""
-        return [*LOG_FEATURES, *RAW_FEATURES, "ordered_once"] + [
-            f"{name}={value}" for name, values in self.categories.items() for value in [*values, "other"]
-        ]
-
     def transform(self, frame: pd.DataFrame) -> np.ndarray:
         columns = [(self._numeric(frame) - self.mean) / self.std]
         for name, values in self.categories.items():
@@ -163,7 +157,7 @@ class ChurnModel:
 
         return float(np.exp(minimize_scalar(log_loss, bounds=(-3.0, 3.0), method="bounded").x))
 
-    def predict(self, frame: pd.DataFrame, transactions=None, horizon_days=None) -> pd.DataFrame:
+    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
         logit, spend = self._outputs(frame)
         return pd.DataFrame({
             "churn_probability": 1.0 / (1.0 + np.exp(-logit / self.temperature)),

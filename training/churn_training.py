@@ -20,10 +20,10 @@ import numpy as np
 import pandas as pd
 
 from loyal.errors import LoyalError
-from loyal.features.compute import EVENT_TIMESTAMP
+from loyal.features.compute import EVENT_TIMESTAMP, midnight
 from loyal.schema import TIMESTAMP
 from loyal.training.churn_baselines import CHURN_BASELINES, VALUE_BASELINES
-from loyal.training.churn_data import FEATURE_SERVICE, HORIZON_DAYS, _day, snapshot, training_cutoffs
+from loyal.training.churn_data import FEATURE_SERVICE, HORIZON_DAYS, snapshot, training_cutoffs
 from loyal.training.churn_evaluate import (
     LEAKAGE_AUC,
     calibration_curve,
@@ -105,7 +105,7 @@ def fit_and_evaluate(home: Path, train_end, horizon_days: int = HORIZON_DAYS, tr
     transactions = read_table(home, "transactions")
     if transactions.empty:
         raise LoyalError("there are no transactions: run `loyal ingest` first")
-    train_end = _day(train_end)
+    train_end = midnight(train_end)
     cutoffs = training_cutoffs(transactions, train_end, horizon_days)
     snapshots = [snapshot(home, transactions, c, horizon_days) for c in cutoffs]
     train, calibration = pd.concat(snapshots[:-1], ignore_index=True), snapshots[-1]
@@ -286,7 +286,7 @@ def score(home: Path, as_of, version: str | None = None) -> pd.DataFrame:
     transactions = read_table(home, "transactions")
     frame = snapshot(home, transactions, as_of, labelled=False)
     if frame.empty:
-        raise LoyalError(f"no customer bought anything before {_day(as_of).date()}")
+        raise LoyalError(f"no customer bought anything before {midnight(as_of).date()}")
     predicted = model.predict(frame)
     return pd.DataFrame({
         "customer_id": frame["customer_id"].to_numpy(),
