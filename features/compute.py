@@ -48,6 +48,7 @@ READ_AS_DICTIONARY = (CUSTOMER_ID, ITEM_ID, ORDER_ID, CHANNEL, EVENT_TYPE)
 EVENT_TIMESTAMP = "event_timestamp"  # the snapshot time of a feature row, as Feast calls it
 DAY_US = 86_400_000_000
 MONEY_SCALE = 10_000  # money is summed as integers of 1/10,000 of the currency unit
+LOG_SCALE = 10_000  # logs too, so their sums do not depend on the order of addition either
 CHANNELS = ("web", "app", "store")
 
 # Every feature, by entity, with its kind ("int", "float", "str", "bool"). The Feast definitions build their
@@ -66,6 +67,12 @@ CUSTOMER_BEHAVIOUR = {
     "returns_365d": "float",  # value returned (positive)
     "avg_order_value_365d": "float",  # 0 without orders in the window
     "mean_days_between_orders": "float",  # NaN before the second order
+    "purchase_days_total": "int",  # distinct days with a purchase
+    "purchase_days_180d": "int",
+    "gap_std_days": "float",  # spread (population std) of the whole days between purchase days; NaN before the 2nd
+    "lines_per_order_365d": "float",  # purchase lines (rows) per order; 0 without orders in the window
+    "typical_quantity_per_line_365d": "float",  # exp(mean log(1 + quantity)) - 1 over purchase lines; 0 without
+    "typical_unit_price_365d": "float",  # the same for the unit price: a wholesaler's basket against a gift shopper's
     "spend_trend": "float",  # (last 90 d - the 90 d before) / (their sum), in [-1, 1]; 0 when both are 0
     "web_share_365d": "float",  # share of the window's orders by channel; 0 without orders
     "app_share_365d": "float",
@@ -344,6 +351,22 @@ def _behaviour_block(inputs: FeatureInputs, first: int, size: int, rows: slice, 
         for code, name in enumerate(CHANNELS)
     }
 
+    # Purchase days: the key is customer * (days + 1) + day, so sorting it sorts by customer, then day. The gap
+    # before each purchase day counts from that day on.
+    day_key = np.unique(order_days["day"].to_numpy())
+    day_customer, day = np.divmod(day_key, inputs.days + 1)
+    day_flat = day_customer * width + cuts.span(day)
+    purchase_days = _cumulative(day_flat, None, size, cuts)
+    follows = np.r_[False, day_customer[1:] == day_customer[:-1]]
+    gap = np.diff(day, prepend=0)[follows]
+    gap_sum = _cumulative(day_flat[follows], gap, size, cuts)
+    gap_squares = _cumulative(day_flat[follows], gap * gap, size, cuts)
+
+    lines = _cumulative(flat[bought], None, size, cuts)
+    unit_price = money[bought] / np.maximum(quantity[bought], 1) / MONEY_SCALE
+    log_quantity = _cumulative(flat[bought], np.rint(np.log1p(quantity[bought]) * LOG_SCALE), size, cuts)
+    log_price = _cumulative(flat[bought], np.rint(np.log1p(np.maximum(unit_price, 0.0)) * LOG_SCALE), size, cuts)
+
     # The last purchase before each cut: the latest purchase per span, carried forward along the spans.
     last = np.full(size * width, -1, dtype=np.int64)
     np.maximum.at(last, flat[bought], micros[bought])
@@ -372,6 +395,16 @@ def _behaviour_block(inputs: FeatureInputs, first: int, size: int, rows: slice, 
     columns["mean_days_between_orders"] = np.where(
         columns["orders_total"] >= 2, span_days / np.maximum(columns["orders_total"] - 1, 1), np.nan
     )
+    columns["purchase_days_total"] = purchase_days[:, cuts.at(t)]
+    columns["purchase_days_180d"] = _window(purchase_days, cuts, t, 180)
+    gaps = np.maximum(columns["purchase_days_total"] - 1, 0)
+    mean_gap = _share(gap_sum[:, cuts.at(t)].astype(np.float64), gaps)
+    variance = _share(gap_squares[:, cuts.at(t)].astype(np.float64), gaps) - mean_gap**2
+    columns["gap_std_days"] = np.where(gaps >= 1, np.sqrt(np.maximum(variance, 0.0)), np.nan)
+    lines_365 = _window(lines, cuts, t, 365)
+    columns["lines_per_order_365d"] = _share(lines_365, columns["orders_365d"])
+    for name, logs in (("typical_quantity_per_line_365d", log_quantity), ("typical_unit_price_365d", log_price)):
+        columns[name] = np.expm1(_share(_window(logs, cuts, t, 365), lines_365) / LOG_SCALE)
     previous_90 = _window(spend, cuts, np.maximum(t - 90, 0), 90)
     columns["spend_trend"] = _trend(money_windows[90], previous_90)
     for name, counts in by_channel.items():

@@ -83,6 +83,11 @@ def test_customer_features_match_hand_computed_values(small):
         "avg_order_value_365d": pytest.approx(27.5 / 3),
         # (2024-03-01 08:00 - 2024-01-01 10:00) = 59 days 22 h, over two gaps
         "mean_days_between_orders": pytest.approx((59 + 22 / 24) / 2),
+        # purchase days 01-01, 01-20 and 03-01: gaps of 19 and 41 days, 11 either side of their mean
+        "purchase_days_total": 3, "purchase_days_180d": 3, "gap_std_days": pytest.approx(11.0),
+        "lines_per_order_365d": pytest.approx(4 / 3),  # X and Y, X, Z
+        "typical_quantity_per_line_365d": pytest.approx(np.expm1(np.log1p([2, 1, 1, 4]).mean()), rel=1e-4),
+        "typical_unit_price_365d": pytest.approx(np.expm1(np.log1p([5.0, 3.5, 5.0, 2.25]).mean()), rel=1e-4),
         "spend_trend": 1.0,
         "web_share_365d": pytest.approx(1 / 3), "app_share_365d": pytest.approx(1 / 3),
         "store_share_365d": pytest.approx(1 / 3),
@@ -94,6 +99,7 @@ def test_customer_features_match_hand_computed_values(small):
     assert (a_1st["recency_days"], a_1st["orders_30d"], a_1st["spend_30d"]) == (40, 0, 0.0)
     assert (a_1st["add_to_carts_30d"], a_1st["cart_conversion_30d"]) == (1, 0.0)
     assert (b_2nd["recency_days"], b_2nd["orders_total"], b_2nd["web_share_365d"]) == (51, 1, 1.0)
+    assert b_2nd["purchase_days_total"] == 1 and pd.isna(b_2nd["gap_std_days"])  # no gap yet
     assert pd.isna(b_2nd["country"]) and pd.isna(b_2nd["email_opt_in"])  # no profile: consent unknown
 
 
@@ -144,17 +150,27 @@ B,X,2024-03-01 23:59:59,1,5.0,p8,web
     pd.testing.assert_frame_equal(after.drop(index=5), before.drop(index=5))
 
 
+COLUMNS_CHECKED = ("recency_days", "orders_90d", "spend_90d", "purchase_days_180d", "gap_std_days",
+                   "lines_per_order_365d")
+
+
 def _independent(transactions: pd.DataFrame, customer: str, t: pd.Timestamp) -> tuple:
-    """recency_days, orders_90d and spend_90d straight from the definition, one (customer, T) at a time."""
+    """COLUMNS_CHECKED straight from their definitions, one (customer, T) at a time; None where there is no row."""
     bought = transactions[(transactions.customer_id == customer) & (transactions.timestamp < t)
                           & (transactions.quantity > 0)]
     if bought.empty:
-        return (None, None, None)
+        return (None,) * len(COLUMNS_CHECKED)
     window = bought[bought.timestamp >= t - pd.Timedelta(days=90)]
+    year = bought[bought.timestamp >= t - pd.Timedelta(days=365)]
+    days = pd.Series(bought.timestamp.dt.floor("D").unique()).sort_values()
+    gaps = days.diff().dropna().dt.days
     return (
         int((t - bought.timestamp.max()) // pd.Timedelta(days=1)),
         window.order_id.nunique(),
         round(float((window.quantity * window.unit_price).sum()), 4),
+        int((days >= t.floor("D") - pd.Timedelta(days=180)).sum()),
+        round(float(gaps.std(ddof=0)), 6) if len(gaps) else None,
+        round(len(year) / year.order_id.nunique(), 6) if len(year) else 0.0,
     )
 
 
@@ -165,10 +181,11 @@ def _check_random_pairs(home, pairs: int, seed: int) -> int:
     entities = list(zip(rng.choice(transactions.customer_id.unique(), pairs), rng.choice(days, pairs)))
     frame = _historical(home, entities)
     checked = 0
-    for row in frame.itertuples():
-        expected = _independent(transactions, row.customer_id, row.event_timestamp)
-        got = tuple(None if pd.isna(v) else v for v in (row.recency_days, row.orders_90d, row.spend_90d))
-        assert got == expected, (row.customer_id, row.event_timestamp)
+    for row in frame.to_dict("records"):
+        expected = _independent(transactions, row["customer_id"], row["event_timestamp"])
+        got = tuple(None if pd.isna(row[name]) else row[name] for name in COLUMNS_CHECKED)
+        got = tuple(round(float(v), 6) if isinstance(v, float) else v for v in got)
+        assert got == expected, (row["customer_id"], row["event_timestamp"])
         checked += expected[0] is not None
     return checked
 
