@@ -67,6 +67,23 @@ def test_calibration_error_and_lift_by_hand():
     assert perfect["brier"] == pytest.approx(0.01)
 
 
+def test_rank_metrics_equal_scikit_learns_with_and_without_ties():
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    from loyal.training.churn_evaluate import average_precision, roc_auc
+
+    rng = np.random.default_rng(0)
+    for case in range(300):
+        n = int(rng.integers(2, 60))
+        truth = rng.random(n) < rng.uniform(0.1, 0.9)
+        score = rng.integers(0, 5, n) / 4 if case % 2 else rng.random(n)  # odd cases: many ties
+        if truth.all() or not truth.any():
+            assert np.isnan(roc_auc(truth, score))
+            continue
+        assert roc_auc(truth, score) == pytest.approx(roc_auc_score(truth, score), abs=1e-12)
+        assert average_precision(truth, score) == pytest.approx(average_precision_score(truth, score), abs=1e-12)
+
+
 def test_calibration_and_lift_curves_by_hand():
     from loyal.training.churn_evaluate import calibration_curve, lift_curve
 

@@ -199,9 +199,9 @@ def tune_churn(home: Path, train: pd.DataFrame, validation: pd.DataFrame, trials
 
 
 def _auc(model: ChurnModel, frame: pd.DataFrame) -> float:
-    from sklearn.metrics import roc_auc_score
+    from loyal.training.churn_evaluate import roc_auc
 
-    return float(roc_auc_score(frame["churned"], model.predict(frame)["churn_probability"]))
+    return roc_auc(frame["churned"].to_numpy(), model.predict(frame)["churn_probability"].to_numpy())
 
 
 def churn_from(params: dict) -> ChurnConfig:
