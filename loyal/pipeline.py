@@ -1,5 +1,6 @@
 """The main job, end to end on the default data. Today: ingest, the feature store (build and materialize), the
-recommender (trained on everything, registered, champion decided) and a sample of its `for_you` rail.
+recommender (trained on everything, registered, champion decided) and a sample of its `for_you` rail, then the churn
+and value model (trained on every snapshot whose window the data cover) and a sample of its scores.
 Each later step (training, serving) joins here, so that `loyal run` always shows the whole product working."""
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ def run_main_job(data: Path, home: Path, synthetic: SyntheticConfig = SyntheticC
     features = build(home)
     online = materialize(home)
     recommender = _train_recommender(home)
-    return {"ingest": ingest, "features": features, "online_store": online} | recommender
+    churn = _train_churn(home)
+    return {"ingest": ingest, "features": features, "online_store": online} | recommender | churn
 
 
 def _train_recommender(home: Path) -> dict:
@@ -56,3 +58,27 @@ def _train_recommender(home: Path) -> dict:
     sample = recommend(home, transactions[CUSTOMER_ID].drop_duplicates().head(3).tolist(), "for_you", 5, version)
     answered_by = "champion" if version is None else f"version {version} (no champion yet)"
     return {"recommender": summary, "recommendations": sample.to_dict(orient="records"), "answered_by": answered_by}
+
+
+def _train_churn(home: Path) -> dict:
+    """Train on every monthly snapshot whose 90-day window the data cover (no tuning), then score everyone known at
+    the end of the data with the champion, or the version just trained where it was not promoted."""
+    import pandas as pd
+
+    from loyal.schema import TIMESTAMP
+    from loyal.store import read_table
+    from loyal.training.churn_training import MODEL_NAME, score, train_churn
+    from loyal.training.registry import champion_version
+
+    transactions = read_table(home, "transactions")
+    data_end = (transactions[TIMESTAMP].max() + pd.Timedelta(days=1)).date()
+    summary = train_churn(home, data_end, trials=0, draws=200)
+    version = None if champion_version(MODEL_NAME) is not None else summary["version"]
+    scores = score(home, data_end, version)
+    answered_by = "champion" if version is None else f"version {version} (no champion yet)"
+    riskiest = scores.sort_values("churn_probability", ascending=False).head(3)
+    return {"churn": summary, "churn_scores": {
+        "customers": len(scores), "answered_by": answered_by,
+        "risk_segments": scores["risk_segment"].value_counts().to_dict(),
+        "riskiest": riskiest.to_dict(orient="records"),
+    }}

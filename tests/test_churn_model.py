@@ -43,6 +43,8 @@ def test_it_learns_the_planted_signal_and_its_probabilities_are_calibrated(fitte
     assert churn["roc_auc"] > 0.7 and churn["ece"] < 0.05
     value = value_metrics(test["future_spend"].to_numpy(), predicted["expected_value"].to_numpy())
     assert value["spearman"] > 0.4
+    # Expected value is money: summed over customers, it is what they went on to spend, give or take.
+    assert predicted["expected_value"].sum() == pytest.approx(test["future_spend"].sum(), rel=0.15)
 
 
 def test_a_more_recent_purchase_never_raises_the_risk(fitted):

@@ -46,6 +46,9 @@ def test_main_job_without_the_real_file_says_how_to_get_it_and_uses_synthetic(tm
     assert summary["online_store"]["online_store"] == "sqlite"
     assert summary["recommender"]["model"] == "loyal-recommender" and summary["recommender"]["reason"]
     assert len(summary["recommendations"]) == 15  # three customers, five items each
+    assert summary["churn"]["model"] == "loyal-churn" and summary["churn"]["reason"]
+    scores = summary["churn_scores"]
+    assert scores["customers"] == sum(scores["risk_segments"].values()) > 0 and len(scores["riskiest"]) == 3
 
 
 def test_mlproject_symlink_points_at_mlproject_yaml():

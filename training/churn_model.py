@@ -2,7 +2,11 @@
 
 - churn head: P(no purchase in the horizon), trained with binary cross-entropy, then temperature-scaled on a
   calibration snapshot the network never trained on, so that a 0.3 means three in ten;
-- value head: log(1 + spend in the horizon), trained with a Huber loss; the expected value is its inverse.
+- value head: log(1 + spend in the horizon) of a customer who buys again, trained with a Huber loss on the
+  customers who did. The expected value is money, a mean: P(buys again) x E[spend | buys]. Two parts, because a
+  customer's value is mostly whether they come back at all, which the churn head already knows best. Back from log
+  space, E[spend | buys] is the head's exp(.) - 1 times one factor that makes the calibration snapshot's buyers'
+  predicted spend sum to what they spent (a log-normal correction overshot by half on spend this skewed).
 
 Inputs: counts and money through log1p, standardised; shares and trends as they are; whether the customer has
 ordered only once (mean_days_between_orders is missing then); country (the training data's most common ones, the
@@ -22,7 +26,8 @@ from loyal.training.optimise import train_epochs
 LOG_FEATURES = [  # recency first: the network treats it apart (see _network)
     "recency_days", "tenure_days", "orders_30d", "orders_90d", "orders_365d", "orders_total", "spend_30d",
     "spend_90d", "spend_365d", "spend_total", "returns_365d", "avg_order_value_365d", "mean_days_between_orders",
-    "views_30d", "add_to_carts_30d",
+    "views_30d", "add_to_carts_30d", "purchase_days_total", "purchase_days_180d", "gap_std_days",
+    "lines_per_order_365d", "typical_quantity_per_line_365d", "typical_unit_price_365d",
 ]
 RAW_FEATURES = ["spend_trend", "web_share_365d", "app_share_365d", "store_share_365d", "cart_conversion_30d"]
 CATEGORICAL_FEATURES = ["country", "loyalty_tier"]
@@ -125,19 +130,31 @@ class ChurnModel:
         x = torch.from_numpy(self.encoder.transform(train))
         churned = torch.from_numpy(train["churned"].to_numpy(dtype=np.float32))
         value = torch.from_numpy(np.log1p(train["future_spend"].to_numpy(dtype=np.float32)))
+        bought = churned == 0
         self.network = TwoHeads(x.shape[1], c)
-        self.temperature = 1.0
+        self.temperature, self.value_scale = 1.0, 1.0  # until the calibration snapshot sets them
         optimiser = torch.optim.AdamW(self.network.parameters(), lr=c.learning_rate, weight_decay=c.weight_decay)
 
         def two_head_loss(batch):
             logit, spend = self.network(x[batch])
             loss = torch.nn.functional.binary_cross_entropy_with_logits(logit, churned[batch])
-            return loss + c.value_weight * torch.nn.functional.huber_loss(spend, value[batch])
+            buyers = bought[batch]
+            spend_loss = torch.nn.functional.huber_loss(spend[buyers], value[batch][buyers], reduction="sum")
+            return loss + c.value_weight * spend_loss / len(batch)
 
         train_epochs(self.network, optimiser, len(x), c.batch, c.epochs, c.seed, two_head_loss,
                      None if epoch_callback is None else lambda epoch: epoch_callback(epoch, self))
         self.temperature = self._temperature(calibration)
+        self.value_scale = self._value_scale(calibration)
         return self
+
+    def _value_scale(self, calibration: pd.DataFrame) -> float:
+        """What the calibration snapshot's buyers spent over what the value head predicts for them (1 when none
+        bought)."""
+        buyers = calibration[~calibration["churned"].to_numpy(dtype=bool)]
+        _, spend = self._outputs(buyers)
+        predicted = float(np.expm1(np.maximum(spend, 0.0)).sum())
+        return float(buyers["future_spend"].sum()) / predicted if predicted > 0 else 1.0
 
     def _outputs(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         with torch.no_grad():
@@ -159,7 +176,9 @@ class ChurnModel:
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
         logit, spend = self._outputs(frame)
+        churn = 1.0 / (1.0 + np.exp(-logit / self.temperature))
+        spend_if_bought = self.value_scale * np.expm1(np.maximum(spend, 0.0))
         return pd.DataFrame({
-            "churn_probability": 1.0 / (1.0 + np.exp(-logit / self.temperature)),
-            "expected_value": np.expm1(np.maximum(spend, 0.0)),
+            "churn_probability": churn,
+            "expected_value": (1.0 - churn) * spend_if_bought,
         }, index=frame.index)
