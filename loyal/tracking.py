@@ -25,6 +25,7 @@ def log_counts(summary: dict, prefix: str) -> None:
 
 
 EXPERIMENT = "loyal"
+_SET_BY_US: str | None = None  # MLflow exports the URI it is given to MLFLOW_TRACKING_URI: not the user's choice
 
 
 def use_home(home) -> None:
@@ -34,11 +35,16 @@ def use_home(home) -> None:
     import os
     from pathlib import Path
 
-    if not os.environ.get("MLFLOW_TRACKING_URI"):
+    global _SET_BY_US
+    given = os.environ.get("MLFLOW_TRACKING_URI")
+    if not given or given == _SET_BY_US:
         home = Path(home).resolve()
         home.mkdir(parents=True, exist_ok=True)
-        mlflow.set_tracking_uri(f"sqlite:///{home / 'mlflow.db'}")
+        _SET_BY_US = f"sqlite:///{home / 'mlflow.db'}"
+        mlflow.set_tracking_uri(_SET_BY_US)
         if mlflow.get_experiment_by_name(EXPERIMENT) is None:
             mlflow.create_experiment(EXPERIMENT, artifact_location=(home / "mlartifacts").as_uri())
+    else:
+        mlflow.set_tracking_uri(given)  # the user's, over any this process set before
     if not os.environ.get("MLFLOW_RUN_ID"):  # under `mlflow run` the run, and its experiment, are given
         mlflow.set_experiment(EXPERIMENT)

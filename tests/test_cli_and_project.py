@@ -81,3 +81,20 @@ def test_mlflow_run_of_the_synthetic_entry_point(tmp_path):
     assert run.info.status == "FINISHED"
     assert run.data.metrics["ingest.tables.customers.rows_total"] == 200
     assert run.data.params["customers"] == "200"
+
+
+def test_each_home_tracks_into_its_own_store_unless_the_user_names_one(tmp_path, monkeypatch):
+    """MLflow exports the tracking URI it is given to MLFLOW_TRACKING_URI; that must not pin a process (a test
+    run, a notebook) to the first home it used."""
+    import mlflow
+
+    from loyal.tracking import use_home
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    for name in ("first", "second"):
+        use_home(tmp_path / name)
+        assert mlflow.get_tracking_uri() == f"sqlite:///{(tmp_path / name).resolve() / 'mlflow.db'}"
+    chosen = f"sqlite:///{tmp_path / 'chosen.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", chosen)
+    use_home(tmp_path / "third")
+    assert mlflow.get_tracking_uri() == chosen and not (tmp_path / "third" / "mlflow.db").exists()
