@@ -88,3 +88,27 @@ def test_drivers_name_what_raises_a_risky_customers_risk_in_plain_words(fitted):
     text = top_drivers(fitted, customer).iloc[0]
     assert text.startswith("days since the last purchase +")
     assert "recency_days" not in text
+
+
+def test_batched_ablation_equals_replacing_each_raw_input_in_turn(fitted):
+    from loyal.training.churn_explain import contributions
+
+    frame = _snapshot(40, 7)
+    fast = contributions(fitted, frame)
+    risk = fitted.predict(frame)["churn_probability"].to_numpy()
+    for name in fast.columns:
+        ablated = frame.copy()
+        ablated[name] = pd.Series([fitted.reference[name].iloc[0]] * len(frame), index=frame.index).astype(
+            frame[name].dtype)
+        slow = risk - fitted.predict(ablated)["churn_probability"].to_numpy()
+        np.testing.assert_allclose(fast[name].to_numpy(), slow, atol=1e-6, err_msg=name)
+    assert {"recency_days", "mean_days_between_orders", "country"} <= set(fast.columns)
+
+
+def test_a_customer_unlike_any_in_training_gets_a_finite_value(fitted):
+    # Far outside training the value head extrapolates to e^40 and more; the answer stays within what was seen.
+    far = _snapshot(20, 8).assign(recency_days=1e12, tenure_days=1e12, spend_total=1e12)
+    predicted = fitted.predict(far)
+    ceiling = fitted.value_scale * np.expm1(fitted.max_log_spend)
+    assert np.isfinite(predicted["expected_value"]).all()
+    assert predicted["expected_value"].between(0, ceiling).all()

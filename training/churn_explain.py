@@ -48,17 +48,17 @@ TOP_DRIVERS = 3
 
 def contributions(model: ChurnModel, frame: pd.DataFrame) -> pd.DataFrame:
     """Per customer (rows of `frame`) and input (columns, raw names): risk minus the risk with that input set to the
-    reference customer's value."""
-    reference = model.reference
-    risk = model.predict(frame)["churn_probability"].to_numpy()
-    out = {}
-    for name in reference.columns:
-        if name not in frame.columns:
-            continue
-        ablated = frame.copy()
-        ablated[name] = pd.Series([reference[name].iloc[0]] * len(frame), index=frame.index).astype(frame[name].dtype)
-        out[name] = risk - model.predict(ablated)["churn_probability"].to_numpy()
-    return pd.DataFrame(out, index=frame.index)
+    reference customer's value. All the ablations go through the network as one batch, in encoded form."""
+    encoded = model.encoder.transform(frame)
+    reference = model.encoder.transform(model.reference)[0]
+    columns = {name: cols for name, cols in model.encoder.columns_of().items()
+               if name in model.reference.columns and name in frame.columns}
+    batch = np.repeat(encoded[None, :, :], len(columns) + 1, axis=0)  # copy 0 is the customer as is
+    for copy, cols in enumerate(columns.values(), start=1):
+        batch[copy][:, cols] = reference[cols]
+    logit, _ = model.encoded_outputs(batch.reshape(-1, encoded.shape[1]))
+    risk = model.churn_of_logit(logit).reshape(len(columns) + 1, len(frame))
+    return pd.DataFrame((risk[0] - risk[1:]).T, index=frame.index, columns=list(columns))
 
 
 def top_drivers(model: ChurnModel, frame: pd.DataFrame, top: int = TOP_DRIVERS) -> pd.Series:
@@ -70,16 +70,17 @@ def top_drivers(model: ChurnModel, frame: pd.DataFrame, top: int = TOP_DRIVERS) 
     # A risky customer is explained by what raises the risk; a safe one by what keeps it low.
     direction = np.where(risk >= 0.5, 1.0, -1.0)[:, None]
     order = np.argsort(-(values * direction), axis=1, kind="stable")[:, :top]
+    categories = {c: frame[c].to_numpy() for c in CATEGORICAL_FEATURES if c in frame.columns}
     texts = []
     for row, columns in enumerate(order):
         chosen = [c for c in columns if values[row, c] * direction[row, 0] > 0.005]  # under half a point says nothing
-        texts.append("; ".join(f"{_name(names[c], parts.columns[c], frame.iloc[row])} {values[row, c] * 100:+.0f} pts"
+        texts.append("; ".join(f"{_name(names[c], parts.columns[c], categories, row)} {values[row, c] * 100:+.0f} pts"
                                for c in chosen))
     return pd.Series(texts, index=frame.index)
 
 
-def _name(plain: str, column: str, customer: pd.Series) -> str:
+def _name(plain: str, column: str, categories: dict[str, np.ndarray], row: int) -> str:
     """A category's driver says which category: "country (France)"."""
-    if column in CATEGORICAL_FEATURES and pd.notna(customer[column]):
-        return f"{plain} ({customer[column]})"
+    if column in categories and pd.notna(categories[column][row]):
+        return f"{plain} ({categories[column][row]})"
     return plain

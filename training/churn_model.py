@@ -67,6 +67,20 @@ class Encoder:
             columns.append(np.eye(len(values) + 1, dtype=np.float32)[known.codes])
         return np.concatenate(columns, axis=1).astype(np.float32)
 
+    def columns_of(self) -> dict[str, list[int]]:
+        """Which encoded columns each raw input fills: every input is encoded on its own, so replacing a raw value
+        and replacing its encoded columns are the same thing."""
+        n_log, n_raw = len(LOG_FEATURES), len(RAW_FEATURES)
+        once = n_log + n_raw  # the "ordered only once" flag comes from mean_days_between_orders
+        columns = {name: [i] for i, name in enumerate(LOG_FEATURES)}
+        columns["mean_days_between_orders"].append(once)
+        columns |= {name: [n_log + j] for j, name in enumerate(RAW_FEATURES)}
+        start = once + 1
+        for name, values in self.categories.items():
+            columns[name] = list(range(start, start + len(values) + 1))
+            start += len(values) + 1
+        return columns
+
     @staticmethod
     def _numeric(frame: pd.DataFrame) -> np.ndarray:
         def column(name):
@@ -131,6 +145,9 @@ class ChurnModel:
         churned = torch.from_numpy(train["churned"].to_numpy(dtype=np.float32))
         value = torch.from_numpy(np.log1p(train["future_spend"].to_numpy(dtype=np.float32)))
         bought = churned == 0
+        # A customer unlike any in training (a year away, where training saw months) must not get an extrapolated
+        # fortune: the value head's answer is kept within the spends training saw.
+        self.max_log_spend = float(value.max()) if len(value) else 0.0
         self.network = TwoHeads(x.shape[1], c)
         self.temperature, self.value_scale = 1.0, 1.0  # until the calibration snapshot sets them
         optimiser = torch.optim.AdamW(self.network.parameters(), lr=c.learning_rate, weight_decay=c.weight_decay)
@@ -153,13 +170,20 @@ class ChurnModel:
         bought)."""
         buyers = calibration[~calibration["churned"].to_numpy(dtype=bool)]
         _, spend = self._outputs(buyers)
-        predicted = float(np.expm1(np.maximum(spend, 0.0)).sum())
+        predicted = float(np.expm1(np.clip(spend, 0.0, self.max_log_spend)).sum())
         return float(buyers["future_spend"].sum()) / predicted if predicted > 0 else 1.0
 
     def _outputs(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        return self.encoded_outputs(self.encoder.transform(frame))
+
+    def encoded_outputs(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(churn logit, log spend) of already encoded rows."""
         with torch.no_grad():
-            logit, spend = self.network(torch.from_numpy(self.encoder.transform(frame)))
+            logit, spend = self.network(torch.from_numpy(x))
         return logit.numpy().astype(np.float64), spend.numpy().astype(np.float64)
+
+    def churn_of_logit(self, logit: np.ndarray) -> np.ndarray:
+        return 1.0 / (1.0 + np.exp(-logit / self.temperature))
 
     def _temperature(self, calibration: pd.DataFrame) -> float:
         """The temperature that minimises the calibration snapshot's log loss (one number: ranks do not move)."""
@@ -176,8 +200,8 @@ class ChurnModel:
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
         logit, spend = self._outputs(frame)
-        churn = 1.0 / (1.0 + np.exp(-logit / self.temperature))
-        spend_if_bought = self.value_scale * np.expm1(np.maximum(spend, 0.0))
+        churn = self.churn_of_logit(logit)
+        spend_if_bought = self.value_scale * np.expm1(np.clip(spend, 0.0, self.max_log_spend))
         return pd.DataFrame({
             "churn_probability": churn,
             "expected_value": (1.0 - churn) * spend_if_bought,
