@@ -112,3 +112,10 @@ def test_a_customer_unlike_any_in_training_gets_a_finite_value(fitted):
     ceiling = fitted.value_scale * np.expm1(fitted.max_log_spend)
     assert np.isfinite(predicted["expected_value"]).all()
     assert predicted["expected_value"].between(0, ceiling).all()
+
+
+def test_an_input_constant_in_training_is_ignored_later():
+    train, calibration = _snapshot(1000, 11).assign(web_share_365d=1.0), _snapshot(500, 12).assign(web_share_365d=1.0)
+    model = ChurnModel(ChurnConfig(epochs=3)).fit(train, calibration)
+    test = _snapshot(200, 13).assign(web_share_365d=1.0)
+    pd.testing.assert_frame_equal(model.predict(test), model.predict(test.assign(web_share_365d=0.0)))

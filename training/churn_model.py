@@ -51,7 +51,11 @@ class Encoder:
 
     def fit(self, frame: pd.DataFrame) -> Encoder:
         numeric = self._numeric(frame)
-        self.mean, self.std = numeric.mean(axis=0), numeric.std(axis=0) + 1e-6
+        self.mean, self.std = numeric.mean(axis=0), numeric.std(axis=0)
+        # An input that never varied in training taught the network nothing; later values of it (a year of data
+        # where training saw nine months) are ignored rather than blown up by a scale of almost zero.
+        self.varied = self.std > 1e-6
+        self.std = np.where(self.varied, self.std, 1.0)
         self.categories = {
             name: list(frame[name].astype("string").fillna("unknown").value_counts().index[:MAX_CATEGORIES])
             for name in CATEGORICAL_FEATURES if name in frame.columns
@@ -59,12 +63,16 @@ class Encoder:
         return self
 
     def transform(self, frame: pd.DataFrame) -> np.ndarray:
-        columns = [(self._numeric(frame) - self.mean) / self.std]
+        """NumPy over whole columns, no per-column pandas: the service encodes one customer per request."""
+        columns = [np.where(self.varied, (self._numeric(frame) - self.mean) / self.std, 0.0)]
         for name, values in self.categories.items():
-            column = frame[name].astype("string").fillna("unknown") if name in frame.columns else pd.Series(
-                "unknown", index=frame.index)
-            known = pd.Categorical(column.where(column.isin(values), "other"), categories=[*values, "other"])
-            columns.append(np.eye(len(values) + 1, dtype=np.float32)[known.codes])
+            index = {value: i for i, value in enumerate(values)}
+            other = len(values)
+            unknown = index.get("unknown", other)
+            raw = frame[name].to_numpy(dtype=object) if name in frame.columns else np.full(len(frame), None)
+            codes = np.fromiter((unknown if v is None or v is pd.NA or v != v else index.get(str(v), other)
+                                 for v in raw), dtype=np.int64, count=len(raw))
+            columns.append(np.eye(other + 1, dtype=np.float32)[codes])
         return np.concatenate(columns, axis=1).astype(np.float32)
 
     def columns_of(self) -> dict[str, list[int]]:
@@ -83,13 +91,11 @@ class Encoder:
 
     @staticmethod
     def _numeric(frame: pd.DataFrame) -> np.ndarray:
-        def column(name):
-            return frame[name].astype("float64") if name in frame.columns else pd.Series(np.nan, index=frame.index)
-
-        logs = [np.log1p(column(n).fillna(0.0).clip(lower=0.0)) for n in LOG_FEATURES]
-        raws = [column(n).fillna(0.0) for n in RAW_FEATURES]
-        once = column("mean_days_between_orders").isna().astype(float)
-        return np.stack([*logs, *raws, once], axis=1).astype(np.float32)
+        numbers = frame.reindex(columns=[*LOG_FEATURES, *RAW_FEATURES]).to_numpy(dtype=np.float64, na_value=np.nan)
+        logs = np.log1p(np.clip(np.nan_to_num(numbers[:, : len(LOG_FEATURES)], nan=0.0), 0.0, None))
+        raws = np.nan_to_num(numbers[:, len(LOG_FEATURES):], nan=0.0)
+        once = np.isnan(numbers[:, LOG_FEATURES.index("mean_days_between_orders")])[:, None]
+        return np.concatenate([logs, raws, once], axis=1).astype(np.float32)
 
 
 class TwoHeads(torch.nn.Module):
@@ -183,7 +189,9 @@ class ChurnModel:
         return logit.numpy().astype(np.float64), spend.numpy().astype(np.float64)
 
     def churn_of_logit(self, logit: np.ndarray) -> np.ndarray:
-        return 1.0 / (1.0 + np.exp(-logit / self.temperature))
+        from scipy.special import expit
+
+        return expit(logit / self.temperature)
 
     def _temperature(self, calibration: pd.DataFrame) -> float:
         """The temperature that minimises the calibration snapshot's log loss (one number: ranks do not move)."""
