@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import mlflow
 
 
@@ -36,6 +38,8 @@ def use_home(home) -> None:
     from pathlib import Path
 
     global _SET_BY_US
+    # "Creating initial MLflow database tables..." on every new home says nothing the user needs.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
     given = os.environ.get("MLFLOW_TRACKING_URI")
     if not given or given == _SET_BY_US:
         home = Path(home).resolve()
