@@ -62,6 +62,23 @@ class OnlineReader:
                 values[name] = feast_value_type_to_python_type(stored[name]) if stored and name in stored else None
         return values, as_of
 
+    def read_many(self, key: str, ids: list[str]) -> tuple[list[dict[str, Any]], list[bool]]:
+        """`read` for many entities of one join key, one store call per view: each entity's values, and whether
+        the first view holds it (a customer the behaviour view has never seen is unknown)."""
+        entities = [EntityKey(join_keys=[key], entity_values=[Value(string_val=str(i))]) for i in ids]
+        rows: list[dict[str, Any]] = [{} for _ in ids]
+        known = [False] * len(ids)
+        for position, (view, _, features, _) in enumerate(self.views):
+            answers = self.online_store.online_read(self.config, view, entities, list(features))
+            for row, (stamp, stored) in zip(range(len(ids)), answers):
+                present = bool(stored) and stamp is not None and stamp.timestamp() > 0
+                if position == 0:
+                    known[row] = present
+                for name in features:
+                    rows[row][name] = (feast_value_type_to_python_type(stored[name])
+                                       if present and name in stored else None)
+        return rows, known
+
     def stale(self, as_of: Mapping[str, datetime | None], now: datetime | None = None) -> list[str]:
         """One message per view whose values are older than its freshness."""
         now = now or datetime.now(timezone.utc)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 import warnings
 from datetime import datetime
 from pathlib import Path
@@ -374,3 +375,34 @@ def _write_atomically(frame, output: Path) -> None:
 
 if __name__ == "__main__":
     app()
+
+
+@app.command("serve", epilog="Example:\n\n  loyal serve --port 3000    # then: curl -X POST localhost:3000/offers "
+                              "-H 'content-type: application/json' -d '{\"customer_id\": \"17850\"}'")
+def serve(
+    port: int = typer.Option(3000, min=1, max=65535, help="the port on 127.0.0.1"),
+    policy: Optional[Path] = typer.Option(None, help="an offer policy file instead of the shipped one"),
+) -> None:
+    """Serve /recommend, /churn and /offers (BentoML) on 127.0.0.1:PORT from the champion models and the Feast
+    online store; readiness at /readyz, Prometheus metrics at /metrics, the API's documentation at /."""
+    from loyal.serving.engine import CHURN, RECOMMENDER
+    from loyal.serving.policy import load_policy
+    from loyal.tracking import use_home
+    from loyal.training.registry import champion_version
+
+    home = loyal_home()
+    try:
+        load_policy(policy)
+        use_home(home)
+        missing = [name for name in (RECOMMENDER, CHURN) if champion_version(name) is None]
+        if missing:
+            raise LoyalError(f"no champion for {' and '.join(missing)} in {home}: run `loyal run` (or `loyal train "
+                             "recommender` and `loyal train churn`) first")
+    except LoyalError as error:
+        raise _fail(error) from None
+    environment = dict(os.environ, LOYAL_HOME=str(home))
+    if policy is not None:
+        environment["LOYAL_POLICY"] = str(policy.absolute())
+    bentoml = Path(sys.executable).parent / "bentoml"
+    os.execve(bentoml, [str(bentoml), "serve", "loyal.serving.service:Loyal", "--host", "127.0.0.1",
+                        "--port", str(port)], environment)

@@ -1,0 +1,193 @@
+"""What the offer service does, without the web server: the champion models, the online store and the offer policy,
+loaded once, answering the three requests of `schemas.py`. `service.py` only puts this behind BentoML.
+
+The champions are the registered versions carrying the MLflow alias `champion` when the engine starts; customer
+features come from the Feast online store on every request (the churn model reads them as they are now, not as of
+its training).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from loyal.errors import LoyalError
+from loyal.schema import CUSTOMER_ID, DESCRIPTION, ITEM_ID
+from loyal.serving import schemas
+from loyal.serving.policy import choose, expires_at, load_policy
+from loyal.training.evaluate import top_k
+
+RECOMMENDER = "loyal-recommender"
+CHURN = "loyal-churn"
+COLD_START_REASON = "popular this week"
+
+
+class UnknownItem(LoyalError):
+    """similar_items was asked for an item the model has never seen."""
+
+
+class Engine:
+    def __init__(self, home: Path, policy: Path | None = None):
+        from mlflow import MlflowClient
+
+        from loyal.features.online import OnlineReader
+        from loyal.features.repo import open_store
+        from loyal.store import read_table
+        from loyal.tracking import use_home
+        from loyal.training import churn_training, recommender_training
+        from loyal.training.registry import champion_version
+
+        torch.set_num_threads(1)  # one request is a few small matrix products; threads only contend
+        use_home(home)
+        missing = [name for name in (RECOMMENDER, CHURN) if champion_version(name) is None]
+        if missing:
+            raise LoyalError(f"no champion for {' and '.join(missing)}: train first (`loyal run`, or "
+                             "`loyal train recommender` and `loyal train churn`)")
+        recommender = recommender_training.load_model(home).unwrap_python_model().recommender
+        self.recommender = recommender
+        self.churn = churn_training.load_model(home)
+        versions = {name: champion_version(name) for name in (RECOMMENDER, CHURN)}
+        self.model_versions = {name: str(version.version) for name, version in versions.items()}
+        self.horizon_days = int(versions[CHURN].tags.get("horizon_days", 90))
+        self.reader = OnlineReader(open_store(home))
+        self.policy = load_policy(policy)
+        items = read_table(home, "items")
+        self.descriptions: dict[str, str] = (
+            {} if items is None else items.dropna(subset=[DESCRIPTION]).set_index(ITEM_ID)[DESCRIPTION].to_dict()
+        )
+        stage = recommender.stage
+        self.bought = stage.train.counts.tocsr()  # customers x items, purchase counts before the training cutoff
+        self.similarity = stage.sources["item_knn"].model.similarity.tocsc()
+        self.item_ids = recommender.items.to_numpy()
+        MlflowClient()  # fail here, not on the first request, when the tracking store is unreachable
+
+    # ------------------------------------------------------------------------------------------- /recommend
+    def recommend(self, request: schemas.RecommendRequest) -> schemas.RecommendResponse:
+        items, cold_start = self._rail(request.customer_id, request.rail, request.k, request.exclude_item_ids,
+                                       request.item_id)
+        return schemas.RecommendResponse(customer_id=request.customer_id, rail=request.rail, cold_start=cold_start,
+                                         items=items, model_versions={RECOMMENDER: self.model_versions[RECOMMENDER]})
+
+    def _rail(self, customer_id: str, rail: str, k: int, exclude: list[str], item_id: str | None = None):
+        r = self.recommender
+        position = int(r.customers.get_indexer([customer_id])[0])
+        anchor = -1
+        if rail == "similar_items" and item_id is not None:
+            anchor = int(r.items.get_indexer([item_id])[0])
+            if anchor < 0:
+                raise UnknownItem(f"item_id {item_id!r} is not in the catalogue the model knows")
+            scores, cold_start = r.similar(np.array([anchor])), False
+        elif position < 0:
+            scores, cold_start = r.trending_scores[None, :].astype(np.float64), True
+        else:
+            scores, cold_start = r.scores(np.array([position]), rail), False
+        if rail == "similar_items" and anchor < 0 and position >= 0:
+            anchor = int(r.latest_item[position])
+        if exclude:
+            excluded = r.items.get_indexer(exclude)
+            scores = scores.copy()
+            scores[0, excluded[excluded >= 0]] = -np.inf
+        chosen = top_k(scores, k)[0]
+        chosen = chosen[chosen >= 0]
+        reasons = self._reasons(rail if not cold_start else "trending", position, anchor, chosen)
+        return [schemas.Item(item_id=self.item_ids[i], description=self.descriptions.get(self.item_ids[i]),
+                             score=float(scores[0, i]), reason=reason) for i, reason in zip(chosen, reasons)], cold_start
+
+    def _reasons(self, rail: str, customer: int, anchor: int, chosen: np.ndarray) -> list[str]:
+        if rail == "trending" or len(chosen) == 0:
+            return [COLD_START_REASON] * len(chosen)
+        if rail == "similar_items":
+            return [f"similar to {self._name(anchor)}"] * len(chosen)
+        bought = self.bought[customer].indices
+        if rail == "buy_again":
+            return ["you bought this before"] * len(chosen)
+        # for_you and discover: the customer's purchase most like each item (BM25 item-kNN), where there is one.
+        similar = self.similarity[:, chosen][bought].toarray() if len(bought) else np.zeros((0, len(chosen)))
+        reasons = []
+        for column, item in enumerate(chosen):
+            if item in bought:
+                reasons.append("you bought this before")
+            elif len(bought) and similar[:, column].max() > 0:
+                reasons.append(f"because you bought {self._name(bought[int(similar[:, column].argmax())])}")
+            else:
+                reasons.append("popular with customers like you")
+        return reasons
+
+    def _name(self, item: int) -> str:
+        item_id = self.item_ids[item]
+        return self.descriptions.get(item_id) or f"item {item_id}"
+
+    # ------------------------------------------------------------------------------------------- /churn
+    def _features(self, customer_ids: list[str]) -> tuple[pd.DataFrame, np.ndarray]:
+        rows, known = self.reader.read_many(CUSTOMER_ID, customer_ids)
+        frame = pd.DataFrame(rows)
+        frame.insert(0, CUSTOMER_ID, customer_ids)
+        return frame, np.asarray(known, dtype=bool)
+
+    def churn_scores(self, customer_ids: list[str], drivers: bool = True) -> dict[str, np.ndarray]:
+        """Per id: known, churn_probability, expected_value (NaN where unknown), risk_segment, loyalty_tier and,
+        when asked, top_drivers (lists of texts)."""
+        from loyal.training.churn_explain import top_drivers
+        from loyal.training.churn_training import risk_segment
+
+        frame, known = self._features(customer_ids)
+        n = len(customer_ids)
+        out = {"known": known, "churn_probability": np.full(n, np.nan), "expected_value": np.full(n, np.nan),
+               "risk_segment": np.full(n, "unknown", dtype=object),
+               "loyalty_tier": frame["loyalty_tier"].to_numpy(dtype=object) if "loyalty_tier" in frame else
+               np.full(n, None, dtype=object),
+               "top_drivers": [[] for _ in range(n)]}
+        if known.any():
+            seen = frame[known].reset_index(drop=True) if not known.all() else frame
+            predicted = self.churn.predict(seen)
+            probability = predicted["churn_probability"].to_numpy()
+            out["churn_probability"][known] = probability
+            out["expected_value"][known] = predicted["expected_value"].to_numpy()
+            out["risk_segment"][known] = risk_segment(probability)
+            if drivers:
+                texts = iter(top_drivers(self.churn, seen).to_numpy())
+                out["top_drivers"] = [[t for t in next(texts).split("; ") if t] if is_known else []
+                                      for is_known in known]
+        return out
+
+    def churn_response(self, request: schemas.ChurnRequest) -> schemas.ChurnResponse:
+        scores = self.churn_scores(request.customer_ids)
+        customers = [
+            schemas.ChurnScore(customer_id=customer_id, known=bool(scores["known"][i]),
+                               churn_probability=_number(scores["churn_probability"][i], 4),
+                               expected_value=_number(scores["expected_value"][i], 2),
+                               risk_segment=scores["risk_segment"][i], top_drivers=scores["top_drivers"][i])
+            for i, customer_id in enumerate(request.customer_ids)
+        ]
+        return schemas.ChurnResponse(customers=customers, horizon_days=self.horizon_days,
+                                     model_versions={CHURN: self.model_versions[CHURN]})
+
+    # ------------------------------------------------------------------------------------------- /offers
+    def offer(self, request: schemas.OfferRequest, now: datetime | None = None) -> schemas.OfferResponse:
+        now = now or datetime.now(timezone.utc)
+        scores = self.churn_scores([request.customer_id], drivers=False)
+        known = bool(scores["known"][0])
+        probability, value = scores["churn_probability"][0], scores["expected_value"][0]
+        decision = choose(self.policy, [probability], [value], [scores["loyalty_tier"][0]]).iloc[0]
+        items, cold_start = self._rail(request.customer_id, "for_you", request.k, [])
+        kind = decision["incentive"]
+        incentive = schemas.Incentive(
+            type=kind,
+            percent=int(decision["percent"]) if kind == "percent_off" else None,
+            multiplier=float(decision["multiplier"]) if kind == "points_multiplier" else None,
+            expected_gain=round(float(decision["expected_gain"]), 2),
+        )
+        return schemas.OfferResponse(
+            customer_id=request.customer_id, cold_start=cold_start or not known, items=items,
+            incentive=incentive, reason_codes=decision["reason_codes"],
+            churn_probability=_number(probability, 4), expected_value=_number(value, 2),
+            expires_at=expires_at(self.policy, now), model_versions=dict(self.model_versions),
+        )
+
+
+def _number(value, digits: int) -> float | None:
+    return None if value is None or not np.isfinite(value) else round(float(value), digits)

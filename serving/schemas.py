@@ -1,0 +1,100 @@
+"""What the offer service takes and gives, as Pydantic models: BentoML validates requests against them (a bad one is
+a 400 naming the field) and writes the OpenAPI page from their descriptions and examples."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Rail = Literal["for_you", "buy_again", "discover", "similar_items", "trending"]
+Channel = Literal["web", "app", "store", "email"]
+MAX_K = 100
+MAX_CHURN_IDS = 1_000
+MAX_EXCLUDED = 1_000
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt field is an error, not silently ignored
+
+
+class RecommendRequest(_Request):
+    customer_id: str = Field(description="The retailer's customer id; an unknown one gets trending items.",
+                             examples=["17850"], min_length=1, max_length=64)
+    rail: Rail = Field("for_you", description="Which product rail.")
+    item_id: Optional[str] = Field(None, description="For similar_items: the item to find similar ones to "
+                                   "(default: the customer's latest purchase).", examples=["85123A"],
+                                   min_length=1, max_length=64)
+    k: int = Field(10, ge=1, le=MAX_K, description="How many items, 1 to 100.")
+    exclude_item_ids: list[str] = Field([], max_length=MAX_EXCLUDED,
+                                        description="Items never to show (already in the basket, out of stock).")
+    channel: Channel = Field("web", description="Where the rail is shown.")
+
+    # OpenAPI 3.0's singular `example` (BentoML's spec model takes no `examples` at the top of a schema).
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "example": {"customer_id": "17850", "rail": "for_you", "k": 5, "exclude_item_ids": [], "channel": "web"}})
+
+
+class Item(BaseModel):
+    item_id: str
+    description: Optional[str] = Field(None, description="The product's name, where the retailer gave one.")
+    score: float = Field(description="The model's score; higher is better, comparable within one answer only.")
+    reason: str = Field(description="Why it is shown, in words for the shopper.",
+                        examples=["because you bought WHITE HANGING HEART T-LIGHT HOLDER", "popular this week"])
+
+
+class RecommendResponse(BaseModel):
+    customer_id: str
+    rail: Rail
+    cold_start: bool = Field(description="True when the customer is unknown and got trending items instead.")
+    items: list[Item]
+    model_versions: dict[str, str] = Field(description="Registered model and version that answered.",
+                                           examples=[{"loyal-recommender": "3"}])
+
+
+class ChurnRequest(_Request):
+    customer_ids: list[str] = Field(min_length=1, max_length=MAX_CHURN_IDS,
+                                    description="Up to 1,000 customer ids.", examples=[["17850", "13047"]])
+
+
+class ChurnScore(BaseModel):
+    customer_id: str
+    known: bool = Field(description="False when the online store has no features for the customer.")
+    churn_probability: Optional[float] = Field(None, description="P(no purchase in the model's horizon).")
+    expected_value: Optional[float] = Field(None, description="Expected spend over the horizon, currency units.")
+    risk_segment: Literal["high", "medium", "low", "unknown"]
+    top_drivers: list[str] = Field(description="What moves the risk most, with signed percentage points.",
+                                   examples=[["days since the last purchase +16 pts", "country (France) +6 pts"]])
+
+
+class ChurnResponse(BaseModel):
+    customers: list[ChurnScore]
+    horizon_days: int
+    model_versions: dict[str, str]
+
+
+class OfferRequest(_Request):
+    customer_id: str = Field(description="The retailer's customer id.", examples=["17850"], min_length=1,
+                             max_length=64)
+    channel: Channel = Field("web", description="Where the offer is shown.")
+    k: int = Field(5, ge=1, le=MAX_K, description="How many recommended items come with the offer.")
+
+
+class Incentive(BaseModel):
+    type: Literal["none", "percent_off", "free_shipping", "points_multiplier"]
+    percent: Optional[int] = Field(None, description="For percent_off.")
+    multiplier: Optional[float] = Field(None, description="For points_multiplier.")
+    expected_gain: float = Field(description="The policy's expected gain of this incentive, currency units.")
+
+
+class OfferResponse(BaseModel):
+    customer_id: str
+    cold_start: bool
+    items: list[Item]
+    incentive: Incentive
+    reason_codes: list[str] = Field(examples=[["HIGH_CHURN_RISK", "LARGEST_EXPECTED_GAIN"]])
+    churn_probability: Optional[float] = None
+    expected_value: Optional[float] = None
+    expires_at: datetime
+    model_versions: dict[str, str]

@@ -1,0 +1,57 @@
+"""The offer service the web shop calls: BentoML 1.4 in front of `engine.Engine`.
+
+`loyal serve --port P` starts it on 127.0.0.1:P (BentoML adds /livez, /readyz, /metrics and the OpenAPI page at
+/docs). Requests are the Pydantic models of `schemas.py`, so a malformed one is a 400 that names the field; an
+unknown item for similar_items is a 404; nothing a client sends gives a 500. Logs carry the route, status and
+latency of each request, never its body: no customer id reaches them.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import bentoml
+from bentoml.exceptions import NotFound
+from pydantic.warnings import PydanticDeprecatedSince211
+
+from loyal.serving import schemas
+from loyal.serving.engine import Engine, UnknownItem
+
+POLICY_ENV = "LOYAL_POLICY"  # another offer policy file than the one shipped
+# BentoML 1.4 reads `model_fields` from each request's instance; Pydantic 2.11 warns about it on every request.
+warnings.filterwarnings("ignore", category=PydanticDeprecatedSince211, module="_bentoml_impl")
+
+
+@bentoml.service(
+    name="loyal",
+    workers=1,  # a worker holds every model; on 2 cores one worker with threads answers fastest
+    traffic={"timeout": 10},
+    logging={"access": {"enabled": True, "request_content_length": True, "request_content_type": True}},
+)
+class Loyal:
+    def __init__(self) -> None:
+        from loyal.home import loyal_home
+
+        policy = os.environ.get(POLICY_ENV)
+        self.engine = Engine(loyal_home(), Path(policy) if policy else None)
+
+    @bentoml.api(route="/recommend", input_spec=schemas.RecommendRequest, output_spec=schemas.RecommendResponse)
+    def recommend(self, **request: Any) -> schemas.RecommendResponse:
+        """A product rail for one customer: for_you, buy_again, discover, similar_items or trending."""
+        try:
+            return self.engine.recommend(schemas.RecommendRequest(**request))
+        except UnknownItem as error:
+            raise NotFound(str(error)) from None
+
+    @bentoml.api(route="/churn", input_spec=schemas.ChurnRequest, output_spec=schemas.ChurnResponse)
+    def churn(self, **request: Any) -> schemas.ChurnResponse:
+        """Churn risk, expected value, segment and top drivers for up to 1,000 customers."""
+        return self.engine.churn_response(schemas.ChurnRequest(**request))
+
+    @bentoml.api(route="/offers", input_spec=schemas.OfferRequest, output_spec=schemas.OfferResponse)
+    def offers(self, **request: Any) -> schemas.OfferResponse:
+        """One personalised offer: recommended items and an incentive chosen by the offer policy."""
+        return self.engine.offer(schemas.OfferRequest(**request))
