@@ -89,17 +89,22 @@ def discount_percent(policy: Policy, churn_probability: np.ndarray) -> np.ndarra
     return percent
 
 
+def _tiers(loyalty_tier) -> np.ndarray:
+    """Tiers as an object array of str, None where there is none (NaN, pd.NA, empty)."""
+    return np.array([str(t) if isinstance(t, str) and t else None for t in loyalty_tier], dtype=object)
+
+
 def expected_gains(policy: Policy, churn_probability, expected_value, loyalty_tier) -> np.ndarray:
     """(customers, INCENTIVES) expected gain of each incentive; -inf where a rule forbids it; `none` gains 0.
 
     Unknown risk or value (NaN) allows no incentive."""
     p = np.asarray(churn_probability, dtype=np.float64)
     value = np.asarray(expected_value, dtype=np.float64)
-    tier = pd.Series(loyalty_tier, dtype="string").reset_index(drop=True)
+    tier = _tiers(loyalty_tier)
     known = np.isfinite(p) & np.isfinite(value)
     p, value = np.where(known, p, 0.0), np.where(known, np.maximum(value, 0.0), 0.0)
     allowed = known & (p >= policy.min_churn_probability)
-    allowed &= ~tier.isin(policy.never_incentivise_tiers).fillna(False).to_numpy(dtype=bool)
+    allowed &= ~np.isin(tier, list(policy.never_incentivise_tiers))
 
     gains = np.full((len(p), len(INCENTIVES)), -np.inf)
     gains[:, 0] = 0.0
@@ -110,7 +115,7 @@ def expected_gains(policy: Policy, churn_probability, expected_value, loyalty_ti
     shipping = policy.free_shipping
     gains[allowed, 2] = (shipping.response_rate * (p * value - shipping.cost_per_use))[allowed]
     points = policy.points_multiplier
-    member = tier.notna().to_numpy(dtype=bool) if points.members_only else np.ones(len(p), dtype=bool)
+    member = tier != None if points.members_only else np.ones(len(p), dtype=bool)  # noqa: E711 (elementwise)
     ok = allowed & member
     share = (points.multiplier - 1) * points.point_value
     gains[ok, 3] = (points.response_rate * value * (p - share))[ok]
@@ -122,7 +127,7 @@ def choose(policy: Policy, churn_probability, expected_value, loyalty_tier) -> p
     reason_codes (a list of upper-case codes saying why)."""
     p = np.asarray(churn_probability, dtype=np.float64)
     value = np.asarray(expected_value, dtype=np.float64)
-    tier = pd.Series(loyalty_tier, dtype="string").reset_index(drop=True)
+    tier = _tiers(loyalty_tier)
     gains = expected_gains(policy, p, value, tier)
     best = np.argmax(gains, axis=1)  # ties go to the earlier incentive: `none` first
     incentive = np.asarray(INCENTIVES, dtype=object)[best]
@@ -133,7 +138,7 @@ def choose(policy: Policy, churn_probability, expected_value, loyalty_tier) -> p
         "percent": percent,
         "multiplier": multiplier,
         "expected_gain": gains[np.arange(len(best)), best],
-        "reason_codes": [_reasons(policy, *row) for row in zip(p, value, tier.to_numpy(), incentive)],
+        "reason_codes": [_reasons(policy, *row) for row in zip(p, value, tier, incentive)],
     })
 
 
@@ -142,7 +147,7 @@ def _reasons(policy: Policy, p: float, value: float, tier, incentive: str) -> li
         return ["UNKNOWN_CUSTOMER"]
     codes = ["HIGH_CHURN_RISK" if p >= HIGH_RISK else
              "MEDIUM_CHURN_RISK" if p >= policy.min_churn_probability else "LOW_CHURN_RISK"]
-    if tier is not pd.NA and tier is not None and tier in policy.never_incentivise_tiers:
+    if tier is not None and tier in policy.never_incentivise_tiers:
         return codes + ["TIER_NEVER_INCENTIVISED"]
     if codes[0] == "LOW_CHURN_RISK":
         return codes

@@ -16,6 +16,7 @@ rest as "other") and loyalty tier, one-hot. Every input comes from the snapshot 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Mapping, Sequence, Union
 
 import numpy as np
 import pandas as pd
@@ -46,6 +47,20 @@ class ChurnConfig:
     seed: int = 0
 
 
+Columns = Union[pd.DataFrame, Mapping[str, Sequence]]  # a snapshot frame, or columns of one request's customers
+
+
+def _rows(frame: Columns) -> int:
+    return len(frame) if isinstance(frame, pd.DataFrame) else len(next(iter(frame.values())))
+
+
+def _floats(values) -> np.ndarray:
+    """float64, missing values (None, NaN, pd.NA) as NaN."""
+    if isinstance(values, pd.Series):
+        return values.to_numpy(dtype=np.float64, na_value=np.nan)
+    return np.asarray([np.nan if v is None or v is pd.NA else v for v in values], dtype=np.float64)
+
+
 class Encoder:
     """Snapshot frame -> float32 matrix; its scales and categories are learnt once, from the training rows."""
 
@@ -62,14 +77,15 @@ class Encoder:
         }
         return self
 
-    def transform(self, frame: pd.DataFrame) -> np.ndarray:
-        """NumPy over whole columns, no per-column pandas: the service encodes one customer per request."""
+    def transform(self, frame: Columns) -> np.ndarray:
+        """A DataFrame, or for one request's customers a dict of columns (lists): NumPy over whole columns."""
         columns = [np.where(self.varied, (self._numeric(frame) - self.mean) / self.std, 0.0)]
+        rows = _rows(frame)
         for name, values in self.categories.items():
             index = {value: i for i, value in enumerate(values)}
             other = len(values)
             unknown = index.get("unknown", other)
-            raw = frame[name].to_numpy(dtype=object) if name in frame.columns else np.full(len(frame), None)
+            raw = np.asarray(frame[name], dtype=object) if name in frame else np.full(rows, None)
             codes = np.fromiter((unknown if v is None or v is pd.NA or v != v else index.get(str(v), other)
                                  for v in raw), dtype=np.int64, count=len(raw))
             columns.append(np.eye(other + 1, dtype=np.float32)[codes])
@@ -90,8 +106,10 @@ class Encoder:
         return columns
 
     @staticmethod
-    def _numeric(frame: pd.DataFrame) -> np.ndarray:
-        numbers = frame.reindex(columns=[*LOG_FEATURES, *RAW_FEATURES]).to_numpy(dtype=np.float64, na_value=np.nan)
+    def _numeric(frame: Columns) -> np.ndarray:
+        rows = _rows(frame)
+        numbers = np.column_stack([_floats(frame[name]) if name in frame else np.full(rows, np.nan)
+                                   for name in [*LOG_FEATURES, *RAW_FEATURES]])
         logs = np.log1p(np.clip(np.nan_to_num(numbers[:, : len(LOG_FEATURES)], nan=0.0), 0.0, None))
         raws = np.nan_to_num(numbers[:, len(LOG_FEATURES):], nan=0.0)
         once = np.isnan(numbers[:, LOG_FEATURES.index("mean_days_between_orders")])[:, None]
@@ -179,7 +197,7 @@ class ChurnModel:
         predicted = float(np.expm1(np.clip(spend, 0.0, self.max_log_spend)).sum())
         return float(buyers["future_spend"].sum()) / predicted if predicted > 0 else 1.0
 
-    def _outputs(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    def _outputs(self, frame: Columns) -> tuple[np.ndarray, np.ndarray]:
         return self.encoded_outputs(self.encoder.transform(frame))
 
     def encoded_outputs(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -207,10 +225,12 @@ class ChurnModel:
         return float(np.exp(minimize_scalar(log_loss, bounds=(-3.0, 3.0), method="bounded").x))
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+        churn, value = self.predict_arrays(frame)
+        return pd.DataFrame({"churn_probability": churn, "expected_value": value}, index=frame.index)
+
+    def predict_arrays(self, frame: Columns) -> tuple[np.ndarray, np.ndarray]:
+        """(churn probability, expected value) without pandas: the service's path for one customer."""
         logit, spend = self._outputs(frame)
         churn = self.churn_of_logit(logit)
         spend_if_bought = self.value_scale * np.expm1(np.clip(spend, 0.0, self.max_log_spend))
-        return pd.DataFrame({
-            "churn_probability": churn,
-            "expected_value": (1.0 - churn) * spend_if_bought,
-        }, index=frame.index)
+        return churn, (1.0 - churn) * spend_if_bought
