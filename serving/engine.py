@@ -24,6 +24,11 @@ from loyal.training.evaluate import top_k
 RECOMMENDER = "loyal-recommender"
 CHURN = "loyal-churn"
 COLD_START_REASON = "popular this week"
+# The for_you rail depends on the model alone (its features are frozen at training), so it is ranked once, in
+# batches, when the engine starts: the most-read answer then costs a lookup. Kept per customer: the most a request
+# may ask (k <= 100) and room for exclusions; a request that excludes more is ranked live.
+CACHED_ITEMS = 150
+CACHED_CUSTOMERS = 200_000  # beyond this many customers, the most active ones
 
 
 class UnknownItem(LoyalError):
@@ -63,6 +68,7 @@ class Engine:
         self.bought = stage.train.counts.tocsr()  # customers x items, purchase counts before the training cutoff
         self.similarity = stage.sources["item_knn"].model.similarity.tocsc()
         self.item_ids = recommender.items.to_numpy()
+        self.cached_position, self.cached_items, self.cached_scores = self._rank_for_you()
         MlflowClient()  # fail here, not on the first request, when the tracking store is unreachable
 
     # ------------------------------------------------------------------------------------------- /recommend
@@ -72,30 +78,71 @@ class Engine:
         return schemas.RecommendResponse(customer_id=request.customer_id, rail=request.rail, cold_start=cold_start,
                                          items=items, model_versions={RECOMMENDER: self.model_versions[RECOMMENDER]})
 
+    def _rank_for_you(self, block: int = 1024) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(row in the cache of each customer position or -1, items [rows, CACHED_ITEMS], their scores)."""
+        r = self.recommender
+        customers = np.arange(len(r.customers))
+        if len(customers) > CACHED_CUSTOMERS:
+            customers = np.sort(np.argsort(-np.diff(self.bought.indptr), kind="stable")[:CACHED_CUSTOMERS])
+        items = np.full((len(customers), CACHED_ITEMS), -1, dtype=np.int32)
+        scores = np.full((len(customers), CACHED_ITEMS), -np.inf, dtype=np.float64)
+        for start in range(0, len(customers), block):
+            part = customers[start : start + block]
+            part_scores = r.scores(part, "for_you")
+            ranked = top_k(part_scores, CACHED_ITEMS)
+            items[start : start + len(part)] = ranked
+            scores[start : start + len(part)] = np.take_along_axis(part_scores, np.maximum(ranked, 0), axis=1)
+        row = np.full(len(r.customers), -1, dtype=np.int64)
+        row[customers] = np.arange(len(customers))
+        return row, items, scores
+
+    def _cached_for_you(self, position: int, k: int, exclude: list[str]):
+        """(items, scores) from the cache, or None where the cache cannot answer for sure."""
+        if position < 0 or self.cached_position[position] < 0:
+            return None
+        row = self.cached_position[position]
+        items, scores = self.cached_items[row], self.cached_scores[row]
+        keep = items >= 0
+        if exclude:
+            keep &= ~np.isin(items, self.recommender.items.get_indexer(exclude))
+        full = (self.cached_items[row] >= 0).all()  # a full row may have more items beyond the cache
+        if keep.sum() < k and full:
+            return None
+        chosen = np.flatnonzero(keep)[:k]
+        return items[chosen].astype(np.int64), scores[chosen]
+
     def _rail(self, customer_id: str, rail: str, k: int, exclude: list[str], item_id: str | None = None):
+        """(items of the answer, cold_start)."""
         r = self.recommender
         position = int(r.customers.get_indexer([customer_id])[0])
+        cached = self._cached_for_you(position, k, exclude) if rail == "for_you" else None
+        if cached is not None:
+            chosen, scores = cached
+            return self._items(chosen, scores, self._reasons(rail, position, -1, chosen)), False
         anchor = -1
         if rail == "similar_items" and item_id is not None:
             anchor = int(r.items.get_indexer([item_id])[0])
             if anchor < 0:
                 raise UnknownItem(f"item_id {item_id!r} is not in the catalogue the model knows")
-            scores, cold_start = r.similar(np.array([anchor])), False
+            all_scores, cold_start = r.similar(np.array([anchor])), False
         elif position < 0:
-            scores, cold_start = r.trending_scores[None, :].astype(np.float64), True
+            all_scores, cold_start = r.trending_scores[None, :].astype(np.float64), True
         else:
-            scores, cold_start = r.scores(np.array([position]), rail), False
+            all_scores, cold_start = r.scores(np.array([position]), rail), False
         if rail == "similar_items" and anchor < 0 and position >= 0:
             anchor = int(r.latest_item[position])
         if exclude:
             excluded = r.items.get_indexer(exclude)
-            scores = scores.copy()
-            scores[0, excluded[excluded >= 0]] = -np.inf
-        chosen = top_k(scores, k)[0]
+            all_scores = all_scores.copy()
+            all_scores[0, excluded[excluded >= 0]] = -np.inf
+        chosen = top_k(all_scores, k)[0]
         chosen = chosen[chosen >= 0]
         reasons = self._reasons(rail if not cold_start else "trending", position, anchor, chosen)
+        return self._items(chosen, all_scores[0, chosen], reasons), cold_start
+
+    def _items(self, chosen: np.ndarray, scores: np.ndarray, reasons: list[str]) -> list[schemas.Item]:
         return [schemas.Item(item_id=self.item_ids[i], description=self.descriptions.get(self.item_ids[i]),
-                             score=float(scores[0, i]), reason=reason) for i, reason in zip(chosen, reasons)], cold_start
+                             score=float(score), reason=reason) for i, score, reason in zip(chosen, scores, reasons)]
 
     def _reasons(self, rail: str, customer: int, anchor: int, chosen: np.ndarray) -> list[str]:
         if rail == "trending" or len(chosen) == 0:
@@ -122,11 +169,11 @@ class Engine:
         return self.descriptions.get(item_id) or f"item {item_id}"
 
     # ------------------------------------------------------------------------------------------- /churn
-    def _features(self, customer_ids: list[str]) -> tuple[pd.DataFrame, np.ndarray]:
+    def _features(self, customer_ids: list[str]) -> tuple[dict[str, list], np.ndarray]:
+        """The customer views' features from the online store, as columns; whether each customer is there."""
         rows, known = self.reader.read_many(CUSTOMER_ID, customer_ids)
-        frame = pd.DataFrame(rows)
-        frame.insert(0, CUSTOMER_ID, customer_ids)
-        return frame, np.asarray(known, dtype=bool)
+        columns = {name: [row[name] for row in rows] for name in rows[0]} if rows else {}
+        return {CUSTOMER_ID: list(customer_ids)} | columns, np.asarray(known, dtype=bool)
 
     def churn_scores(self, customer_ids: list[str], drivers: bool = True) -> dict[str, np.ndarray]:
         """Per id: known, churn_probability, expected_value (NaN where unknown), risk_segment, loyalty_tier and,
@@ -134,22 +181,21 @@ class Engine:
         from loyal.training.churn_explain import top_drivers
         from loyal.training.churn_training import risk_segment
 
-        frame, known = self._features(customer_ids)
+        columns, known = self._features(customer_ids)
         n = len(customer_ids)
         out = {"known": known, "churn_probability": np.full(n, np.nan), "expected_value": np.full(n, np.nan),
                "risk_segment": np.full(n, "unknown", dtype=object),
-               "loyalty_tier": frame["loyalty_tier"].to_numpy(dtype=object) if "loyalty_tier" in frame else
-               np.full(n, None, dtype=object),
+               "loyalty_tier": np.asarray(columns.get("loyalty_tier", [None] * n), dtype=object),
                "top_drivers": [[] for _ in range(n)]}
         if known.any():
-            seen = frame[known].reset_index(drop=True) if not known.all() else frame
-            predicted = self.churn.predict(seen)
-            probability = predicted["churn_probability"].to_numpy()
+            seen = columns if known.all() else {name: [v for v, k in zip(values, known) if k]
+                                                 for name, values in columns.items()}
+            probability, value = self.churn.predict_arrays(seen)
             out["churn_probability"][known] = probability
-            out["expected_value"][known] = predicted["expected_value"].to_numpy()
+            out["expected_value"][known] = value
             out["risk_segment"][known] = risk_segment(probability)
             if drivers:
-                texts = iter(top_drivers(self.churn, seen).to_numpy())
+                texts = iter(top_drivers(self.churn, pd.DataFrame(seen)).to_numpy())
                 out["top_drivers"] = [[t for t in next(texts).split("; ") if t] if is_known else []
                                       for is_known in known]
         return out

@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 import schemathesis
+import yaml
 from hypothesis import HealthCheck, given, settings
 from starlette.testclient import TestClient
 
@@ -273,3 +274,43 @@ def test_serve_without_champions_is_one_line(home):
     result = CliRunner().invoke(cli, ["serve", "--port", "3999"])
     assert result.exit_code == 2 and "no champion for loyal-recommender and loyal-churn" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_the_for_you_cache_answers_exactly_what_ranking_live_would(served_home, known):
+    """The rail ranked at start-up, with and without exclusions, equals the rail ranked for the request."""
+    from loyal.serving.engine import CACHED_ITEMS, Engine
+
+    engine = Engine(served_home)
+    customers = list(engine.recommender.customers[:40]) + ["never-seen"]
+    for number, customer_id in enumerate(customers):
+        first = engine._rail(customer_id, "for_you", 20, [])[0]
+        exclude = [item.item_id for item in first[number % 3 :: 4]] + ["not-an-item"]
+        for k, excluded in ((20, []), (10, exclude), (100, exclude)):
+            cached = engine._rail(customer_id, "for_you", k, excluded)
+            position = engine.recommender.customers.get_indexer([customer_id])[0]
+            saved = engine.cached_position.copy()
+            engine.cached_position[:] = -1  # rank live
+            live = engine._rail(customer_id, "for_you", k, excluded)
+            engine.cached_position = saved
+            # The same items, reasons and order; scores equal but for float32 summation order in a batch.
+            assert [(i.item_id, i.reason) for i in cached[0]] == [(i.item_id, i.reason) for i in live[0]]
+            assert [i.score for i in cached[0]] == pytest.approx([i.score for i in live[0]], rel=1e-4, abs=1e-6)
+            assert cached[1] == live[1], (customer_id, k)
+            assert position < 0 or engine.cached_position[position] >= 0
+    assert engine.cached_items.shape[1] == CACHED_ITEMS
+
+
+@pytest.mark.integration
+def test_bentoml_build_makes_a_bento_from_the_repo(tmp_path):
+    """`bash scripts/bento.sh`: Loyal's wheel, then a Bento of the service, with no Docker engine."""
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run(["bash", "scripts/bento.sh"], cwd=repo, capture_output=True, text=True, timeout=600,
+                          env=os.environ | {"BENTOML_HOME": str(tmp_path / "bentoml")})
+    assert done.returncode == 0, done.stderr[-3000:]
+    tag = done.stdout.strip().splitlines()[-1].removeprefix("__tag__:")
+    name, version = tag.split(":")
+    bento = tmp_path / "bentoml" / "bentos" / name / version
+    assert name == "loyal" and (bento / "bento.yaml").exists()
+    assert (bento / "env" / "python" / "wheels" / "loyal-0.1.0-py3-none-any.whl").exists()
+    spec = yaml.safe_load((bento / "apis" / "openapi.yaml").read_text())
+    assert {"/recommend", "/churn", "/offers"} <= set(spec["paths"])
