@@ -1,0 +1,163 @@
+"""Benchmark: the offer service under load, over loopback, against Feast's own feature server.
+
+    python benchmarks/service.py [--home DIR] [--seconds 20] [--clients 4]
+
+`--home` is a LOYAL_HOME with both champions and a materialized online store (what `loyal run` leaves in ./.loyal).
+The script starts `loyal serve` and `feast serve` (SQLite online store, one worker each), then:
+
+- `/offers`: `--clients` threads, each with its own keep-alive connection, ask for one offer at a time for known
+  customers in a seeded random order, for `--seconds` after a warm-up; latency per request and throughput;
+- `/churn`: 1,000 known customers per request, one request at a time;
+- Feast: `/get-online-features` for the same customers' features (the customer views Loyal reads), driven exactly
+  like `/offers`: the baseline that Loyal's whole offer has to beat at p99.
+
+It writes benchmarks/results/service.json with the machine it ran on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+RESULTS = Path(__file__).parent / "results"
+TARGETS = {"offers_p99_ms": 10.0, "offers_rps": 300.0, "churn_1000_p99_ms": 100.0}
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _start(command: list[str], env: dict, cwd: Path | None, ready_url: str, log: Path) -> subprocess.Popen:
+    process = subprocess.Popen(command, env=env, cwd=cwd, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"{command[0]} exited: {log.read_text()[-2000:]}")
+        try:
+            if httpx.get(ready_url, timeout=1).status_code == 200:
+                return process
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"{command[0]} not ready after 180 s: {log.read_text()[-2000:]}")
+
+
+def _stop(process: subprocess.Popen) -> None:
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+def _drive(url: str, bodies: list[dict], clients: int, seconds: float, warmup: float = 3.0) -> dict:
+    """`clients` threads post the bodies round-robin for `warmup` + `seconds`; only the last `seconds` count."""
+    latencies: list[list[float]] = [[] for _ in range(clients)]
+    errors = [0] * clients
+    start = time.monotonic()
+    measure_from, stop_at = start + warmup, start + warmup + seconds
+
+    def client(number: int) -> None:
+        with httpx.Client(timeout=10) as session:
+            position = number
+            while True:
+                sent = time.monotonic()
+                if sent >= stop_at:
+                    return
+                response = session.post(url, json=bodies[position % len(bodies)])
+                took = time.monotonic() - sent
+                position += clients
+                if sent >= measure_from:
+                    latencies[number].append(took)
+                    errors[number] += response.status_code != 200
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    every = np.array([x for part in latencies for x in part]) * 1000
+    return {"requests": int(len(every)), "errors": int(sum(errors)), "p50_ms": round(float(np.median(every)), 2),
+            "p99_ms": round(float(np.percentile(every, 99)), 2), "throughput_rps": round(len(every) / seconds, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--home", type=Path, default=Path(os.environ.get("LOYAL_HOME") or ".loyal"))
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--clients", type=int, default=4)
+    args = parser.parse_args()
+
+    from loyal.features import definitions
+    from loyal.store import read_table
+
+    home = args.home.absolute()
+    customers = read_table(home, "transactions")["customer_id"].drop_duplicates()
+    customers = customers.sample(frac=1.0, random_state=0).tolist()
+    bin_dir = Path(sys.executable).parent
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | {"LOYAL_HOME": str(home)}
+    logs = Path(os.environ.get("TMPDIR", "/tmp"))
+    result: dict = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                                "python": platform.python_version()},
+                    "home": str(home), "customers": len(customers), "clients": args.clients,
+                    "seconds": args.seconds, "online_store": "sqlite", "targets": TARGETS}
+
+    port = _free_port()
+    loyal = _start([str(bin_dir / "loyal"), "serve", "--port", str(port)], env, None,
+                   f"http://127.0.0.1:{port}/readyz", logs / "loyal-bench-serve.log")
+    try:
+        base = f"http://127.0.0.1:{port}"
+        result["offers"] = _drive(f"{base}/offers", [{"customer_id": c} for c in customers], args.clients,
+                                  args.seconds)
+        batch = {"customer_ids": customers[:1000]}
+        with httpx.Client(timeout=30) as session:
+            took = []
+            for _ in range(33):
+                sent = time.monotonic()
+                assert session.post(f"{base}/churn", json=batch).status_code == 200
+                took.append((time.monotonic() - sent) * 1000)
+        took = np.array(took[3:])  # the first three warm up
+        result["churn_1000"] = {"requests": len(took), "p50_ms": round(float(np.median(took)), 2),
+                                "p99_ms": round(float(np.percentile(took, 99)), 2)}
+    finally:
+        _stop(loyal)
+
+    features = [f"{view.name}:{field.name}" for view in definitions.CUSTOMER_VIEWS for field in view.features]
+    port = _free_port()
+    feast = _start([str(bin_dir / "feast"), "serve", "-h", "127.0.0.1", "-p", str(port), "--workers", "1"], env,
+                   home / "feast", f"http://127.0.0.1:{port}/health", logs / "loyal-bench-feast.log")
+    try:
+        bodies = [{"features": features, "entities": {"customer_id": [c]}} for c in customers]
+        result["feast_features"] = _drive(f"http://127.0.0.1:{port}/get-online-features", bodies, args.clients,
+                                          args.seconds)
+    finally:
+        _stop(feast)
+
+    result["verdict"] = {
+        "offers_p99_ms": result["offers"]["p99_ms"] <= TARGETS["offers_p99_ms"],
+        "offers_rps": result["offers"]["throughput_rps"] >= TARGETS["offers_rps"],
+        "churn_1000_p99_ms": result["churn_1000"]["p99_ms"] <= TARGETS["churn_1000_p99_ms"],
+        "offers_p99_below_feast_features_p99": result["offers"]["p99_ms"] < result["feast_features"]["p99_ms"],
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "service.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
