@@ -1,6 +1,7 @@
 """The main job, end to end on the default data. Today: ingest, the feature store (build and materialize), the
 recommender (trained on everything, registered, champion decided) and a sample of its `for_you` rail, then the churn
-and value model (trained on every snapshot whose window the data cover) and a sample of its scores.
+and value model (trained on every snapshot whose window the data cover) and a sample of its scores, then the offer
+service, started as `loyal serve` would, answering one offer over HTTP.
 Each later step (training, serving) joins here, so that `loyal run` always shows the whole product working."""
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ def run_main_job(data: Path, home: Path, synthetic: SyntheticConfig = SyntheticC
     online = materialize(home)
     recommender = _train_recommender(home)
     churn = _train_churn(home)
-    return {"ingest": ingest, "features": features, "online_store": online} | recommender | churn
+    offer = _answer_an_offer(home, churn["churn_scores"]["riskiest"][0]["customer_id"])
+    return {"ingest": ingest, "features": features, "online_store": online} | recommender | churn | offer
 
 
 def _train_recommender(home: Path) -> dict:
@@ -82,3 +84,49 @@ def _train_churn(home: Path) -> dict:
         "risk_segments": scores["risk_segment"].value_counts().to_dict(),
         "riskiest": riskiest.to_dict(orient="records"),
     }}
+
+
+def _answer_an_offer(home: Path, customer_id: str, timeout: float = 300.0) -> dict:
+    """Start the offer service on a free loopback port, ask it for one offer, and stop it."""
+    import signal
+    import socket
+    import subprocess
+    import tempfile
+    import time
+
+    import httpx
+
+    from loyal.serving.engine import CHURN, RECOMMENDER
+    from loyal.training.registry import champion_version
+
+    missing = [name for name in (RECOMMENDER, CHURN) if champion_version(name) is None]
+    if missing:
+        return {"offer": f"not served: no champion for {' and '.join(missing)} (the decisions above say why)"}
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    base = f"http://127.0.0.1:{port}"
+    loyal = Path(sys.executable).parent / "loyal"
+    environment = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | {"LOYAL_HOME": str(home)}
+    with tempfile.TemporaryFile() as log:
+        server = subprocess.Popen([str(loyal), "serve", "--port", str(port)], stdout=log, stderr=log,
+                                  env=environment, start_new_session=True)
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    log.seek(0)
+                    tail = log.read().decode(errors="replace")[-1500:]
+                    raise RuntimeError(f"the offer service did not become ready: {tail}")
+                try:
+                    if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.5)
+            answer = httpx.post(f"{base}/offers", json={"customer_id": customer_id, "k": 3}, timeout=30)
+            answer.raise_for_status()
+        finally:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=60)
+    return {"offer": {"served_at": base, "answer": answer.json()}}

@@ -49,6 +49,13 @@ def test_main_job_without_the_real_file_says_how_to_get_it_and_uses_synthetic(tm
     assert summary["churn"]["model"] == "loyal-churn" and summary["churn"]["reason"]
     scores = summary["churn_scores"]
     assert scores["customers"] == sum(scores["risk_segments"].values()) > 0 and len(scores["riskiest"]) == 3
+    # The job ends with the service answering an offer over HTTP, where both models are champions.
+    if summary["recommender"]["champion"] and summary["churn"]["champion"]:
+        answer = summary["offer"]["answer"]
+        assert answer["customer_id"] == scores["riskiest"][0]["customer_id"] and answer["items"]
+        assert answer["incentive"]["type"] in ("none", "percent_off", "free_shipping", "points_multiplier")
+    else:
+        assert summary["offer"].startswith("not served: no champion for")
 
 
 def test_mlproject_symlink_points_at_mlproject_yaml():
