@@ -18,7 +18,7 @@ import torch
 from loyal.errors import LoyalError
 from loyal.schema import CUSTOMER_ID, DESCRIPTION, ITEM_ID
 from loyal.serving import schemas
-from loyal.serving.policy import choose, expires_at, load_policy
+from loyal.serving.policy import choose_columns, expires_at, load_policy
 from loyal.training.evaluate import top_k
 
 RECOMMENDER = "loyal-recommender"
@@ -152,14 +152,19 @@ class Engine:
         bought = self.bought[customer].indices
         if rail == "buy_again":
             return ["you bought this before"] * len(chosen)
-        # for_you and discover: the customer's purchase most like each item (BM25 item-kNN), where there is one.
-        similar = self.similarity[:, chosen][bought].toarray() if len(bought) else np.zeros((0, len(chosen)))
+        # for_you and discover: the customer's purchase most like each item (BM25 item-kNN; the lowest position on a
+        # tie), where there is one. Column c of the CSC similarity holds the items similar to c.
+        similarity, owned = self.similarity, set(bought.tolist())
         reasons = []
-        for column, item in enumerate(chosen):
-            if item in bought:
+        for item in chosen:
+            span = slice(similarity.indptr[item], similarity.indptr[item + 1])
+            rows, values = similarity.indices[span], similarity.data[span]
+            mine = np.isin(rows, bought) & (values > 0)
+            if item in owned:
                 reasons.append("you bought this before")
-            elif len(bought) and similar[:, column].max() > 0:
-                reasons.append(f"because you bought {self._name(bought[int(similar[:, column].argmax())])}")
+            elif mine.any():
+                best = rows[mine][values[mine] == values[mine].max()].min()
+                reasons.append(f"because you bought {self._name(best)}")
             else:
                 reasons.append("popular with customers like you")
         return reasons
@@ -218,7 +223,8 @@ class Engine:
         scores = self.churn_scores([request.customer_id], drivers=False)
         known = bool(scores["known"][0])
         probability, value = scores["churn_probability"][0], scores["expected_value"][0]
-        decision = choose(self.policy, [probability], [value], [scores["loyalty_tier"][0]]).iloc[0]
+        decision = {name: column[0] for name, column in
+                    choose_columns(self.policy, [probability], [value], [scores["loyalty_tier"][0]]).items()}
         items, cold_start = self._rail(request.customer_id, "for_you", request.k, [])
         kind = decision["incentive"]
         incentive = schemas.Incentive(

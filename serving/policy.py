@@ -125,6 +125,11 @@ def expected_gains(policy: Policy, churn_probability, expected_value, loyalty_ti
 def choose(policy: Policy, churn_probability, expected_value, loyalty_tier) -> pd.DataFrame:
     """One row per customer: incentive, percent (percent_off), multiplier (points_multiplier), expected_gain and
     reason_codes (a list of upper-case codes saying why)."""
+    return pd.DataFrame(choose_columns(policy, churn_probability, expected_value, loyalty_tier))
+
+
+def choose_columns(policy: Policy, churn_probability, expected_value, loyalty_tier) -> dict[str, np.ndarray | list]:
+    """`choose` as plain columns, for the service's one customer per request."""
     p = np.asarray(churn_probability, dtype=np.float64)
     value = np.asarray(expected_value, dtype=np.float64)
     tier = _tiers(loyalty_tier)
@@ -133,13 +138,13 @@ def choose(policy: Policy, churn_probability, expected_value, loyalty_tier) -> p
     incentive = np.asarray(INCENTIVES, dtype=object)[best]
     percent = np.where(best == 1, discount_percent(policy, np.nan_to_num(p)), 0)
     multiplier = np.where(best == 3, policy.points_multiplier.multiplier, 0.0)
-    return pd.DataFrame({
+    return {
         "incentive": incentive,
         "percent": percent,
         "multiplier": multiplier,
         "expected_gain": gains[np.arange(len(best)), best],
         "reason_codes": [_reasons(policy, *row) for row in zip(p, value, tier, incentive)],
-    })
+    }
 
 
 def _reasons(policy: Policy, p: float, value: float, tier, incentive: str) -> list[str]:
