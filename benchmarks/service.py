@@ -5,8 +5,9 @@
 `--home` is a LOYAL_HOME with both champions and a materialized online store (what `loyal run` leaves in ./.loyal).
 The script starts `loyal serve` and `feast serve` (SQLite online store, two workers each, as many as cores), then:
 
-- `/offers`: `--clients` threads, each with its own keep-alive connection, ask for one offer at a time for known
-  customers in a seeded random order, for `--seconds` after a warm-up; latency per request and throughput;
+- `/offers`: `--clients` client processes, each with its own keep-alive connection, ask for one offer at a time
+  for known customers in a seeded random order, for `--seconds` after a warm-up; latency per request and
+  throughput;
 - `/churn`: 1,000 known customers per request, one request at a time;
 - Feast: `/get-online-features` for the same customers' features (the customer views Loyal reads), driven exactly
   like `/offers`: the baseline that Loyal's whole offer has to beat at p99.
@@ -19,16 +20,18 @@ the machine it ran on.
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
+import multiprocessing
 import os
 import platform
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import numpy as np
@@ -67,35 +70,54 @@ def _stop(process: subprocess.Popen) -> None:
         os.killpg(process.pid, signal.SIGKILL)
 
 
+def _client(url: str, bodies: list[bytes], number: int, clients: int, measure_from: float, stop_at: float,
+            out) -> None:
+    """One client process: a keep-alive connection (the standard library's, the lightest Python has), one request
+    at a time, its own share of the bodies; sends (latencies in s, errors) back."""
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    headers = {"content-type": "application/json"}
+    latencies, errors, position = [], 0, number
+    while True:
+        sent = time.monotonic()
+        if sent >= stop_at:
+            break
+        try:
+            connection.request("POST", parts.path, body=bodies[position % len(bodies)], headers=headers)
+            response = connection.getresponse()
+            response.read()
+            failed = response.status != 200
+        except (ConnectionError, http.client.HTTPException):  # counted, then a new connection
+            connection.close()
+            connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+            failed = True
+        took = time.monotonic() - sent
+        position += clients
+        if sent >= measure_from:
+            latencies.append(took)
+            errors += failed
+    connection.close()
+    out.put((latencies, errors))
+
+
 def _drive(url: str, bodies: list[dict], clients: int, seconds: float, warmup: float = 3.0) -> dict:
-    """`clients` threads post the bodies round-robin for `warmup` + `seconds`; only the last `seconds` count."""
-    latencies: list[list[float]] = [[] for _ in range(clients)]
-    errors = [0] * clients
-    start = time.monotonic()
+    """`clients` processes post the bodies round-robin for `warmup` + `seconds`; only the last `seconds` count.
+    Processes, not threads: a Python client's own work would otherwise queue on one interpreter lock."""
+    encoded = [json.dumps(body).encode() for body in bodies]
+    start = time.monotonic() + 1.0  # every process starts before anyone measures
     measure_from, stop_at = start + warmup, start + warmup + seconds
-
-    def client(number: int) -> None:
-        with httpx.Client(timeout=10) as session:
-            position = number
-            while True:
-                sent = time.monotonic()
-                if sent >= stop_at:
-                    return
-                response = session.post(url, json=bodies[position % len(bodies)])
-                took = time.monotonic() - sent
-                position += clients
-                if sent >= measure_from:
-                    latencies[number].append(took)
-                    errors[number] += response.status_code != 200
-
-    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    every = np.array([x for part in latencies for x in part]) * 1000
-    return {"requests": int(len(every)), "errors": int(sum(errors)), "p50_ms": round(float(np.median(every)), 2),
-            "p99_ms": round(float(np.percentile(every, 99)), 2), "throughput_rps": round(len(every) / seconds, 1)}
+    out = multiprocessing.Queue()
+    processes = [multiprocessing.Process(target=_client, args=(url, encoded, n, clients, measure_from, stop_at, out))
+                 for n in range(clients)]
+    for process in processes:
+        process.start()
+    answers = [out.get() for _ in processes]
+    for process in processes:
+        process.join()
+    every = np.array([x for latencies, _ in answers for x in latencies]) * 1000
+    return {"requests": int(len(every)), "errors": int(sum(e for _, e in answers)),
+            "p50_ms": round(float(np.median(every)), 2), "p99_ms": round(float(np.percentile(every, 99)), 2),
+            "throughput_rps": round(len(every) / seconds, 1)}
 
 
 def _measure(args, customers: list[str], bin_dir: Path, env: dict, logs: Path, home: Path) -> dict:
@@ -125,7 +147,8 @@ def _measure(args, customers: list[str], bin_dir: Path, env: dict, logs: Path, h
 
     features = [f"{view.name}:{field.name}" for view in definitions.CUSTOMER_VIEWS for field in view.features]
     port = _free_port()
-    feast = _start([str(bin_dir / "feast"), "serve", "-h", "127.0.0.1", "-p", str(port), "--workers", "2"], env,
+    feast = _start([str(bin_dir / "feast"), "serve", "-h", "127.0.0.1", "-p", str(port), "--workers", "2",
+                    "--max-requests", "0"], env,  # 0: no worker recycling (gunicorn's default 1000 resets clients)
                    home / "feast", f"http://127.0.0.1:{port}/health", logs / "loyal-bench-feast.log")
     try:
         bodies = [{"features": features, "entities": {"customer_id": [c]}} for c in customers]
