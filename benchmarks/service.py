@@ -25,9 +25,6 @@ import json
 import multiprocessing
 import os
 import platform
-import signal
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -38,36 +35,6 @@ import numpy as np
 
 RESULTS = Path(__file__).parent / "results"
 TARGETS = {"offers_p99_ms": 10.0, "offers_rps": 300.0, "churn_1000_p99_ms": 100.0}
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _start(command: list[str], env: dict, cwd: Path | None, ready_url: str, log: Path) -> subprocess.Popen:
-    process = subprocess.Popen(command, env=env, cwd=cwd, stdout=log.open("wb"), stderr=subprocess.STDOUT,
-                               start_new_session=True)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"{command[0]} exited: {log.read_text()[-2000:]}")
-        try:
-            if httpx.get(ready_url, timeout=1).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise SystemExit(f"{command[0]} not ready after 180 s: {log.read_text()[-2000:]}")
-
-
-def _stop(process: subprocess.Popen) -> None:
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
 
 
 def _client(url: str, bodies: list[bytes], number: int, clients: int, measure_from: float, stop_at: float,
@@ -123,13 +90,10 @@ def _drive(url: str, bodies: list[dict], clients: int, seconds: float, warmup: f
 def _measure(args, customers: list[str], bin_dir: Path, env: dict, logs: Path, home: Path) -> dict:
     """One run: Loyal's /offers and /churn, then Feast's feature server, each started for it."""
     from loyal.features import definitions
+    from loyal.serving.launch import free_port, loyal_service, started
 
     result: dict = {}
-    port = _free_port()
-    loyal = _start([str(bin_dir / "loyal"), "serve", "--port", str(port)], env, None,
-                   f"http://127.0.0.1:{port}/readyz", logs / "loyal-bench-serve.log")
-    try:
-        base = f"http://127.0.0.1:{port}"
+    with loyal_service(home, logs / "loyal-bench-serve.log") as base:
         result["offers"] = _drive(f"{base}/offers", [{"customer_id": c} for c in customers], args.clients,
                                   args.seconds)
         batch = {"customer_ids": customers[:1000]}
@@ -142,20 +106,16 @@ def _measure(args, customers: list[str], bin_dir: Path, env: dict, logs: Path, h
         took = np.array(took[3:])  # the first three warm up
         result["churn_1000"] = {"requests": len(took), "p50_ms": round(float(np.median(took)), 2),
                                 "p99_ms": round(float(np.percentile(took, 99)), 2)}
-    finally:
-        _stop(loyal)
 
     features = [f"{view.name}:{field.name}" for view in definitions.CUSTOMER_VIEWS for field in view.features]
-    port = _free_port()
-    feast = _start([str(bin_dir / "feast"), "serve", "-h", "127.0.0.1", "-p", str(port), "--workers", "2",
-                    "--max-requests", "0"], env,  # 0: no worker recycling (gunicorn's default 1000 resets clients)
-                   home / "feast", f"http://127.0.0.1:{port}/health", logs / "loyal-bench-feast.log")
-    try:
+    port = free_port()
+    feast = [str(bin_dir / "feast"), "serve", "-h", "127.0.0.1", "-p", str(port), "--workers", "2",
+             "--max-requests", "0"]  # 0: no worker recycling (gunicorn's default, every 1,000, resets clients)
+    with started(feast, f"http://127.0.0.1:{port}/health", logs / "loyal-bench-feast.log", env=env,
+                 cwd=home / "feast"):
         bodies = [{"features": features, "entities": {"customer_id": [c]}} for c in customers]
         result["feast_features"] = _drive(f"http://127.0.0.1:{port}/get-online-features", bodies, args.clients,
                                           args.seconds)
-    finally:
-        _stop(feast)
 
     return result
 

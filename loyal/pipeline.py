@@ -86,47 +86,20 @@ def _train_churn(home: Path) -> dict:
     }}
 
 
-def _answer_an_offer(home: Path, customer_id: str, timeout: float = 300.0) -> dict:
+def _answer_an_offer(home: Path, customer_id: str) -> dict:
     """Start the offer service on a free loopback port, ask it for one offer, and stop it."""
-    import signal
-    import socket
-    import subprocess
     import tempfile
-    import time
 
     import httpx
 
     from loyal.serving.engine import CHURN, RECOMMENDER
+    from loyal.serving.launch import loyal_service
     from loyal.training.registry import champion_version
 
     missing = [name for name in (RECOMMENDER, CHURN) if champion_version(name) is None]
     if missing:
         return {"offer": f"not served: no champion for {' and '.join(missing)} (the decisions above say why)"}
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    base = f"http://127.0.0.1:{port}"
-    loyal = Path(sys.executable).parent / "loyal"
-    environment = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | {"LOYAL_HOME": str(home)}
-    with tempfile.TemporaryFile() as log:
-        server = subprocess.Popen([str(loyal), "serve", "--port", str(port)], stdout=log, stderr=log,
-                                  env=environment, start_new_session=True)
-        try:
-            deadline = time.monotonic() + timeout
-            while True:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    log.seek(0)
-                    tail = log.read().decode(errors="replace")[-1500:]
-                    raise RuntimeError(f"the offer service did not become ready: {tail}")
-                try:
-                    if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.5)
-            answer = httpx.post(f"{base}/offers", json={"customer_id": customer_id, "k": 3}, timeout=30)
-            answer.raise_for_status()
-        finally:
-            os.killpg(server.pid, signal.SIGTERM)
-            server.wait(timeout=60)
+    with tempfile.TemporaryDirectory() as folder, loyal_service(home, Path(folder) / "serve.log") as base:
+        answer = httpx.post(f"{base}/offers", json={"customer_id": customer_id, "k": 3}, timeout=30)
+        answer.raise_for_status()
     return {"offer": {"served_at": base, "answer": answer.json()}}

@@ -4,11 +4,7 @@ OpenAPI spec), and one real server started by `loyal serve`, whose logs must hol
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
-import sys
-import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -222,48 +218,19 @@ def test_fuzzed_requests_never_get_a_server_error(app, path):
 
 @pytest.mark.integration
 def test_a_real_server_started_by_loyal_serve(served_home, known, tmp_path):
-    port = _free_port()
+    from loyal.serving.launch import loyal_service
+
     log = tmp_path / "server.log"
-    loyal = Path(sys.executable).parent / "loyal"
-    environment = {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
-    with log.open("wb") as output:
-        server = subprocess.Popen([str(loyal), "serve", "--port", str(port)], stdout=output, stderr=output,
-                                  env=environment | {"LOYAL_HOME": str(served_home)}, start_new_session=True)
-        try:
-            base = f"http://127.0.0.1:{port}"
-            _wait_until_ready(base, server, log)
-            offer = httpx.post(f"{base}/offers", json={"customer_id": known[0]}, timeout=10)
-            assert offer.status_code == 200 and offer.json()["items"]
-            stranger = httpx.post(f"{base}/recommend", json={"customer_id": "personal-4711"}, timeout=10)
-            assert stranger.json()["cold_start"] is True
-            bad = httpx.post(f"{base}/recommend", content=b"{", headers={"content-type": "application/json"})
-            assert bad.status_code == 400
-        finally:
-            os.killpg(server.pid, signal.SIGTERM)
-            server.wait(timeout=30)
+    with loyal_service(served_home, log, timeout=180) as base:
+        offer = httpx.post(f"{base}/offers", json={"customer_id": known[0]}, timeout=10)
+        assert offer.status_code == 200 and offer.json()["items"]
+        stranger = httpx.post(f"{base}/recommend", json={"customer_id": "personal-4711"}, timeout=10)
+        assert stranger.json()["cold_start"] is True
+        bad = httpx.post(f"{base}/recommend", content=b"{", headers={"content-type": "application/json"})
+        assert bad.status_code == 400
     text = log.read_text(errors="replace")
     assert "path=/offers" in text and "status=200" in text  # the access log is on ...
     assert "personal-4711" not in text and known[0] not in text  # ... and holds no customer id
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _wait_until_ready(base: str, server: subprocess.Popen, log: Path, seconds: float = 120.0) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise AssertionError(f"loyal serve exited with {server.returncode}: {log.read_text()[-2000:]}")
-        try:
-            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"not ready after {seconds:.0f} s: {log.read_text()[-2000:]}")
 
 
 def test_serve_without_champions_is_one_line(home):
