@@ -385,18 +385,17 @@ def serve(
 ) -> None:
     """Serve /recommend, /churn and /offers (BentoML) on 127.0.0.1:PORT from the champion models and the Feast
     online store; readiness at /readyz, Prometheus metrics at /metrics, the API's documentation at /."""
-    from loyal.serving.engine import CHURN, RECOMMENDER
+    from loyal.serving.engine import missing_champions
     from loyal.serving.policy import load_policy
     from loyal.tracking import use_home
-    from loyal.training.registry import champion_version
 
     home = loyal_home()
     try:
         load_policy(policy)
         use_home(home)
-        missing = [name for name in (RECOMMENDER, CHURN) if champion_version(name) is None]
+        missing = missing_champions()
         if missing:
-            raise LoyalError(f"no champion for {' and '.join(missing)} in {home}: run `loyal run` (or `loyal train "
+            raise LoyalError(f"no champion for {missing} in {home}: run `loyal run` (or `loyal train "
                              "recommender` and `loyal train churn`) first")
     except LoyalError as error:
         raise _fail(error) from None

@@ -92,13 +92,12 @@ def _answer_an_offer(home: Path, customer_id: str) -> dict:
 
     import httpx
 
-    from loyal.serving.engine import CHURN, RECOMMENDER
+    from loyal.serving.engine import missing_champions
     from loyal.serving.launch import loyal_service
-    from loyal.training.registry import champion_version
 
-    missing = [name for name in (RECOMMENDER, CHURN) if champion_version(name) is None]
+    missing = missing_champions()
     if missing:
-        return {"offer": f"not served: no champion for {' and '.join(missing)} (the decisions above say why)"}
+        return {"offer": f"not served: no champion for {missing} (the decisions above say why)"}
     with tempfile.TemporaryDirectory() as folder, loyal_service(home, Path(folder) / "serve.log") as base:
         answer = httpx.post(f"{base}/offers", json={"customer_id": customer_id, "k": 3}, timeout=30)
         answer.raise_for_status()

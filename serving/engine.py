@@ -31,14 +31,19 @@ CACHED_ITEMS = 150
 CACHED_CUSTOMERS = 200_000  # beyond this many customers, the most active ones
 
 
+def missing_champions() -> str:
+    """The models the service needs that carry no `champion` alias in the current registry ("" when none)."""
+    from loyal.training.registry import champion_version
+
+    return " and ".join(name for name in (RECOMMENDER, CHURN) if champion_version(name) is None)
+
+
 class UnknownItem(LoyalError):
     """similar_items was asked for an item the model has never seen."""
 
 
 class Engine:
     def __init__(self, home: Path, policy: Path | None = None):
-        from mlflow import MlflowClient
-
         from loyal.features.online import OnlineReader
         from loyal.features.repo import open_store
         from loyal.store import read_table
@@ -48,10 +53,10 @@ class Engine:
 
         torch.set_num_threads(1)  # one request is a few small matrix products; threads only contend
         use_home(home)
-        missing = [name for name in (RECOMMENDER, CHURN) if champion_version(name) is None]
+        missing = missing_champions()
         if missing:
-            raise LoyalError(f"no champion for {' and '.join(missing)}: train first (`loyal run`, or "
-                             "`loyal train recommender` and `loyal train churn`)")
+            raise LoyalError(f"no champion for {missing}: train first (`loyal run`, or `loyal train recommender` "
+                             "and `loyal train churn`)")
         recommender = recommender_training.load_model(home).unwrap_python_model().recommender
         self.recommender = recommender
         self.churn = churn_training.load_model(home)
@@ -69,7 +74,6 @@ class Engine:
         self.similarity = stage.sources["item_knn"].model.similarity.tocsc()
         self.item_ids = recommender.items.to_numpy()
         self.cached_position, self.cached_items, self.cached_scores = self._rank_for_you()
-        MlflowClient()  # fail here, not on the first request, when the tracking store is unreachable
 
     # ------------------------------------------------------------------------------------------- /recommend
     def recommend(self, request: schemas.RecommendRequest) -> schemas.RecommendResponse:
@@ -105,7 +109,7 @@ class Engine:
         keep = items >= 0
         if exclude:
             keep &= ~np.isin(items, self.recommender.items.get_indexer(exclude))
-        full = (self.cached_items[row] >= 0).all()  # a full row may have more items beyond the cache
+        full = (items >= 0).all()  # a full row may have more items beyond the cache
         if keep.sum() < k and full:
             return None
         chosen = np.flatnonzero(keep)[:k]
