@@ -13,7 +13,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
 
+from feast.infra.key_encoding_utils import serialize_entity_key
 from feast.infra.online_stores.helpers import get_online_store_from_config
+from feast.infra.online_stores.sqlite import SqliteOnlineStore, _quote_id, _table_id
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import Value
 from feast.type_map import feast_value_type_to_python_type
@@ -69,21 +71,42 @@ class OnlineReader:
                 values[name] = feast_value_type_to_python_type(stored[name]) if stored and name in stored else None
         return values, as_of
 
-    def read_many(self, key: str, ids: list[str]) -> tuple[list[dict[str, Any]], list[bool]]:
-        """`read` for many entities of one join key, one store call per view: each entity's values, and whether
-        the first view holds it (a customer the behaviour view has never seen is unknown)."""
+    def read_many(self, key: str, ids: list[str]) -> tuple[dict[str, list[Any]], list[bool]]:
+        """`read` for many entities of one join key, as columns (a list per feature, None where nothing is stored),
+        one store query per view; and whether the first view holds each entity (a customer the behaviour view has
+        never seen is unknown)."""
         entities = [EntityKey(join_keys=[key], entity_values=[Value(string_val=str(i))]) for i in ids]
-        rows: list[dict[str, Any]] = [{} for _ in ids]
+        sqlite = isinstance(self.online_store, SqliteOnlineStore)
+        if sqlite:  # encoded once for every view
+            version = self.config.entity_key_serialization_version
+            keys = [serialize_entity_key(entity, entity_key_serialization_version=version) for entity in entities]
+        columns: dict[str, list[Any]] = {}
         known = [False] * len(ids)
         for position, (view, _, features, _) in enumerate(self.views):
-            answers = self.online_store.online_read(self.config, view, entities, list(features))
-            for row, (stamp, stored) in zip(range(len(ids)), answers):
-                present = bool(stored) and stamp is not None and stamp.timestamp() > 0
-                if position == 0:
-                    known[row] = present
-                for name in features:
-                    rows[row][name] = _scalar(stored[name]) if present and name in stored else None
-        return rows, known
+            if sqlite:
+                stored = self._stored_in_sqlite(view, keys)
+            else:
+                answers = self.online_store.online_read(self.config, view, entities, list(features))
+                stored = [values if values and stamp is not None and stamp.timestamp() > 0 else None
+                          for stamp, values in answers]
+            if position == 0:
+                known = [values is not None for values in stored]
+            for name in features:
+                columns[name] = [_scalar(values[name]) if values and name in values else None for values in stored]
+        return columns, known
+
+    def _stored_in_sqlite(self, view, keys: list[bytes]) -> list[dict[str, Value] | None]:
+        """Each encoded entity key's stored values of the view (None where it has none): what
+        SqliteOnlineStore.online_read answers, from the same table, without turning every row's timestamp into a
+        datetime (a customer is 28 rows): half the time of reading a thousand customers. A test holds the two to
+        the same values."""
+        versioned = self.config.registry.enable_online_feature_view_versioning
+        table = _quote_id(_table_id(self.config.project, view, versioned))
+        found: dict[bytes, dict[str, Value]] = {}
+        query = f"SELECT entity_key, feature_name, value FROM {table} WHERE entity_key IN ({','.join('?' * len(keys))})"
+        for entity_key, name, value in self.online_store._get_conn(self.config).execute(query, keys):
+            found.setdefault(entity_key, {})[name] = Value.FromString(value)
+        return [found.get(k) for k in keys]
 
     def stale(self, as_of: Mapping[str, datetime | None], now: datetime | None = None) -> list[str]:
         """One message per view whose values are older than its freshness."""

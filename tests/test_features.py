@@ -309,9 +309,10 @@ def test_online_store_answers_the_latest_values(small, online_store, tmp_path):
     assert {k: v[0] for k, v in feast_answer.items() if k not in row} == pytest.approx(fast_answer, nan_ok=True)
     assert reader.read({"customer_id": "stranger"})[0]["recency_days"] is None
     # Many customers at once (the service's /churn) read the same values, strangers included.
-    rows, known = reader.read_many("customer_id", ["A", "stranger", "B"])
+    columns, known = reader.read_many("customer_id", ["A", "stranger", "B"])
     assert known == [True, False, True]
-    assert rows == [reader.read({"customer_id": c})[0] for c in ("A", "stranger", "B")]
+    singles = [reader.read({"customer_id": c})[0] for c in ("A", "stranger", "B")]
+    assert columns == {name: [single[name] for single in singles] for name in singles[0]}
 
     # New data: B buys again. Build and materialize again: incremental, and B's latest values arrive.
     later = tmp_path / "later.csv"
