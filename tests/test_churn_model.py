@@ -61,6 +61,21 @@ def test_renaming_customers_changes_nothing(fitted):
     pd.testing.assert_frame_equal(fitted.predict(test), fitted.predict(renamed))
 
 
+def test_a_requests_columns_score_exactly_like_a_snapshot_frame(fitted):
+    # The service hands the model plain lists (None where the online store holds nothing, a column it lacks
+    # altogether); training and batch scoring hand it DataFrames.
+    test = _snapshot(40, 6).drop(columns=["orders_90d"])
+    test.loc[::3, "spend_365d"] = np.nan
+    test.loc[::4, "country"] = None
+    columns = {name: [None if pd.isna(v) else v for v in test[name]] for name in test.columns}
+    frame_churn, frame_value = fitted.predict_arrays(test)
+    list_churn, list_value = fitted.predict_arrays(columns)
+    assert np.array_equal(fitted.encoder.transform(test), fitted.encoder.transform(columns))
+    assert np.array_equal(frame_churn, list_churn) and np.array_equal(frame_value, list_value)
+    one_churn, _ = fitted.predict_arrays({name: values[:1] for name, values in columns.items()})
+    assert one_churn[0] == pytest.approx(list_churn[0], abs=1e-6)
+
+
 def test_an_auc_too_good_for_transaction_data_raises_a_leakage_warning(caplog):
     from loyal.training.churn_baselines import CHURN_BASELINES, VALUE_BASELINES
     from loyal.training.churn_training import _decide, _measure

@@ -54,13 +54,6 @@ def _rows(frame: Columns) -> int:
     return len(frame) if isinstance(frame, pd.DataFrame) else len(next(iter(frame.values())))
 
 
-def _floats(values) -> np.ndarray:
-    """float64, missing values (None, NaN, pd.NA) as NaN."""
-    if isinstance(values, pd.Series):
-        return values.to_numpy(dtype=np.float64, na_value=np.nan)
-    return np.asarray([np.nan if v is None or v is pd.NA else v for v in values], dtype=np.float64)
-
-
 class Encoder:
     """Snapshot frame -> float32 matrix; its scales and categories are learnt once, from the training rows."""
 
@@ -107,9 +100,14 @@ class Encoder:
 
     @staticmethod
     def _numeric(frame: Columns) -> np.ndarray:
-        rows = _rows(frame)
-        numbers = np.column_stack([_floats(frame[name]) if name in frame else np.full(rows, np.nan)
-                                   for name in [*LOG_FEATURES, *RAW_FEATURES]])
+        rows, names = _rows(frame), [*LOG_FEATURES, *RAW_FEATURES]
+        if isinstance(frame, pd.DataFrame):
+            numbers = np.column_stack([frame[name].to_numpy(dtype=np.float64, na_value=np.nan) if name in frame
+                                       else np.full(rows, np.nan) for name in names])
+        else:  # a request's lists: one array from all of them, not one per column (a third of a 1-row answer)
+            missing = [None] * rows
+            numbers = np.array([[np.nan if v is None or v is pd.NA else v for v in frame.get(name, missing)]
+                                for name in names], dtype=np.float64).reshape(len(names), rows).T
         logs = np.log1p(np.clip(np.nan_to_num(numbers[:, : len(LOG_FEATURES)], nan=0.0), 0.0, None))
         raws = np.nan_to_num(numbers[:, len(LOG_FEATURES):], nan=0.0)
         once = np.isnan(numbers[:, LOG_FEATURES.index("mean_days_between_orders")])[:, None]
