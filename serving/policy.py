@@ -94,10 +94,23 @@ def _tiers(loyalty_tier) -> np.ndarray:
     return np.array([str(t) if isinstance(t, str) and t else None for t in loyalty_tier], dtype=object)
 
 
-def expected_gains(policy: Policy, churn_probability, expected_value, loyalty_tier) -> np.ndarray:
-    """(customers, INCENTIVES) expected gain of each incentive; -inf where a rule forbids it; `none` gains 0.
+def expected_costs(policy: Policy, churn_probability, expected_value) -> np.ndarray:
+    """(customers, INCENTIVES) what each incentive is expected to cost: response rate x (cost per use + share of
+    spend x expected value); `none` costs 0. What a campaign's budget is spent on."""
+    p = np.nan_to_num(np.asarray(churn_probability, dtype=np.float64))
+    value = np.maximum(np.nan_to_num(np.asarray(expected_value, dtype=np.float64)), 0.0)
+    discount, shipping, points = policy.percent_off, policy.free_shipping, policy.points_multiplier
+    costs = np.zeros((len(value), len(INCENTIVES)))
+    costs[:, 1] = discount.response_rate * value * discount_percent(policy, p) / 100
+    costs[:, 2] = shipping.response_rate * shipping.cost_per_use
+    costs[:, 3] = points.response_rate * value * (points.multiplier - 1) * points.point_value
+    return costs
 
-    Unknown risk or value (NaN) allows no incentive."""
+
+def expected_gains(policy: Policy, churn_probability, expected_value, loyalty_tier) -> np.ndarray:
+    """(customers, INCENTIVES) expected gain of each incentive: churn probability x expected value x response rate
+    - expected cost; -inf where a rule forbids it; `none` gains 0. Unknown risk or value (NaN) allows no
+    incentive."""
     p = np.asarray(churn_probability, dtype=np.float64)
     value = np.asarray(expected_value, dtype=np.float64)
     tier = _tiers(loyalty_tier)
@@ -105,26 +118,24 @@ def expected_gains(policy: Policy, churn_probability, expected_value, loyalty_ti
     p, value = np.where(known, p, 0.0), np.where(known, np.maximum(value, 0.0), 0.0)
     allowed = known & (p >= policy.min_churn_probability)
     allowed &= ~np.isin(tier, list(policy.never_incentivise_tiers))
-
-    gains = np.full((len(p), len(INCENTIVES)), -np.inf)
-    gains[:, 0] = 0.0
     percent = discount_percent(policy, p)
-    rule = policy.percent_off
-    ok = allowed & (percent > 0) & (value >= policy.min_expected_value_for_discount)
-    gains[ok, 1] = (rule.response_rate * value * (p - percent / 100))[ok]
-    shipping = policy.free_shipping
-    gains[allowed, 2] = (shipping.response_rate * (p * value - shipping.cost_per_use))[allowed]
     points = policy.points_multiplier
     member = tier != None if points.members_only else np.ones(len(p), dtype=bool)  # noqa: E711 (elementwise)
-    ok = allowed & member
-    share = (points.multiplier - 1) * points.point_value
-    gains[ok, 3] = (points.response_rate * value * (p - share))[ok]
-    return gains
+    permitted = np.stack([
+        np.ones(len(p), dtype=bool),
+        allowed & (percent > 0) & (value >= policy.min_expected_value_for_discount),
+        allowed,
+        allowed & member,
+    ], axis=1)
+    rates = np.array([0.0, policy.percent_off.response_rate, policy.free_shipping.response_rate,
+                      points.response_rate])
+    gains = (p * value)[:, None] * rates[None, :] - expected_costs(policy, p, value)
+    return np.where(permitted, gains, -np.inf)
 
 
 def choose(policy: Policy, churn_probability, expected_value, loyalty_tier) -> pd.DataFrame:
-    """One row per customer: incentive, percent (percent_off), multiplier (points_multiplier), expected_gain and
-    reason_codes (a list of upper-case codes saying why)."""
+    """One row per customer: incentive, percent (percent_off), multiplier (points_multiplier), expected_gain,
+    expected_cost and reason_codes (a list of upper-case codes saying why)."""
     return pd.DataFrame(choose_columns(policy, churn_probability, expected_value, loyalty_tier))
 
 
@@ -135,6 +146,7 @@ def choose_columns(policy: Policy, churn_probability, expected_value, loyalty_ti
     tier = _tiers(loyalty_tier)
     gains = expected_gains(policy, p, value, tier)
     best = np.argmax(gains, axis=1)  # ties go to the earlier incentive: `none` first
+    rows = np.arange(len(best))
     incentive = np.asarray(INCENTIVES, dtype=object)[best]
     percent = np.where(best == 1, discount_percent(policy, np.nan_to_num(p)), 0)
     multiplier = np.where(best == 3, policy.points_multiplier.multiplier, 0.0)
@@ -142,7 +154,8 @@ def choose_columns(policy: Policy, churn_probability, expected_value, loyalty_ti
         "incentive": incentive,
         "percent": percent,
         "multiplier": multiplier,
-        "expected_gain": gains[np.arange(len(best)), best],
+        "expected_gain": gains[rows, best],
+        "expected_cost": expected_costs(policy, p, value)[rows, best],
         "reason_codes": [_reasons(policy, *row) for row in zip(p, value, tier, incentive)],
     }
 

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from loyal.errors import LoyalError
-from loyal.serving.policy import DEFAULT_POLICY, choose, expected_gains, load_policy
+from loyal.serving.policy import DEFAULT_POLICY, choose, expected_costs, expected_gains, load_policy
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +27,9 @@ def test_a_risky_valuable_member_gets_the_largest_gain_by_hand(policy):
     offer = _one(policy, 0.8, 500.0, "gold")
     assert (offer["incentive"], offer["percent"], offer["expected_gain"]) == ("percent_off", 15, pytest.approx(39.0))
     assert offer["reason_codes"] == ["HIGH_CHURN_RISK", "LARGEST_EXPECTED_GAIN"]
+    # What each would cost (a campaign's budget): 0.12 x 500 x 15% = 9.0; 0.06 x 4.95 = 0.297; 0.08 x 500 x 0.01 = 0.4.
+    assert expected_costs(policy, [0.8], [500.0])[0] == pytest.approx([0.0, 9.0, 0.297, 0.4])
+    assert offer["expected_cost"] == pytest.approx(9.0)
 
 
 def test_medium_risk_earns_the_smaller_discount(policy):
