@@ -315,6 +315,43 @@ def recommend(
     _print_json({"customers": len(ids), "rows": len(rows), "rail": rail, "k": k, "output": str(output)})
 
 
+@app.command(
+    epilog="Example:\n\n  loyal campaign --name winback-dec --budget 500 --max-contacts 2000 "
+    "--min-days-since-contact 14 --output winback.csv"
+)
+def campaign(
+    name: str = typer.Option(..., help="the campaign's name, unique: the contact history and MLflow know it by it"),
+    budget: float = typer.Option(..., help="what the incentives may cost in all (their expected cost)"),
+    output: Path = typer.Option(..., help="where to write the list (.csv or .parquet)"),
+    max_contacts: Optional[int] = typer.Option(None, help="at most this many customers emailed"),
+    control_fraction: float = typer.Option(0.1, help="the share of the list held out, not emailed, to measure by"),
+    min_days_since_contact: int = typer.Option(0, help="skip customers emailed by a campaign this recently"),
+    as_of: Optional[datetime] = typer.Option(None, formats=["%Y-%m-%d"],
+                                             help="the campaign's date (default: the day after the last purchase)"),
+    seed: int = typer.Option(0, help="seed of the control group's draw"),
+    policy: Optional[Path] = typer.Option(None, help="another offer policy file than serving/policy.yaml"),
+) -> None:
+    """An email campaign's target list: every customer scored, only those opted in to email (unknown consent means
+    no), not suppressed and not contacted too recently, ranked by expected retained value and filled up to the
+    budget; a random control group held out. Writes customer_id, group (treatment or control), incentive, items,
+    expected_value and reason, records the campaign in MLflow and in the contact history."""
+    from loyal.campaign import Campaign, build, record
+
+    home = loyal_home()
+    try:
+        if output.suffix not in (".csv", ".parquet"):
+            raise LoyalError(f"--output {output}: write .csv or .parquet")
+        plan = Campaign(name=name, budget=budget, max_contacts=max_contacts, control_fraction=control_fraction,
+                        min_days_since_contact=min_days_since_contact, as_of=as_of.date() if as_of else None,
+                        seed=seed)
+        with _stale_warnings_to_stderr():
+            chosen, counts = build(home, plan, policy)
+    except LoyalError as error:
+        raise _fail(error) from None
+    digest = record(home, plan, chosen, counts, output)
+    _print_json(counts | {"output": str(output), "list_sha256": digest})
+
+
 score_app = typer.Typer(help="Score every customer with a registered model.", no_args_is_help=True)
 app.add_typer(score_app, name="score")
 
@@ -359,24 +396,6 @@ def _customer_ids(path: Path) -> list[str]:
     return ids
 
 
-def _write_atomically(frame, output: Path) -> None:
-    """Write beside the target and rename, so a failure never leaves a half-written file."""
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.tmp")
-    try:
-        if output.suffix == ".parquet":
-            frame.to_parquet(tmp, index=False)
-        else:
-            frame.to_csv(tmp, index=False)
-        os.replace(tmp, output)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-if __name__ == "__main__":
-    app()
-
-
 @app.command("serve", epilog="Example:\n\n  loyal serve --port 3000    # then: curl -X POST localhost:3000/offers "
                               "-H 'content-type: application/json' -d '{\"customer_id\": \"17850\"}'")
 def serve(
@@ -405,3 +424,14 @@ def serve(
     bentoml = Path(sys.executable).parent / "bentoml"
     os.execve(bentoml, [str(bentoml), "serve", "loyal.serving.service:Loyal", "--host", "127.0.0.1",
                         "--port", str(port)], environment)
+
+
+
+def _write_atomically(frame, output: Path) -> None:
+    from loyal.store import write_atomically  # pandas and pyarrow load only for the commands that write
+
+    write_atomically(frame, output)
+
+
+if __name__ == "__main__":
+    app()

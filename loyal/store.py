@@ -170,3 +170,17 @@ class Staging:
     def abort(self) -> None:
         for writer in self.facts.values():
             writer.abort()
+
+
+def write_atomically(frame: pd.DataFrame, output: Path) -> None:
+    """Write a .csv or .parquet beside the target and rename it, so a failure never leaves a half-written file."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(f".{output.name}.tmp")
+    try:
+        if output.suffix == ".parquet":
+            frame.to_parquet(tmp, index=False)
+        else:
+            frame.to_csv(tmp, index=False)
+        os.replace(tmp, output)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -1,7 +1,10 @@
 from __future__ import annotations
 
 import hashlib
+from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -98,3 +101,34 @@ def online_store(request, monkeypatch) -> str:
     redis.Redis.from_url(url).flushall()  # one server for the session: each test starts empty
     monkeypatch.setenv("LOYAL_ONLINE_STORE", url)
     return "redis"
+
+
+@contextmanager
+def trained_shop(home: Path, config, materialized: bool = False) -> Iterator[Path]:
+    """A synthetic shop at `home` (LOYAL_HOME while the block runs), its features built (and in the online store
+    when asked) and both models trained on all of it and carrying `champion`: the service and campaigns answer
+    with whatever carries it; whether these versions earned it is the training tests' concern."""
+    from mlflow import MlflowClient
+
+    from loyal.features.repo import build, materialize
+    from loyal.ingest import ingest_synthetic
+    from loyal.store import read_table
+    from loyal.training.churn_training import train_churn
+    from loyal.training.recommender_training import train_recommender
+
+    patch = pytest.MonkeyPatch()
+    patch.setenv("LOYAL_HOME", str(home))
+    patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    try:
+        ingest_synthetic(config, home)
+        build(home)
+        if materialized:
+            materialize(home)
+        end = (read_table(home, "transactions")["timestamp"].max() + timedelta(days=1)).date()
+        for name, summary in (("loyal-recommender", train_recommender(home, end, trials=0, draws=50)),
+                              ("loyal-churn", train_churn(home, end, trials=0, draws=50))):
+            if not summary["champion"]:
+                MlflowClient().set_registered_model_alias(name, "champion", summary["version"])
+        yield home
+    finally:
+        patch.undo()

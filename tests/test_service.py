@@ -17,36 +17,17 @@ from starlette.testclient import TestClient
 
 from loyal.serving.engine import CHURN, RECOMMENDER
 from loyal.serving.policy import choose, load_policy
+from conftest import trained_shop
 
 
 @pytest.fixture(scope="module")
 def served_home(tmp_path_factory):
-    """A synthetic shop, its features in the online store and both models trained and carrying `champion`."""
-    from mlflow import MlflowClient
-
-    from loyal.features.repo import build, materialize
-    from loyal.ingest import ingest_synthetic
-    from loyal.store import read_table
+    """A synthetic shop, its features in the online store and both models carrying `champion`."""
     from loyal.synthetic import SyntheticConfig
-    from loyal.training.churn_training import train_churn
-    from loyal.training.recommender_training import train_recommender
 
     home = tmp_path_factory.mktemp("serving") / "home"
-    patch = pytest.MonkeyPatch()
-    patch.setenv("LOYAL_HOME", str(home))
-    patch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    ingest_synthetic(SyntheticConfig(customers=300, days=400, seed=3), home)
-    build(home)
-    materialize(home)
-    end = (read_table(home, "transactions")["timestamp"].max() + timedelta(days=1)).date()
-    for name, summary in ((RECOMMENDER, train_recommender(home, end, trials=0, draws=50)),
-                          (CHURN, train_churn(home, end, trials=0, draws=50))):
-        # The service answers with whatever carries `champion`; whether these versions earned it is the training
-        # tests' concern, so here the alias is set where the decision kept it back.
-        if not summary["champion"]:
-            MlflowClient().set_registered_model_alias(name, "champion", summary["version"])
-    yield home
-    patch.undo()
+    with trained_shop(home, SyntheticConfig(customers=300, days=400, seed=3), materialized=True):
+        yield home
 
 
 @pytest.fixture(scope="module")

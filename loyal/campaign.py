@@ -1,0 +1,186 @@
+"""Email campaigns: who is sent which offer, under a budget, only with consent, with a control group held out.
+
+`build` scores every customer at once from the offline store (the churn champion on the `churn_v1` features at the
+campaign's date, as `loyal score churn` does), keeps those who may be emailed (opted in, not suppressed, not
+contacted too recently), asks the offer policy (`serving/policy.py`, the service's own rules and assumptions) for
+each one's incentive, ranks them by expected retained value and fills the budget. A seeded random share of the list
+is held out as control. `record` writes the list, an MLflow run and the contact history that the next campaign's
+frequency cap reads.
+
+The budget is spent on the incentives' expected costs (`policy.expected_costs`). The list is filled as if everyone
+on it were treated, so the control group's share of the budget goes unspent: that is the price of measuring.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass
+from datetime import date, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from loyal.errors import LoyalError
+from loyal.features.compute import EVENT_TIMESTAMP
+from loyal.schema import CUSTOMER_ID, EMAIL_OPT_IN, TIMESTAMP
+from loyal.store import write_atomically
+
+CONTACTS = "contacts.parquet"  # in $LOYAL_HOME: one row per customer per campaign
+SUPPRESSION = "suppression.parquet"  # in $LOYAL_HOME: hashed ids of customers never to be contacted again
+ITEMS_PER_CONTACT = 4
+LIST_COLUMNS = ["customer_id", "group", "incentive", "percent", "multiplier", "items", "churn_probability",
+                "expected_value", "expected_gain", "expected_cost", "reason"]
+
+
+@dataclass(frozen=True)
+class Campaign:
+    name: str
+    budget: float
+    max_contacts: int | None = None
+    control_fraction: float = 0.1
+    min_days_since_contact: int = 0
+    as_of: date | None = None  # default: the day after the last purchase in the data
+    seed: int = 0
+
+    def check(self) -> None:
+        if not self.name.strip():
+            raise LoyalError("--name is empty")
+        if not np.isfinite(self.budget) or self.budget <= 0:
+            raise LoyalError(f"--budget must be a positive amount, not {self.budget}")
+        if self.max_contacts is not None and self.max_contacts < 1:
+            raise LoyalError(f"--max-contacts must be at least 1, not {self.max_contacts}")
+        if not 0 <= self.control_fraction < 1:
+            raise LoyalError(f"--control-fraction must be in [0, 1), not {self.control_fraction}")
+        if self.min_days_since_contact < 0:
+            raise LoyalError(f"--min-days-since-contact must be 0 or more, not {self.min_days_since_contact}")
+
+
+def suppressed(home: Path, customer_ids) -> np.ndarray:
+    """Whether each id is on the suppression list (which holds hashes, not ids)."""
+    path = home / SUPPRESSION
+    if not path.exists():
+        return np.zeros(len(customer_ids), dtype=bool)
+    hashes = set(pd.read_parquet(path)["customer_hash"])
+    return np.array([customer_hash(c) in hashes for c in customer_ids], dtype=bool)
+
+
+def customer_hash(customer_id: str) -> str:
+    return hashlib.sha256(str(customer_id).encode()).hexdigest()
+
+
+def contact_history(home: Path) -> pd.DataFrame:
+    path = home / CONTACTS
+    if not path.exists():
+        return pd.DataFrame({"campaign": pd.Series(dtype="string"), CUSTOMER_ID: pd.Series(dtype="string"),
+                             "group": pd.Series(dtype="string"), "contacted_on": pd.Series(dtype="datetime64[us]")})
+    return pd.read_parquet(path)
+
+
+def build(home: Path, campaign: Campaign, policy_path: Path | None = None) -> tuple[pd.DataFrame, dict]:
+    """(the list, in LIST_COLUMNS, best first; the counts at each step)."""
+    from loyal.features.repo import historical_features
+    from loyal.serving.policy import choose, load_policy
+    from loyal.store import read_table
+    from loyal.training.churn_data import snapshot
+    from loyal.training.churn_training import load_model
+
+    campaign.check()
+    policy = load_policy(policy_path)
+    history = contact_history(home)
+    if campaign.name in set(history["campaign"]):
+        raise LoyalError(f"a campaign named {campaign.name!r} was already recorded: choose another name")
+    transactions = read_table(home, "transactions")
+    if transactions is None or transactions.empty:
+        raise LoyalError("no transactions yet: ingest data first (`loyal ingest ...`)")
+    as_of = campaign.as_of or (transactions[TIMESTAMP].max() + timedelta(days=1)).date()
+    model = load_model(home)
+
+    customers = snapshot(home, transactions, as_of, labelled=False)
+    counts = {"customers": len(customers)}
+    rows = customers[[CUSTOMER_ID, "cutoff"]].rename(columns={"cutoff": EVENT_TIMESTAMP})
+    consent = historical_features(home, rows, features=[f"customer_profile:{EMAIL_OPT_IN}"])[EMAIL_OPT_IN]
+    keep = consent.fillna(False).to_numpy(dtype=bool)  # unknown consent means no
+    counts["opted_in"] = int(keep.sum())
+    keep &= ~suppressed(home, customers[CUSTOMER_ID])
+    counts["not_suppressed"] = int(keep.sum())
+    if campaign.min_days_since_contact > 0 and len(history):
+        since = pd.Timestamp(as_of) - pd.Timedelta(days=campaign.min_days_since_contact)
+        recent = history.loc[(history["group"] == "treatment") & (history["contacted_on"] > since), CUSTOMER_ID]
+        keep &= ~customers[CUSTOMER_ID].isin(set(recent)).to_numpy()
+    counts["not_contacted_recently"] = int(keep.sum())
+    eligible = customers[keep].reset_index(drop=True)
+
+    predicted = model.predict(eligible)
+    tier = eligible["loyalty_tier"] if "loyalty_tier" in eligible else pd.Series([None] * len(eligible))
+    offers = choose(policy, predicted["churn_probability"].to_numpy(), predicted["expected_value"].to_numpy(),
+                    tier.to_numpy(dtype=object))
+    ranked = pd.DataFrame({
+        CUSTOMER_ID: eligible[CUSTOMER_ID].astype(str).to_numpy(),
+        "churn_probability": predicted["churn_probability"].to_numpy(),
+        "expected_value": predicted["expected_value"].to_numpy(),
+    }).join(offers)
+    ranked = ranked[ranked["incentive"] != "none"]  # nothing the policy offers pays for itself
+    counts["worth_an_incentive"] = len(ranked)
+    ranked = ranked.sort_values(["expected_gain", CUSTOMER_ID], ascending=[False, True], ignore_index=True)
+
+    size = _list_size(ranked["expected_cost"].to_numpy(), campaign)
+    chosen = ranked.iloc[:size].copy()
+    control = np.zeros(size, dtype=bool)
+    rng = np.random.default_rng(campaign.seed)
+    control[rng.permutation(size)[: round(campaign.control_fraction * size)]] = True
+    chosen["group"] = np.where(control, "control", "treatment")
+    chosen["items"] = _items(home, chosen[CUSTOMER_ID])
+    chosen["reason"] = chosen["reason_codes"].map(";".join)
+    counts |= {"listed": size, "treatment": int((~control).sum()), "control": int(control.sum()),
+               "budget": campaign.budget,
+               "budget_spent": round(float(chosen.loc[~control, "expected_cost"].sum()), 2),
+               "expected_gain": round(float(chosen.loc[~control, "expected_gain"].sum()), 2),
+               "as_of": str(as_of)}
+    chosen = chosen.round({"churn_probability": 4, "expected_value": 2, "expected_gain": 2, "expected_cost": 2})
+    return chosen[LIST_COLUMNS].reset_index(drop=True), counts
+
+
+def _list_size(costs: np.ndarray, campaign: Campaign) -> int:
+    """The longest head of the ranking whose whole cost fits the budget (so the treated part always does) and
+    whose treated part fits --max-contacts."""
+    size = int(np.searchsorted(np.cumsum(costs), campaign.budget, side="right"))
+    if campaign.max_contacts is not None:
+        while size - round(campaign.control_fraction * size) > campaign.max_contacts:
+            size -= 1
+    return size
+
+
+def _items(home: Path, customer_ids: pd.Series) -> list[str]:
+    """Each customer's `for_you` items from the champion recommender, ";"-joined."""
+    from loyal.training.recommender_training import load_model
+
+    if customer_ids.empty:
+        return []
+    recommender = load_model(home).unwrap_python_model().recommender
+    rows = recommender.recommend(customer_ids.tolist(), "for_you", ITEMS_PER_CONTACT)
+    joined = rows.groupby("customer_id", sort=False)["item_id"].agg(";".join)
+    return joined.reindex(customer_ids.to_numpy()).fillna("").tolist()
+
+
+def record(home: Path, campaign: Campaign, chosen: pd.DataFrame, counts: dict, output: Path) -> str:
+    """Write the list (atomically), append it to the contact history and log the campaign to MLflow; returns the
+    list's SHA-256."""
+    import mlflow
+
+    from loyal.tracking import use_home
+
+    write_atomically(chosen, output)
+    digest = hashlib.sha256(chosen.to_csv(index=False).encode()).hexdigest()
+    contacted_on = pd.Timestamp(counts["as_of"])
+    new = pd.DataFrame({"campaign": campaign.name, CUSTOMER_ID: chosen[CUSTOMER_ID].astype(str),
+                        "group": chosen["group"], "contacted_on": contacted_on})
+    history = contact_history(home)
+    write_atomically(pd.concat([history, new], ignore_index=True) if len(history) else new, home / CONTACTS)
+
+    use_home(home)
+    with mlflow.start_run(run_name=f"campaign {campaign.name}"):
+        mlflow.set_tags({"loyal.kind": "campaign", "campaign": campaign.name, "list_sha256": digest})
+        mlflow.log_params({k: v for k, v in asdict(campaign).items() if v is not None} | {"as_of": counts["as_of"]})
+        mlflow.log_metrics({k: float(v) for k, v in counts.items() if isinstance(v, (int, float))})
+    return digest

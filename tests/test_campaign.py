@@ -1,0 +1,94 @@
+"""Email campaigns on a synthetic shop with both models trained: consent, suppression, budget, control group,
+frequency cap, the record in MLflow and the contact history, and bad input in one line."""
+
+from __future__ import annotations
+
+import hashlib
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from loyal.cli import app
+from conftest import trained_shop
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory):
+    """A synthetic shop (60% opted in to email), its features built and both models carrying `champion`."""
+    from loyal.synthetic import SyntheticConfig
+
+    home = tmp_path_factory.mktemp("campaigns") / "home"
+    with trained_shop(home, SyntheticConfig(customers=600, days=400, seed=5)):
+        yield home
+
+
+def _campaign(*options: str):
+    return CliRunner().invoke(app, ["campaign", *options])
+
+
+def test_a_campaign_emails_only_the_opted_in_within_budget_with_its_control_share(shop, tmp_path):
+    from loyal.campaign import SUPPRESSION, customer_hash
+    from loyal.store import read_table
+
+    customers = read_table(shop, "customers")
+    opted_in = set(customers.loc[customers["email_opt_in"].fillna(False).astype(bool), "customer_id"])
+    # Two opted-in customers asked never to be contacted again.
+    suppressed = sorted(opted_in)[:2]
+    pd.DataFrame({"customer_hash": [customer_hash(c) for c in suppressed]}).to_parquet(shop / SUPPRESSION)
+
+    output = tmp_path / "spring.csv"
+    result = _campaign("--name", "spring", "--budget", "60", "--control-fraction", "0.2", "--output", str(output))
+    assert result.exit_code == 0, result.output
+    listed = pd.read_csv(output, dtype={"customer_id": str})
+    assert list(listed.columns[:3]) == ["customer_id", "group", "incentive"]
+    assert {"items", "expected_value", "reason"} <= set(listed.columns)
+    assert len(listed) > 20 and listed["customer_id"].is_unique
+    assert set(listed["customer_id"]) <= opted_in - set(suppressed)
+    treatment = listed[listed["group"] == "treatment"]
+    assert treatment["expected_cost"].sum() <= 60 + 0.005 * len(treatment)  # costs are written to the cent
+    assert abs((listed["group"] == "control").mean() - 0.2) <= 0.01
+    assert (listed["incentive"] != "none").all() and listed["items"].str.count(";").eq(3).all()
+    # Ranked by expected retained value, best first.
+    assert listed["expected_gain"].is_monotonic_decreasing
+
+    from mlflow import MlflowClient
+
+    runs = MlflowClient().search_runs(
+        [e.experiment_id for e in MlflowClient().search_experiments()], "tags.campaign = 'spring'")
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.data.tags["list_sha256"] == hashlib.sha256(output.read_bytes()).hexdigest()
+    assert run.data.metrics["budget_spent"] <= 60
+    assert run.data.metrics["control"] == (listed["group"] == "control").sum()
+
+    # The next campaign's frequency cap skips everyone emailed by this one, and only them.
+    later = tmp_path / "later.parquet"
+    result = _campaign("--name", "spring-2", "--budget", "60", "--min-days-since-contact", "14",
+                       "--output", str(later))
+    assert result.exit_code == 0, result.output
+    second = pd.read_parquet(later)
+    assert not set(second["customer_id"]) & set(treatment["customer_id"])
+    assert set(second["customer_id"]) & set(listed.loc[listed["group"] == "control", "customer_id"])
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--budget", "0"], "--budget must be a positive amount"),
+    (["--budget", "10", "--control-fraction", "1.5"], "--control-fraction must be in [0, 1)"),
+    (["--budget", "10", "--max-contacts", "0"], "--max-contacts must be at least 1"),
+])
+def test_bad_options_are_one_line_and_write_nothing(shop, tmp_path, options, message):
+    output = tmp_path / "list.csv"
+    result = _campaign("--name", "bad", *options, "--output", str(output))
+    assert result.exit_code == 2
+    assert message in result.output and "Traceback" not in result.output
+    assert not output.exists()
+
+
+def test_a_name_already_used_or_an_unknown_format_is_refused(shop, tmp_path):
+    first = tmp_path / "first.csv"
+    assert _campaign("--name", "once", "--budget", "5", "--output", str(first)).exit_code == 0
+    again = _campaign("--name", "once", "--budget", "5", "--output", str(tmp_path / "again.csv"))
+    assert again.exit_code == 2 and "already recorded" in again.output
+    assert not (tmp_path / "again.csv").exists()
+    text = _campaign("--name", "txt", "--budget", "5", "--output", str(tmp_path / "list.txt"))
+    assert text.exit_code == 2 and "write .csv or .parquet" in text.output
