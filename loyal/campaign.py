@@ -23,7 +23,7 @@ import pandas as pd
 
 from loyal.errors import LoyalError
 from loyal.features.compute import EVENT_TIMESTAMP
-from loyal.schema import CUSTOMER_ID, EMAIL_OPT_IN, TIMESTAMP
+from loyal.schema import CUSTOMER_ID, EMAIL_OPT_IN, QUANTITY, TIMESTAMP, UNIT_PRICE
 from loyal.store import write_atomically
 
 CONTACTS = "contacts.parquet"  # in $LOYAL_HOME: one row per customer per campaign
@@ -184,3 +184,58 @@ def record(home: Path, campaign: Campaign, chosen: pd.DataFrame, counts: dict, o
         mlflow.log_params({k: v for k, v in asdict(campaign).items() if v is not None} | {"as_of": counts["as_of"]})
         mlflow.log_metrics({k: float(v) for k, v in counts.items() if isinstance(v, (int, float))})
     return digest
+
+
+def measure(home: Path, name: str, days: int = 30) -> dict:
+    """A recorded campaign's effect once its outcomes exist: the purchase rate and revenue per customer of treatment
+    and control over the `days` from the campaign's date, and treatment's increments over control with 95%
+    intervals (difference of means, Welch's normal approximation: the groups are large and independent)."""
+    import mlflow
+
+    from loyal.store import read_table
+    from loyal.tracking import use_home
+
+    if days < 1:
+        raise LoyalError(f"--days must be at least 1, not {days}")
+    history = contact_history(home)
+    contacts = history[history["campaign"] == name]
+    if contacts.empty:
+        raise LoyalError(f"no campaign named {name!r} in the contact history")
+    start = pd.Timestamp(contacts["contacted_on"].iloc[0]).tz_localize("UTC")
+    end = start + pd.Timedelta(days=days)
+    transactions = read_table(home, "transactions")
+    latest = transactions[TIMESTAMP].max() if transactions is not None and len(transactions) else None
+    if latest is None or latest < end - pd.Timedelta(days=1):
+        raise LoyalError(f"the outcomes of {name!r} are not all in: its window runs to {end.date()}, the purchases "
+                         f"ingested end {latest.date() if latest is not None else 'nowhere'}")
+    window = transactions[(transactions[TIMESTAMP] >= start) & (transactions[TIMESTAMP] < end)
+                          & (transactions[QUANTITY] > 0)]
+    revenue = (window[QUANTITY] * window[UNIT_PRICE]).groupby(window[CUSTOMER_ID]).sum()
+    outcome = contacts[[CUSTOMER_ID, "group"]].assign(
+        revenue=lambda f: f[CUSTOMER_ID].map(revenue).fillna(0.0).to_numpy())
+    outcome["bought"] = (outcome["revenue"] > 0).astype(float)
+    groups = {g: outcome[outcome["group"] == g] for g in ("treatment", "control")}
+    if min(len(g) for g in groups.values()) < 2:
+        raise LoyalError(f"{name!r} needs at least two customers in each group to measure anything")
+    result = {"campaign": name, "window": f"{start.date()} to {end.date()}",
+              "treatment": len(groups["treatment"]), "control": len(groups["control"])}
+    for column, label in (("bought", "purchase_rate"), ("revenue", "revenue_per_customer")):
+        treated, held = groups["treatment"][column].to_numpy(), groups["control"][column].to_numpy()
+        difference = treated.mean() - held.mean()
+        half = 1.96 * np.sqrt(treated.var(ddof=1) / len(treated) + held.var(ddof=1) / len(held))
+        result |= {f"{label}_treatment": round(float(treated.mean()), 4),
+                   f"{label}_control": round(float(held.mean()), 4),
+                   f"incremental_{label}": round(float(difference), 4),
+                   f"incremental_{label}_low": round(float(difference - half), 4),
+                   f"incremental_{label}_high": round(float(difference + half), 4)}
+    result["incremental_revenue"] = round(result["incremental_revenue_per_customer"] * result["treatment"], 2)
+
+    use_home(home)
+    runs = mlflow.search_runs(search_all_experiments=True, filter_string="tags.`loyal.kind` = 'campaign'",
+                              output_format="list")
+    recorded = [run for run in runs if run.data.tags.get("campaign") == name]  # any name, quotes included
+    if recorded:
+        with mlflow.start_run(run_id=recorded[0].info.run_id):
+            mlflow.log_metrics({f"measured_{k}": float(v) for k, v in result.items()
+                                if isinstance(v, (int, float)) and k not in ("treatment", "control")})
+    return result

@@ -315,14 +315,22 @@ def recommend(
     _print_json({"customers": len(ids), "rows": len(rows), "rail": rail, "k": k, "output": str(output)})
 
 
-@app.command(
+campaign_app = typer.Typer(
+    help="Email campaigns: `loyal campaign --name N --budget B --output F` makes one; `loyal campaign measure "
+    "--name N` measures it once its outcomes are in.",
     epilog="Example:\n\n  loyal campaign --name winback-dec --budget 500 --max-contacts 2000 "
-    "--min-days-since-contact 14 --output winback.csv"
+    "--min-days-since-contact 14 --output winback.csv\n\n  loyal campaign measure --name winback-dec",
 )
+app.add_typer(campaign_app, name="campaign")
+
+
+@campaign_app.callback(invoke_without_command=True)
 def campaign(
-    name: str = typer.Option(..., help="the campaign's name, unique: the contact history and MLflow know it by it"),
-    budget: float = typer.Option(..., help="what the incentives may cost in all (their expected cost)"),
-    output: Path = typer.Option(..., help="where to write the list (.csv or .parquet)"),
+    context: typer.Context,
+    name: Optional[str] = typer.Option(None, help="the campaign's name, unique: the contact history and MLflow "
+                                                  "know it by it"),
+    budget: Optional[float] = typer.Option(None, help="what the incentives may cost in all (their expected cost)"),
+    output: Optional[Path] = typer.Option(None, help="where to write the list (.csv or .parquet)"),
     max_contacts: Optional[int] = typer.Option(None, help="at most this many customers emailed"),
     control_fraction: float = typer.Option(0.1, help="the share of the list held out, not emailed, to measure by"),
     min_days_since_contact: int = typer.Option(0, help="skip customers emailed by a campaign this recently"),
@@ -335,10 +343,16 @@ def campaign(
     no), not suppressed and not contacted too recently, ranked by expected retained value and filled up to the
     budget; a random control group held out. Writes customer_id, group (treatment or control), incentive, items,
     expected_value and reason, records the campaign in MLflow and in the contact history."""
+    if context.invoked_subcommand is not None:
+        return
     from loyal.campaign import Campaign, build, record
 
     home = loyal_home()
     try:
+        missing = [option for option, value in (("--name", name), ("--budget", budget), ("--output", output))
+                   if value is None]
+        if missing:
+            raise LoyalError(f"a campaign needs {', '.join(missing)} (see loyal campaign --help)")
         if output.suffix not in (".csv", ".parquet"):
             raise LoyalError(f"--output {output}: write .csv or .parquet")
         plan = Campaign(name=name, budget=budget, max_contacts=max_contacts, control_fraction=control_fraction,
@@ -350,6 +364,22 @@ def campaign(
         raise _fail(error) from None
     digest = record(home, plan, chosen, counts, output)
     _print_json(counts | {"output": str(output), "list_sha256": digest})
+
+
+@campaign_app.command("measure", epilog="Example:\n\n  loyal campaign measure --name winback-dec --days 30")
+def campaign_measure(
+    name: str = typer.Option(..., help="the campaign, as recorded"),
+    days: int = typer.Option(30, help="how many days from the campaign's date count as its outcome"),
+) -> None:
+    """Treatment against control once the outcomes are ingested: purchase rate and revenue per customer of each,
+    and the increments with 95% intervals (also logged to the campaign's MLflow run)."""
+    from loyal.campaign import measure
+
+    try:
+        result = measure(loyal_home(), name, days)
+    except LoyalError as error:
+        raise _fail(error) from None
+    _print_json(result)
 
 
 score_app = typer.Typer(help="Score every customer with a registered model.", no_args_is_help=True)

@@ -4,6 +4,8 @@ frequency cap, the record in MLflow and the contact history, and bad input in on
 from __future__ import annotations
 
 import hashlib
+import json
+import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
@@ -69,6 +71,46 @@ def test_a_campaign_emails_only_the_opted_in_within_budget_with_its_control_shar
     second = pd.read_parquet(later)
     assert not set(second["customer_id"]) & set(treatment["customer_id"])
     assert set(second["customer_id"]) & set(listed.loc[listed["group"] == "control", "customer_id"])
+    # Its outcomes are not in yet: nothing to measure.
+    early = CliRunner().invoke(app, ["campaign", "measure", "--name", "spring"])
+    assert early.exit_code == 2 and "are not all in" in early.output
+
+
+def test_measuring_recovers_a_planted_offer_effect(home, tmp_path):
+    # 6,000 customers emailed or held out on 2024-06-01. Over the next 30 days a held-out customer buys with
+    # probability 0.20, an emailed one 0.26, and a buyer spends 50 on average: +0.06 purchases and +3.0 revenue
+    # per customer are planted.
+    from loyal.campaign import CONTACTS
+    from loyal.ingest import ingest_file
+
+    rng = np.random.default_rng(11)
+    n = 6000
+    ids = np.array([f"P{i:05d}" for i in range(n)])
+    group = np.where(rng.random(n) < 0.5, "treatment", "control")
+    home.mkdir(parents=True)
+    pd.DataFrame({"campaign": "planted", "customer_id": ids, "group": group,
+                  "contacted_on": pd.Timestamp("2024-06-01")}).to_parquet(home / CONTACTS)
+    bought = rng.random(n) < np.where(group == "treatment", 0.26, 0.20)
+    buyers = np.flatnonzero(bought)
+    when = pd.Timestamp("2024-06-01") + pd.to_timedelta(rng.integers(0, 30 * 24, len(buyers)), unit="h")
+    purchases = pd.DataFrame({"customer_id": ids[buyers], "item_id": "X", "timestamp": when, "quantity": 1,
+                              "unit_price": rng.gamma(2.0, 25.0, len(buyers)).round(2),
+                              "order_id": [f"o{i}" for i in range(len(buyers))], "channel": "web"})
+    after = pd.DataFrame([{"customer_id": "someone", "item_id": "X", "timestamp": pd.Timestamp("2024-07-02"),
+                           "quantity": 1, "unit_price": 1.0, "order_id": "later", "channel": "web"}])
+    path = tmp_path / "transactions.csv"
+    pd.concat([purchases, after]).to_csv(path, index=False)
+    ingest_file("canonical", path, home)
+
+    result = CliRunner().invoke(app, ["campaign", "measure", "--name", "planted", "--days", "30"])
+    assert result.exit_code == 0, result.output
+    measured = json.loads(result.output)
+    assert measured["treatment"] + measured["control"] == n
+    assert measured["incremental_purchase_rate_low"] <= 0.06 <= measured["incremental_purchase_rate_high"]
+    assert measured["incremental_purchase_rate_low"] > 0  # the effect is there to see, not only allowed
+    assert measured["incremental_revenue_per_customer_low"] <= 3.0 <= measured["incremental_revenue_per_customer_high"]
+    unknown = CliRunner().invoke(app, ["campaign", "measure", "--name", "nothing"])
+    assert unknown.exit_code == 2 and "no campaign named 'nothing'" in unknown.output
 
 
 @pytest.mark.parametrize("options, message", [
