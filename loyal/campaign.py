@@ -3,7 +3,7 @@
 `build` scores every customer at once from the offline store (the churn champion on the `churn_v1` features at the
 campaign's date, as `loyal score churn` does), keeps those who may be emailed (opted in, not suppressed, not
 contacted too recently), asks the offer policy (`serving/policy.py`, the service's own rules and assumptions) for
-each one's incentive, ranks them by expected retained value and fills the budget. A seeded random share of the list
+each one's incentive, ranks them by expected retained value and fills the budget down that ranking. A seeded random share of the list
 is held out as control. `record` writes the list, an MLflow run and the contact history that the next campaign's
 frequency cap reads.
 
@@ -124,8 +124,8 @@ def build(home: Path, campaign: Campaign, policy_path: Path | None = None) -> tu
     counts["worth_an_incentive"] = len(ranked)
     ranked = ranked.sort_values(["expected_gain", CUSTOMER_ID], ascending=[False, True], ignore_index=True)
 
-    size = _list_size(ranked["expected_cost"].to_numpy(), campaign)
-    chosen = ranked.iloc[:size].copy()
+    chosen = ranked.iloc[_fill(ranked["expected_cost"].to_numpy(), campaign)].reset_index(drop=True)
+    size = len(chosen)
     control = np.zeros(size, dtype=bool)
     rng = np.random.default_rng(campaign.seed)
     control[rng.permutation(size)[: round(campaign.control_fraction * size)]] = True
@@ -141,14 +141,23 @@ def build(home: Path, campaign: Campaign, policy_path: Path | None = None) -> tu
     return chosen[LIST_COLUMNS].reset_index(drop=True), counts
 
 
-def _list_size(costs: np.ndarray, campaign: Campaign) -> int:
-    """The longest head of the ranking whose whole cost fits the budget (so the treated part always does) and
-    whose treated part fits --max-contacts."""
-    size = int(np.searchsorted(np.cumsum(costs), campaign.budget, side="right"))
+def _fill(costs: np.ndarray, campaign: Campaign) -> np.ndarray:
+    """Positions taken, down the ranking: each customer whose cost still fits the budget (one too dear is passed
+    over for cheaper ones below), until the emailed part would pass --max-contacts. The whole list's cost fits the
+    budget, so its treated part always does, whoever the control draw holds out."""
+    limit = len(costs)
     if campaign.max_contacts is not None:
-        while size - round(campaign.control_fraction * size) > campaign.max_contacts:
-            size -= 1
-    return size
+        limit = min(limit, int(campaign.max_contacts / (1 - campaign.control_fraction)) + 1)
+        while limit - round(campaign.control_fraction * limit) > campaign.max_contacts:
+            limit -= 1
+    taken, spent = [], 0.0
+    for position, cost in enumerate(costs.tolist()):
+        if len(taken) == limit:
+            break
+        if spent + cost <= campaign.budget:
+            taken.append(position)
+            spent += cost
+    return np.array(taken, dtype=np.int64)
 
 
 def _items(home: Path, customer_ids: pd.Series) -> list[str]:

@@ -201,7 +201,8 @@ def _duplicated_among_kept(frame: pd.DataFrame, verdicts: Verdicts) -> np.ndarra
 
 
 def read_canonical(path: Path, config: IngestConfig) -> list[Batch]:
-    """A file is a transactions table; a folder holds files named after the tables (transactions.csv, ...)."""
+    """A folder holds files named after the tables (transactions.csv, ...) and always a transactions file. A single
+    file is the table it is named after (customers.csv: a consent or loyalty update alone), or else transactions."""
     if path.is_dir():
         files = {}
         for candidate in sorted(path.iterdir()):
@@ -214,7 +215,8 @@ def read_canonical(path: Path, config: IngestConfig) -> list[Batch]:
             raise LoyalError(f"{path}: no transactions file in this folder (expected transactions.csv or .parquet)")
         # Read and check every file before any is merged: one bad file stops the whole ingest.
         return [parse_canonical(read_raw(f), s.TABLES[name], f, config) for name, f in files.items()]
-    return [parse_canonical(read_raw(path), s.TRANSACTIONS, path, config)]
+    table = s.TABLES.get(path.name.split(".")[0].lower(), s.TRANSACTIONS)
+    return [parse_canonical(read_raw(path), table, path, config)]
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """The main job, end to end on the default data. Today: ingest, the feature store (build and materialize), the
 recommender (trained on everything, registered, champion decided) and a sample of its `for_you` rail, then the churn
 and value model (trained on every snapshot whose window the data cover) and a sample of its scores, then the offer
-service, started as `loyal serve` would, answering one offer over HTTP.
+service, started as `loyal serve` would, answering one offer over HTTP, and an email campaign's target list.
 Each later step (training, serving) joins here, so that `loyal run` always shows the whole product working."""
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ def run_main_job(data: Path, home: Path, synthetic: SyntheticConfig = SyntheticC
     """Ingest the real file at `data`, or, where it is absent, say how to get it and use the generator."""
     if data.exists():
         ingest = ingest_file("online-retail", data, home)
+        ingest["demo_consent"] = _demo_consent(home)
     else:
         print(f"loyal: {data} not found. {HOW_TO_GET_DATA} Running on synthetic data instead.", file=sys.stderr)
         ingest = ingest_synthetic(synthetic, home)
@@ -38,7 +39,51 @@ def run_main_job(data: Path, home: Path, synthetic: SyntheticConfig = SyntheticC
     recommender = _train_recommender(home)
     churn = _train_churn(home)
     offer = _answer_an_offer(home, churn["churn_scores"]["riskiest"][0]["customer_id"])
-    return {"ingest": ingest, "features": features, "online_store": online} | recommender | churn | offer
+    campaign = _make_a_campaign(home)
+    return {"ingest": ingest, "features": features, "online_store": online} | recommender | churn | offer | campaign
+
+
+DEMO_CONSENT_SHARES = {True: 0.6, False: 0.3, None: 0.1}  # opted in, opted out, never asked
+
+
+def _demo_consent(home: Path) -> dict:
+    """The UCI file carries no consent, and a campaign emails only customers who gave it. For the demo, a seeded
+    draw says who opted in (60%), out (30%) or was never asked (10%, which campaigns treat as no); it is written to
+    $LOYAL_HOME/demo/customers.csv and ingested as a consent export would be. Invented, and labelled so."""
+    import numpy as np
+    import pandas as pd
+
+    from loyal.schema import CUSTOMER_ID, EMAIL_OPT_IN
+    from loyal.store import read_table
+
+    customers = read_table(home, "customers")[CUSTOMER_ID].sort_values().to_numpy()
+    answers = np.random.default_rng(0).choice(np.array(list(DEMO_CONSENT_SHARES), dtype=object), len(customers),
+                                              p=list(DEMO_CONSENT_SHARES.values()))
+    path = home / "demo" / "customers.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({CUSTOMER_ID: customers, EMAIL_OPT_IN: answers}).to_csv(path, index=False)
+    summary = ingest_file("canonical", path, home)
+    return {"file": str(path), "customers": summary["tables"]["customers"]["rows_total"],
+            "opted_in": int(sum(a is True for a in answers)), "unknown": int(sum(a is None for a in answers))}
+
+
+def _make_a_campaign(home: Path) -> dict:
+    """A win-back campaign: budget 2,000, at most 500 emails, a tenth held out; its list under
+    $LOYAL_HOME/campaigns/."""
+    from datetime import datetime, timezone
+
+    from loyal.campaign import Campaign, build, record
+    from loyal.serving.engine import missing_champions
+
+    missing = missing_champions()
+    if missing:
+        return {"campaign": f"not made: no champion for {missing} (the decisions above say why)"}
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")  # a name of its own for each run of the job
+    plan = Campaign(name=f"demo-winback-{stamp}", budget=2000.0, max_contacts=500, control_fraction=0.1)
+    chosen, counts = build(home, plan)
+    output = home / "campaigns" / f"{plan.name}.csv"
+    digest = record(home, plan, chosen, counts, output)
+    return {"campaign": counts | {"name": plan.name, "output": str(output), "list_sha256": digest}}
 
 
 def _train_recommender(home: Path) -> dict:

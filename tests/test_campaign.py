@@ -132,5 +132,11 @@ def test_a_name_already_used_or_an_unknown_format_is_refused(shop, tmp_path):
     again = _campaign("--name", "once", "--budget", "5", "--output", str(tmp_path / "again.csv"))
     assert again.exit_code == 2 and "already recorded" in again.output
     assert not (tmp_path / "again.csv").exists()
+    capped = tmp_path / "capped.csv"
+    result = _campaign("--name", "capped", "--budget", "1000", "--max-contacts", "12", "--control-fraction", "0.25",
+                       "--output", str(capped))
+    assert result.exit_code == 0, result.output
+    groups = pd.read_csv(capped)["group"].value_counts()
+    assert groups["treatment"] == 12 and groups["control"] == 4
     text = _campaign("--name", "txt", "--budget", "5", "--output", str(tmp_path / "list.txt"))
     assert text.exit_code == 2 and "write .csv or .parquet" in text.output

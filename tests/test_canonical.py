@@ -99,6 +99,12 @@ def test_a_later_customers_file_updates_and_keeps_what_it_does_not_say(tmp_path,
     customers = read_table(home, "customers").set_index("customer_id")
     assert customers.loc["c1", "email_opt_in"] == False  # noqa: E712  (the newer word)
     assert customers.loc["c1", "country"] == "UK"  # kept: the later file did not say
+    # A customers file alone (a consent export) updates the customers and nothing else.
+    transactions = read_table(home, "transactions")
+    summary = ingest_file("canonical", write(tmp_path / "customers.csv", "customer_id,email_opt_in\nc2,no\n"), home)
+    assert set(summary["tables"]) == {"customers"}
+    assert read_table(home, "customers").set_index("customer_id").loc["c2", "email_opt_in"] == False  # noqa: E712
+    pd.testing.assert_frame_equal(read_table(home, "transactions"), transactions)
 
 
 def test_parquet_input(tmp_path, home):

@@ -8,14 +8,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
 from loyal.cli import app
+from loyal.store import read_table
 
 from conftest import REPO
 
-COMMANDS = ["ingest", "run", "features build", "features historical", "features show"]
+COMMANDS = ["ingest", "run", "features build", "features historical", "features show", "campaign",
+            "campaign measure"]
 
 
 def test_top_level_help_shows_an_example():
@@ -56,6 +59,16 @@ def test_main_job_without_the_real_file_says_how_to_get_it_and_uses_synthetic(tm
         assert answer["incentive"]["type"] in ("none", "percent_off", "free_shipping", "points_multiplier")
     else:
         assert summary["offer"].startswith("not served: no champion for")
+    # And with a campaign's target list: only customers who opted in to email, within its budget.
+    if summary["recommender"]["champion"] and summary["churn"]["champion"]:
+        campaign = summary["campaign"]
+        listed = pd.read_csv(campaign["output"], dtype={"customer_id": str})
+        customers = read_table(home, "customers")
+        opted_in = set(customers.loc[customers["email_opt_in"].fillna(False).astype(bool), "customer_id"])
+        assert len(listed) == campaign["listed"] > 0 and set(listed["customer_id"]) <= opted_in
+        assert campaign["budget_spent"] <= campaign["budget"] and campaign["treatment"] <= 500
+    else:
+        assert summary["campaign"].startswith("not made: no champion for")
 
 
 def test_mlproject_symlink_points_at_mlproject_yaml():
