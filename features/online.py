@@ -142,3 +142,34 @@ def show(home: Path, customer_id: str, now: datetime | None = None) -> dict:
         stamp = as_of[view.name]
         result[view.name] = {"as_of": stamp.isoformat(), **{f: values[f] for f in features}} if stamp else None
     return result
+
+
+def erase(store, join_key: str, ids: list[str]) -> int:
+    """Delete these entities from the online store, every view keyed by `join_key`: Feast's OnlineStore interface
+    has no per-entity delete, so this speaks to the two stores Loyal supports in their own layout (the one their
+    `online_read` reads). Returns how many stored entries went (SQLite: rows, one per feature; Redis: keys)."""
+    from feast.infra.online_stores.helpers import _redis_key
+    from feast.infra.online_stores.redis import RedisOnlineStore
+
+    config = store.config
+    online_store = get_online_store_from_config(config.online_store)
+    entities = [EntityKey(join_keys=[join_key], entity_values=[Value(string_val=str(i))]) for i in ids]
+    version = config.entity_key_serialization_version
+    if isinstance(online_store, SqliteOnlineStore):
+        keys = [serialize_entity_key(entity, entity_key_serialization_version=version) for entity in entities]
+        connection, removed = online_store._get_conn(config), 0
+        with connection:
+            for view in store.list_feature_views():
+                if view.entity_columns[0].name != join_key:
+                    continue
+                versioned = config.registry.enable_online_feature_view_versioning
+                table = _quote_id(_table_id(config.project, view, versioned))
+                removed += connection.execute(
+                    f"DELETE FROM {table} WHERE entity_key IN ({','.join('?' * len(keys))})", keys).rowcount
+        return removed
+    if isinstance(online_store, RedisOnlineStore):
+        # One Redis hash per entity holds every view's values.
+        keys = [_redis_key(config.project, entity, entity_key_serialization_version=version) for entity in entities]
+        return int(online_store._get_client(config.online_store).delete(*keys)) if keys else 0
+    raise LoyalError(f"cannot erase customers from a {type(online_store).__name__}: Loyal erases from SQLite and "
+                     "Redis online stores")

@@ -3,9 +3,9 @@
 `build` scores every customer at once from the offline store (the churn champion on the `churn_v1` features at the
 campaign's date, as `loyal score churn` does), keeps those who may be emailed (opted in, not suppressed, not
 contacted too recently), asks the offer policy (`serving/policy.py`, the service's own rules and assumptions) for
-each one's incentive, ranks them by expected retained value and fills the budget down that ranking. A seeded random share of the list
-is held out as control. `record` writes the list, an MLflow run and the contact history that the next campaign's
-frequency cap reads.
+each one's incentive, ranks them by expected retained value and fills the budget down that ranking. A seeded random
+share of the list is held out as control. `record` writes the list, an MLflow run and the contact history that the
+next campaign's frequency cap reads.
 
 The budget is spent on the incentives' expected costs (`policy.expected_costs`). The list is filled as if everyone
 on it were treated, so the control group's share of the budget goes unspent: that is the price of measuring.
@@ -67,6 +67,25 @@ def suppressed(home: Path, customer_ids) -> np.ndarray:
 
 def customer_hash(customer_id: str) -> str:
     return hashlib.sha256(str(customer_id).encode()).hexdigest()
+
+
+def suppress(home: Path, customer_ids: set[str]) -> int:
+    """Put these customers on the suppression list (as hashes); how many were not on it yet."""
+    path = home / SUPPRESSION
+    known = pd.read_parquet(path) if path.exists() else pd.DataFrame({"customer_hash": pd.Series(dtype="string")})
+    new = sorted({customer_hash(c) for c in customer_ids} - set(known["customer_hash"]))
+    if new:
+        write_atomically(pd.concat([known, pd.DataFrame({"customer_hash": new})], ignore_index=True), path)
+    return len(new)
+
+
+def forget_contacts(home: Path, customer_ids: set[str]) -> int:
+    """Remove these customers from the contact history; rows removed."""
+    history = contact_history(home)
+    theirs = history[CUSTOMER_ID].isin(customer_ids)
+    if theirs.any():
+        write_atomically(history[~theirs], home / CONTACTS)
+    return int(theirs.sum())
 
 
 def contact_history(home: Path) -> pd.DataFrame:

@@ -382,6 +382,23 @@ def campaign_measure(
     _print_json(result)
 
 
+@app.command(epilog="Example:\n\n  loyal forget 17850 12583")
+def forget(
+    customer_ids: list[str] = typer.Argument(..., help="the customers to erase", metavar="CUSTOMER_ID..."),
+) -> None:
+    """Erase customers everywhere Loyal keeps them: canonical tables, quarantine, offline features, online store and
+    contact history. They go on the suppression list, so no later ingest, training set or campaign holds them and
+    the service answers them as strangers. The audit log ($LOYAL_HOME/erasures.jsonl) records the erasure's time
+    and counts, never the ids."""
+    from loyal.forget import forget as erase
+
+    try:
+        summary = erase(loyal_home(), customer_ids)
+    except LoyalError as error:
+        raise _fail(error) from None
+    _print_json(summary)
+
+
 score_app = typer.Typer(help="Score every customer with a registered model.", no_args_is_help=True)
 app.add_typer(score_app, name="score")
 

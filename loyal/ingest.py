@@ -351,6 +351,9 @@ def _write_quarantine(batch: Batch, fmt: str, home: Path) -> Path | None:
     rows = batch.raw[set_aside].copy()
     rows.insert(0, "reason", batch.verdicts.reasons[set_aside])
     rows.insert(0, "row", np.flatnonzero(set_aside) + 1)
+    rows = rows[~_erased(home, rows)]  # a forgotten customer's rows are not kept, not even set aside
+    if rows.empty:
+        return None
     stem = batch.source.name.split(".")[0]
     target = quarantine_dir(home) / f"{fmt}-{stem}-{_sha256(batch.source)[:12]}.csv"
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -363,10 +366,13 @@ def commit(batches: list[Batch], fmt: str, source: str, home: Path) -> dict:
     """Write quarantine files and merge the kept rows; return the JSON summary of the ingest."""
     staging = Staging(home)
     quarantine_tmp: list[Path] = []
+    rows_erased = 0
     try:
         for batch in batches:
             for name, frame in batch.frames.items():
-                staging.add(name, to_arrow(frame, s.TABLES[name]))
+                erased = _erased(home, frame)
+                rows_erased += int(erased.sum())
+                staging.add(name, to_arrow(frame[~erased], s.TABLES[name]))
             tmp = _write_quarantine(batch, fmt, home)
             if tmp is not None:
                 quarantine_tmp.append(tmp)
@@ -390,7 +396,51 @@ def commit(batches: list[Batch], fmt: str, source: str, home: Path) -> dict:
         entry = counts.setdefault(batch.table, {"rows_read": 0, "rows_kept": 0})
         entry["rows_read"] += batch.rows_read
         entry["rows_kept"] += int(batch.verdicts.kept.sum())
-    return _summary(fmt, source, home, counts, reasons, merged, quarantine_files)
+    summary = _summary(fmt, source, home, counts, reasons, merged, quarantine_files)
+    if rows_erased:
+        summary["rows_of_erased_customers_dropped"] = rows_erased
+    return summary
+
+
+def customer_column(frame: pd.DataFrame) -> str | None:
+    """The column naming the customer, in canonical or raw export form (customer_id, CustomerID, Customer ID)."""
+    for column in frame.columns:
+        if str(column).lower().replace(" ", "").replace("_", "") == "customerid":
+            return column
+    return None
+
+
+def normal_id(value) -> str:
+    """A customer id as the canonical tables hold it: exports write 12583 as 12583.0."""
+    text = str(value).strip()
+    return text[:-2] if text.endswith(".0") else text
+
+
+def _erased(home: Path, frame: pd.DataFrame) -> np.ndarray:
+    """Whether each row belongs to a customer on the suppression list (`loyal forget`)."""
+    from loyal.campaign import suppressed
+
+    column = customer_column(frame)
+    if column is None or frame.empty:
+        return np.zeros(len(frame), dtype=bool)
+    return suppressed(home, [normal_id(v) for v in frame[column]])
+
+
+def scrub_quarantine(home: Path, customer_ids: set[str]) -> int:
+    """Remove these customers' rows from every quarantine file; rows removed."""
+    removed = 0
+    for path in sorted(quarantine_dir(home).glob("*.csv")):
+        rows = pd.read_csv(path, dtype=str, keep_default_na=False)
+        column = customer_column(rows)
+        if column is None:
+            continue
+        theirs = rows[column].map(normal_id).isin(customer_ids)
+        if theirs.any():
+            tmp = path.with_name(f".{path.name}.tmp")
+            rows[~theirs].to_csv(tmp, index=False)
+            os.replace(tmp, path)
+            removed += int(theirs.sum())
+    return removed
 
 
 def _summary(fmt: str, source: str, home: Path, counts: dict[str, dict[str, int]], reasons: dict[str, int],

@@ -184,3 +184,31 @@ def write_atomically(frame: pd.DataFrame, output: Path) -> None:
         os.replace(tmp, output)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def drop_customers(home: Path, customer_ids: set[str]) -> dict[str, int]:
+    """Remove every row of these customers from the canonical tables that hold customers; rows removed per table.
+    Each table is streamed into a new file beside it and swapped in."""
+    import pyarrow.compute as pc
+
+    from loyal.schema import CUSTOMER_ID
+
+    wanted = pa.array(sorted(customer_ids), type=pa.string())
+    removed = {}
+    for table in TABLES.values():
+        path = table_path(home, table)
+        if CUSTOMER_ID not in table.columns or not path.exists():
+            continue
+        source, tmp, dropped = pq.ParquetFile(path), _temporary_beside(path), 0
+        try:
+            with pq.ParquetWriter(tmp, table.schema, compression="zstd") as writer:
+                for batch in source.iter_batches(BATCH_ROWS):
+                    theirs = pc.fill_null(pc.is_in(batch.column(CUSTOMER_ID), value_set=wanted), False)
+                    dropped += pc.sum(theirs).as_py() or 0
+                    writer.write_batch(batch.filter(pc.invert(theirs)))
+            if dropped:
+                os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        removed[table.name] = dropped
+    return removed

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from loyal.campaign import SUPPRESSION, customer_hash
 from loyal.errors import LoyalError
 from loyal.schema import CUSTOMER_ID, DESCRIPTION, ITEM_ID
 from loyal.serving import schemas
@@ -77,6 +78,20 @@ class Engine:
         self.customer_position = {customer: i for i, customer in enumerate(recommender.customers)}
         self.item_position = {item: i for i, item in enumerate(self.item_ids)}
         self.cached_position, self.cached_items, self.cached_scores = self._rank_for_you()
+        self.suppression = home / SUPPRESSION
+        self._suppressed_at, self._suppressed = None, frozenset()
+
+    def forgotten(self, customer_ids: list[str]) -> np.ndarray:
+        """Whether each id was erased by `loyal forget`: answered as a stranger from then on, without a restart (the
+        models trained before still know the id; the suppression list, re-read when it changes, masks it)."""
+        try:
+            stamp = self.suppression.stat().st_mtime_ns
+        except FileNotFoundError:
+            return np.zeros(len(customer_ids), dtype=bool)
+        if stamp != self._suppressed_at:
+            self._suppressed = frozenset(pd.read_parquet(self.suppression)["customer_hash"])
+            self._suppressed_at = stamp
+        return np.array([customer_hash(c) in self._suppressed for c in customer_ids], dtype=bool)
 
     # ------------------------------------------------------------------------------------------- /recommend
     def recommend(self, request: schemas.RecommendRequest) -> schemas.RecommendResponse:
@@ -121,7 +136,7 @@ class Engine:
     def _rail(self, customer_id: str, rail: str, k: int, exclude: list[str], item_id: str | None = None):
         """(items of the answer, cold_start)."""
         r = self.recommender
-        position = self.customer_position.get(customer_id, -1)
+        position = -1 if self.forgotten([customer_id])[0] else self.customer_position.get(customer_id, -1)
         cached = self._cached_for_you(position, k, exclude) if rail == "for_you" else None
         if cached is not None:
             chosen, scores = cached
@@ -188,7 +203,8 @@ class Engine:
     def _features(self, customer_ids: list[str]) -> tuple[dict[str, list], np.ndarray]:
         """The customer views' features from the online store, as columns; whether each customer is there."""
         columns, known = self.reader.read_many(CUSTOMER_ID, customer_ids)
-        return {CUSTOMER_ID: list(customer_ids)} | columns, np.asarray(known, dtype=bool)
+        known = np.asarray(known, dtype=bool) & ~self.forgotten(customer_ids)
+        return {CUSTOMER_ID: list(customer_ids)} | columns, known
 
     def churn_scores(self, customer_ids: list[str], drivers: bool = True) -> dict[str, np.ndarray]:
         """Per id: known, churn_probability, expected_value (NaN where unknown), risk_segment, loyalty_tier and,

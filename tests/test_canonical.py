@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 
 from loyal.ingest import ingest_file
@@ -112,3 +114,24 @@ def test_parquet_input(tmp_path, home):
     frame.to_parquet(tmp_path / "t.parquet")
     summary = ingest_file("canonical", tmp_path / "t.parquet", home)
     assert summary["rows_kept"] == 3
+
+
+def test_a_forgotten_customer_leaves_tables_and_quarantine_and_stays_out_of_later_ingests(tmp_path, home):
+    from loyal.forget import forget
+
+    text = REQUIRED_ONLY + "c3,i1,2024-01-01,1,-2\nc1,i1,2024-01-01,1,-2\n" + "".join(
+        f"c{n},i9,2024-02-01,1,1.0\n" for n in range(20))
+    source = write(tmp_path / "t.csv", text)
+    quarantined = Path(ingest_file("canonical", source, home)["quarantine_files"][0])
+    assert "c1" in set(pd.read_csv(quarantined, dtype=str)["customer_id"])
+
+    summary = forget(home, ["c1"])
+    assert summary["canonical_rows"]["transactions"] == 3 and summary["quarantine_rows"] == 1
+    assert "c1" not in set(read_table(home, "transactions")["customer_id"])
+    assert set(pd.read_csv(quarantined, dtype=str)["customer_id"]) == {"c3"}
+    # The same file again: c1's rows are neither kept nor set aside; everyone else's are as they were.
+    again = ingest_file("canonical", source, home)
+    assert again["rows_of_erased_customers_dropped"] == 3
+    assert "c1" not in set(read_table(home, "transactions")["customer_id"])
+    assert set(pd.read_csv(quarantined, dtype=str)["customer_id"]) == {"c3"}
+    assert "c1" not in (home / "erasures.jsonl").read_text()
