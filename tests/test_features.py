@@ -344,6 +344,21 @@ def test_show_prints_one_customer_and_warns_when_stale(small, online_store):
         show(small, "stranger")
 
 
+def test_erasing_a_customer_from_the_online_store_leaves_the_others(small, online_store):
+    from loyal.features.online import erase
+
+    materialize(small)
+    store = open_store(small)
+    reader = OnlineReader(store)
+    before, known = reader.read_many("customer_id", ["A", "B"])
+    assert known == [True, True]
+    assert erase(store, "customer_id", ["A", "stranger"]) > 0
+    after, known = reader.read_many("customer_id", ["A", "B"])
+    assert known == [False, True]
+    assert all(values[0] is None for values in after.values())
+    assert {name: values[1] for name, values in after.items()} == {name: values[1] for name, values in before.items()}
+
+
 # ------------------------------------------------------------------------------------------- the commands
 
 
