@@ -140,3 +140,28 @@ def test_a_name_already_used_or_an_unknown_format_is_refused(shop, tmp_path):
     assert groups["treatment"] == 12 and groups["control"] == 4
     text = _campaign("--name", "txt", "--budget", "5", "--output", str(tmp_path / "list.txt"))
     assert text.exit_code == 2 and "write .csv or .parquet" in text.output
+
+
+def test_a_campaign_reads_the_last_snapshot_straight_and_other_dates_through_feast(shop):
+    from loyal.campaign import Campaign, build
+    from loyal.features.repo import customer_features_at_last_snapshot, historical_features, latest_build
+    from loyal.store import read_table
+
+    end = pd.Timestamp(latest_build(shop)["snapshots"]["end"])
+    straight = customer_features_at_last_snapshot(shop, end)
+    transactions = read_table(shop, "transactions")
+    bought = transactions.loc[(transactions["quantity"] > 0) & (transactions["timestamp"] < end), "customer_id"]
+    assert straight["customer_id"].tolist() == sorted(set(bought))
+    joined = historical_features(shop, pd.DataFrame({"customer_id": straight["customer_id"], "event_timestamp": end}))
+    assert set(straight.columns) == set(joined.columns) - {"event_timestamp"}
+
+    def plain(column):
+        return column.astype(object).where(column.notna(), None).tolist()
+
+    for name in straight.columns:
+        assert plain(straight[name]) == plain(joined[name]), name
+    assert customer_features_at_last_snapshot(shop, end - pd.Timedelta(days=1)) is None
+    # A campaign dated between snapshots goes through Feast's point-in-time join.
+    earlier = (end - pd.Timedelta(days=7)).date()
+    week_before, counts = build(shop, Campaign(name="a-week-before", budget=50.0, as_of=earlier))
+    assert counts["as_of"] == str(earlier) and len(week_before) > 0
