@@ -81,6 +81,14 @@ class Engine:
         self.suppression = home / SUPPRESSION
         self._suppressed_at, self._suppressed = None, frozenset()
 
+    def champions_moved(self) -> bool:
+        """Whether `champion` now names other versions than the ones loaded."""
+        from loyal.training.registry import champion_version
+
+        now = {name: champion_version(name) for name in (RECOMMENDER, CHURN)}
+        return any(version is not None and str(version.version) != self.model_versions[name]
+                   for name, version in now.items())
+
     def forgotten(self, customer_ids: list[str]) -> np.ndarray:
         """Whether each id was erased by `loyal forget`: answered as a stranger from then on, without a restart (the
         models trained before still know the id; the suppression list, re-read when it changes, masks it)."""

@@ -9,7 +9,10 @@ latency of each request, never its body: no customer id reaches them.
 from __future__ import annotations
 
 import gc
+import logging
 import os
+import threading
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -21,7 +24,9 @@ from pydantic.warnings import PydanticDeprecatedSince211
 from loyal.serving import schemas
 from loyal.serving.engine import Engine, UnknownItem
 
+logger = logging.getLogger("loyal.serving")
 POLICY_ENV = "LOYAL_POLICY"  # another offer policy file than the one shipped
+RELOAD_ENV = "LOYAL_RELOAD_SECONDS"  # how often to look for a new champion (default 30 s)
 TRACING_ENV = "LOYAL_TRACING"  # set to 1 to trace the API routes (with an exporter in a BentoML config file)
 API_ROUTES = ["/recommend", "/churn", "/offers"]
 # BentoML 1.4 reads `model_fields` from each request's instance; Pydantic 2.11 warns about it on every request.
@@ -43,11 +48,34 @@ class Loyal:
         from loyal.home import loyal_home
 
         policy = os.environ.get(POLICY_ENV)
-        self.engine = Engine(loyal_home(), Path(policy) if policy else None)
+        self.home, self.policy = loyal_home(), Path(policy) if policy else None
+        self.engine = Engine(self.home, self.policy)
+        self.reload_seconds = float(os.environ.get(RELOAD_ENV, "30"))
+        self._looked_at, self._reloading = time.monotonic(), threading.Lock()
         # Half a million objects loaded for good (models, Feast, MLflow): out of the collector's sight, so that a
         # full collection set off by a big /churn request does not rescan them (its slowest answers 580 -> 300 ms).
         gc.collect()
         gc.freeze()
+
+    def _engine(self) -> Engine:
+        """The engine a request uses from start to end. Every `reload_seconds` a thread asks the registry whether a
+        champion moved (`loyal retrain`, `loyal train ...`); if so it builds a whole new engine and only then swaps
+        it in, so a request never meets a half-loaded model and nobody restarts the service."""
+        now = time.monotonic()
+        if now - self._looked_at >= self.reload_seconds and self._reloading.acquire(blocking=False):
+            self._looked_at = now
+            threading.Thread(target=self._reload_if_a_champion_moved, daemon=True).start()
+        return self.engine
+
+    def _reload_if_a_champion_moved(self) -> None:
+        try:
+            if self.engine.champions_moved():
+                self.engine = Engine(self.home, self.policy)
+                logger.info("new champions loaded: %s", self.engine.model_versions)
+        except Exception:  # a registry hiccup keeps the engine that works; the next look tries again
+            logger.exception("looking for new champions failed; serving the models already loaded")
+        finally:
+            self._reloading.release()
 
     # /recommend and /offers answer in about a millisecond of CPU, on the event loop itself: handing them to a thread
     # (BentoML's way with a plain method) cost more than the answer. /churn, up to a thousand customers and 100 ms,
@@ -56,16 +84,16 @@ class Loyal:
     async def recommend(self, **request: Any) -> schemas.RecommendResponse:
         """A product rail for one customer: for_you, buy_again, discover, similar_items or trending."""
         try:
-            return self.engine.recommend(schemas.RecommendRequest(**request))
+            return self._engine().recommend(schemas.RecommendRequest(**request))
         except UnknownItem as error:
             raise NotFound(str(error)) from None
 
     @bentoml.api(route="/churn", input_spec=schemas.ChurnRequest, output_spec=schemas.ChurnResponse)
     def churn(self, **request: Any) -> schemas.ChurnResponse:
         """Churn risk, expected value, segment and top drivers for up to 1,000 customers."""
-        return self.engine.churn_response(schemas.ChurnRequest(**request))
+        return self._engine().churn_response(schemas.ChurnRequest(**request))
 
     @bentoml.api(route="/offers", input_spec=schemas.OfferRequest, output_spec=schemas.OfferResponse)
     async def offers(self, **request: Any) -> schemas.OfferResponse:
         """One personalised offer: recommended items and an incentive chosen by the offer policy."""
-        return self.engine.offer(schemas.OfferRequest(**request))
+        return self._engine().offer(schemas.OfferRequest(**request))

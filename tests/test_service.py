@@ -27,8 +27,11 @@ def served_home(tmp_path_factory):
     from loyal.synthetic import SyntheticConfig
 
     home = tmp_path_factory.mktemp("serving") / "home"
+    patch = pytest.MonkeyPatch()
+    patch.setenv("LOYAL_RELOAD_SECONDS", "1")  # the service looks for new champions every second here
     with trained_shop(home, SyntheticConfig(customers=300, days=400, seed=3), materialized=True):
         yield home
+    patch.undo()
 
 
 @pytest.fixture(scope="module")
@@ -178,6 +181,83 @@ def test_readiness_metrics_and_a_self_documenting_api(client):
     assert "unknown one gets trending" in request["properties"]["customer_id"]["description"]
 
 
+def test_a_new_champion_is_served_without_a_restart(client, known):
+    """The service looks for a moved `champion` (every second here, LOYAL_RELOAD_SECONDS), builds a whole new engine
+    beside the old and swaps it in: every answer meanwhile is a 200 from one engine or the other."""
+    import time
+
+    from mlflow import MlflowClient
+
+    registry = MlflowClient()
+    current = registry.get_model_version_by_alias(CHURN, "champion")
+    first = client.post("/offers", json={"customer_id": known[1]})
+    assert first.status_code == 200, first.text
+    assert first.json()["model_versions"][CHURN] == str(current.version)
+    challenger = registry.create_model_version(CHURN, current.source, current.run_id)
+    registry.set_registered_model_alias(CHURN, "champion", challenger.version)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            answer = client.post("/offers", json={"customer_id": known[1]})
+            assert answer.status_code == 200
+            if answer.json()["model_versions"][CHURN] == str(challenger.version):
+                break
+            assert time.monotonic() < deadline, "the new champion was not picked up"
+            time.sleep(0.2)
+    finally:
+        registry.set_registered_model_alias(CHURN, "champion", current.version)
+
+
+def test_a_forgotten_customer_appears_nowhere_afterwards(served_home, client, known, tmp_path):
+    """`loyal forget`: tables, quarantine, offline and online features, contact history, the next campaign and the
+    running service (which is not restarted); a later ingest of the same rows keeps them out. Runs after the other
+    tests that use `known`: it erases one of them. (Before the fuzzing, whose lifespan ends the app's.)"""
+    import pyarrow.parquet as pq
+    from typer.testing import CliRunner
+
+    from loyal.campaign import Campaign, build
+    from loyal.cli import app
+    from loyal.features.online import OnlineReader
+    from loyal.features.repo import feast_dir, open_store
+    from loyal.ingest import ingest_file
+    from loyal.store import read_table
+
+    customers = read_table(served_home, "customers")
+    opted_in = customers.loc[customers["email_opt_in"].fillna(False).astype(bool), "customer_id"]
+    gone = next(c for c in known if c in set(opted_in))
+    before = client.post("/offers", json={"customer_id": gone}).json()
+    assert not before["cold_start"] and before["churn_probability"] is not None
+    theirs = read_table(served_home, "transactions").query("customer_id == @gone")
+    rows = tmp_path / "again.csv"
+    theirs.to_csv(rows, index=False)
+
+    result = CliRunner().invoke(app, ["forget", gone])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["canonical_rows"]["transactions"] == len(theirs) > 0
+    assert summary["offline_feature_rows"] > 0 and summary["online_store_entries"] > 0
+
+    for table in ("transactions", "events", "customers"):
+        assert gone not in set(read_table(served_home, table)["customer_id"]), table
+    for path in (feast_dir(served_home) / "offline").glob("*/*.parquet"):
+        frame = pq.read_table(path).to_pandas()
+        assert "customer_id" not in frame or gone not in set(frame["customer_id"]), path
+    _, known_online = OnlineReader(open_store(served_home)).read_many("customer_id", [gone])
+    assert known_online == [False]
+    after = client.post("/offers", json={"customer_id": gone}).json()
+    assert after["cold_start"] and after["churn_probability"] is None
+    assert client.post("/churn", json={"customer_ids": [gone]}).json()["customers"][0]["known"] is False
+    listed, _ = build(served_home, Campaign(name="after-erasure", budget=10_000.0, control_fraction=0.0))
+    assert gone not in set(listed["customer_id"])
+    audit = (served_home / "erasures.jsonl").read_text()
+    assert json.loads(audit.splitlines()[-1])["customers"] == 1 and gone not in audit
+    assert gone not in (served_home / "suppression.parquet").read_bytes().decode("latin-1")
+
+    again = ingest_file("canonical", rows, served_home)
+    assert again["rows_of_erased_customers_dropped"] == len(theirs)
+    assert gone not in set(read_table(served_home, "transactions")["customer_id"])
+
+
 @pytest.mark.parametrize("path", ["/recommend", "/churn", "/offers"])
 def test_fuzzed_requests_never_get_a_server_error(app, path):
     """Requests schemathesis makes from the OpenAPI spec, valid and invalid: any answer but a 5xx."""
@@ -247,56 +327,6 @@ def test_the_for_you_cache_answers_exactly_what_ranking_live_would(served_home, 
             assert cached[1] == live[1], (customer_id, k)
             assert position < 0 or engine.cached_position[position] >= 0
     assert engine.cached_items.shape[1] == CACHED_ITEMS
-
-
-def test_a_forgotten_customer_appears_nowhere_afterwards(served_home, client, known, tmp_path):
-    """`loyal forget`: tables, quarantine, offline and online features, contact history, the next campaign and the
-    running service (which is not restarted); a later ingest of the same rows keeps them out. Runs after the tests
-    that use `known`: it erases one of them."""
-    import pyarrow.parquet as pq
-    from typer.testing import CliRunner
-
-    from loyal.campaign import Campaign, build
-    from loyal.cli import app
-    from loyal.features.online import OnlineReader
-    from loyal.features.repo import feast_dir, open_store
-    from loyal.ingest import ingest_file
-    from loyal.store import read_table
-
-    customers = read_table(served_home, "customers")
-    opted_in = customers.loc[customers["email_opt_in"].fillna(False).astype(bool), "customer_id"]
-    gone = next(c for c in known if c in set(opted_in))
-    before = client.post("/offers", json={"customer_id": gone}).json()
-    assert not before["cold_start"] and before["churn_probability"] is not None
-    theirs = read_table(served_home, "transactions").query("customer_id == @gone")
-    rows = tmp_path / "again.csv"
-    theirs.to_csv(rows, index=False)
-
-    result = CliRunner().invoke(app, ["forget", gone])
-    assert result.exit_code == 0, result.output
-    summary = json.loads(result.stdout)
-    assert summary["canonical_rows"]["transactions"] == len(theirs) > 0
-    assert summary["offline_feature_rows"] > 0 and summary["online_store_entries"] > 0
-
-    for table in ("transactions", "events", "customers"):
-        assert gone not in set(read_table(served_home, table)["customer_id"]), table
-    for path in (feast_dir(served_home) / "offline").glob("*/*.parquet"):
-        frame = pq.read_table(path).to_pandas()
-        assert "customer_id" not in frame or gone not in set(frame["customer_id"]), path
-    _, known_online = OnlineReader(open_store(served_home)).read_many("customer_id", [gone])
-    assert known_online == [False]
-    after = client.post("/offers", json={"customer_id": gone}).json()
-    assert after["cold_start"] and after["churn_probability"] is None
-    assert client.post("/churn", json={"customer_ids": [gone]}).json()["customers"][0]["known"] is False
-    listed, _ = build(served_home, Campaign(name="after-erasure", budget=10_000.0, control_fraction=0.0))
-    assert gone not in set(listed["customer_id"])
-    audit = (served_home / "erasures.jsonl").read_text()
-    assert json.loads(audit.splitlines()[-1])["customers"] == 1 and gone not in audit
-    assert gone not in (served_home / "suppression.parquet").read_bytes().decode("latin-1")
-
-    again = ingest_file("canonical", rows, served_home)
-    assert again["rows_of_erased_customers_dropped"] == len(theirs)
-    assert gone not in set(read_table(served_home, "transactions")["customer_id"])
 
 
 @pytest.mark.integration
