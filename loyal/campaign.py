@@ -118,7 +118,7 @@ def build(home: Path, campaign: Campaign, policy_path: Path | None = None) -> tu
         rows = pd.DataFrame({CUSTOMER_ID: np.sort(bought.unique()), EVENT_TIMESTAMP: cutoff})
         customers = historical_features(home, rows)
     counts = {"customers": len(customers)}
-    keep = customers[EMAIL_OPT_IN].fillna(False).to_numpy(dtype=bool)  # unknown consent means no
+    keep = customers[EMAIL_OPT_IN].astype("boolean").fillna(False).to_numpy(dtype=bool)  # unknown consent: no
     counts["opted_in"] = int(keep.sum())
     keep &= ~suppressed(home, customers[CUSTOMER_ID])
     counts["not_suppressed"] = int(keep.sum())
