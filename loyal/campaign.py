@@ -25,9 +25,9 @@ from loyal.errors import LoyalError
 from loyal.features.compute import EVENT_TIMESTAMP
 from loyal.schema import CUSTOMER_ID, EMAIL_OPT_IN, QUANTITY, TIMESTAMP, UNIT_PRICE
 from loyal.store import write_atomically
+from loyal.suppression import suppressed
 
 CONTACTS = "contacts.parquet"  # in $LOYAL_HOME: one row per customer per campaign
-SUPPRESSION = "suppression.parquet"  # in $LOYAL_HOME: hashed ids of customers never to be contacted again
 ITEMS_PER_CONTACT = 4
 LIST_COLUMNS = ["customer_id", "group", "incentive", "percent", "multiplier", "items", "churn_probability",
                 "expected_value", "expected_gain", "expected_cost", "reason"]
@@ -54,29 +54,6 @@ class Campaign:
             raise LoyalError(f"--control-fraction must be in [0, 1), not {self.control_fraction}")
         if self.min_days_since_contact < 0:
             raise LoyalError(f"--min-days-since-contact must be 0 or more, not {self.min_days_since_contact}")
-
-
-def suppressed(home: Path, customer_ids) -> np.ndarray:
-    """Whether each id is on the suppression list (which holds hashes, not ids)."""
-    path = home / SUPPRESSION
-    if not path.exists():
-        return np.zeros(len(customer_ids), dtype=bool)
-    hashes = set(pd.read_parquet(path)["customer_hash"])
-    return np.array([customer_hash(c) in hashes for c in customer_ids], dtype=bool)
-
-
-def customer_hash(customer_id: str) -> str:
-    return hashlib.sha256(str(customer_id).encode()).hexdigest()
-
-
-def suppress(home: Path, customer_ids: set[str]) -> int:
-    """Put these customers on the suppression list (as hashes); how many were not on it yet."""
-    path = home / SUPPRESSION
-    known = pd.read_parquet(path) if path.exists() else pd.DataFrame({"customer_hash": pd.Series(dtype="string")})
-    new = sorted({customer_hash(c) for c in customer_ids} - set(known["customer_hash"]))
-    if new:
-        write_atomically(pd.concat([known, pd.DataFrame({"customer_hash": new})], ignore_index=True), path)
-    return len(new)
 
 
 def forget_contacts(home: Path, customer_ids: set[str]) -> int:

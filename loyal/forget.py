@@ -22,12 +22,13 @@ AUDIT_LOG = "erasures.jsonl"  # in $LOYAL_HOME
 
 def forget(home: Path, customer_ids: list[str]) -> dict:
     """Erase the customers everywhere Loyal keeps them; what was removed, in counts."""
-    from loyal.campaign import forget_contacts, suppress
+    from loyal.campaign import forget_contacts
     from loyal.features.online import erase
     from loyal.features.repo import feast_dir, forget_offline, open_store
     from loyal.ingest import normal_id, scrub_quarantine
     from loyal.schema import CUSTOMER_ID
     from loyal.store import drop_customers
+    from loyal.suppression import suppress
 
     ids = {normal_id(c) for c in customer_ids if str(c).strip()}
     if not ids:

@@ -418,7 +418,7 @@ def normal_id(value) -> str:
 
 def _erased(home: Path, frame: pd.DataFrame) -> np.ndarray:
     """Whether each row belongs to a customer on the suppression list (`loyal forget`)."""
-    from loyal.campaign import suppressed
+    from loyal.suppression import suppressed
 
     column = customer_column(frame)
     if column is None or frame.empty:

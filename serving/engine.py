@@ -15,11 +15,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from loyal.campaign import SUPPRESSION, customer_hash
 from loyal.errors import LoyalError
 from loyal.schema import CUSTOMER_ID, DESCRIPTION, ITEM_ID
 from loyal.serving import schemas
 from loyal.serving.policy import choose_columns, expires_at, load_policy
+from loyal.suppression import SUPPRESSION, customer_hash, suppressed_hashes
 from loyal.training.evaluate import top_k
 
 RECOMMENDER = "loyal-recommender"
@@ -97,7 +97,7 @@ class Engine:
         except FileNotFoundError:
             return np.zeros(len(customer_ids), dtype=bool)
         if stamp != self._suppressed_at:
-            self._suppressed = frozenset(pd.read_parquet(self.suppression)["customer_hash"])
+            self._suppressed = suppressed_hashes(self.suppression.parent)
             self._suppressed_at = stamp
         return np.array([customer_hash(c) in self._suppressed for c in customer_ids], dtype=bool)
 

@@ -29,7 +29,7 @@ def _campaign(*options: str):
 
 
 def test_a_campaign_emails_only_the_opted_in_within_budget_with_its_control_share(shop, tmp_path):
-    from loyal.campaign import SUPPRESSION, customer_hash
+    from loyal.suppression import SUPPRESSION, customer_hash
     from loyal.store import read_table
 
     customers = read_table(shop, "customers")
