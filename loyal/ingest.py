@@ -148,6 +148,14 @@ def _typed(values: pd.Series, arrow_type: pa.DataType, column: str, source: Path
 # canonical: the contract in DESIGN.md, as CSV, gzip CSV, Excel or parquet; a folder may hold one file per table.
 
 
+def _shown(columns) -> str:
+    """The columns a file has, for a one-line message: a header may hold a line break or a tab, so those are
+    written escaped (as JSON writes them), and the list is cut at 200 characters."""
+    import json
+
+    return ", ".join(json.dumps(str(c), ensure_ascii=False)[1:-1] for c in columns)[:200]
+
+
 def _match_columns(raw: pd.DataFrame, table: s.Table, source: Path) -> dict[str, str]:
     by_name = {_normalise_header(column): column for column in raw.columns}
     found = {c: by_name[_normalise_header(c)] for c in table.columns if _normalise_header(c) in by_name}
@@ -155,7 +163,7 @@ def _match_columns(raw: pd.DataFrame, table: s.Table, source: Path) -> dict[str,
     if missing:
         raise LoyalError(
             f"{source}: missing required column{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
-            f"for the {table.name} table (found: {', '.join(map(str, raw.columns))[:200]})"
+            f"for the {table.name} table (found: {_shown(raw.columns)})"
         )
     return found
 
@@ -253,7 +261,7 @@ def parse_online_retail(raw: pd.DataFrame, source: Path, config: IngestConfig) -
     if missing:
         raise LoyalError(
             f"{source}: not an Online Retail file, missing column{'s' if len(missing) > 1 else ''} "
-            f"{', '.join(missing)} (found: {', '.join(map(str, raw.columns))[:200]})"
+            f"{', '.join(missing)} (found: {_shown(raw.columns)})"
         )
     col = {name: raw[column] for name, column in columns.items()}
     verdicts = Verdicts(len(raw))
