@@ -399,6 +399,46 @@ def forget(
     _print_json(summary)
 
 
+@app.command(
+    epilog="Exit codes: 0 a new champion was promoted; 10 challengers trained and kept (the reasons are MLflow tags);"
+    " 11 nothing new since the last retrain; 75 another retrain is running; 2 a mistake in the input; 1 a failure."
+    "\n\nExamples:\n\n  loyal retrain --data exports/this-week/ --format canonical\n\n"
+    "  loyal retrain --as-of 2011-12-01 --trials 5",
+)
+def retrain(
+    as_of: Optional[datetime] = typer.Option(None, formats=["%Y-%m-%d"],
+                                             help="train on the data before this date (default: the day after the "
+                                                  "last purchase)"),
+    data: Optional[Path] = typer.Option(None, help="a file (or canonical folder) to ingest first"),
+    format: str = typer.Option("canonical", "--format", help="the --data file's format: canonical or online-retail"),
+    trials: int = typer.Option(3, min=0, help="Optuna trials per study: the tuning budget"),
+    draws: int = typer.Option(200, min=10, help="bootstrap draws for the intervals"),
+    force: bool = typer.Option(False, "--force", help="retrain even when this data was already decided on"),
+    gate: Optional[Path] = typer.Option(None, help="another champion gate than training/champion.yaml"),
+) -> None:
+    """The scheduled job: ingest what is new, rebuild and materialize the features, train a challenger of each model
+    with a small tuning budget, and move champion to it only when it beats the current champion on the latest
+    holdout window by the gate's margin with no guardrail worse. One retrain at a time (a lock); retraining on data
+    already decided on does nothing. The exit code tells the outcome; the summary (JSON) says why."""
+    from loyal.training.registry import GATE
+    from loyal.training.retrain import LOCKED, Locked
+    from loyal.training.retrain import retrain as run_retrain
+
+    try:
+        if data is not None and format not in ("canonical", "online-retail"):
+            raise LoyalError(f"unknown --format {format!r}: choose canonical or online-retail")
+        with _stale_warnings_to_stderr():
+            summary = run_retrain(loyal_home(), as_of.date() if as_of else None, data, format, trials, draws, force,
+                                  gate or GATE)
+    except Locked as error:
+        typer.echo(f"loyal: {error}", err=True)
+        raise typer.Exit(code=LOCKED) from None
+    except LoyalError as error:
+        raise _fail(error) from None
+    _print_json(summary)
+    raise typer.Exit(code=summary["exit_code"])
+
+
 score_app = typer.Typer(help="Score every customer with a registered model.", no_args_is_help=True)
 app.add_typer(score_app, name="score")
 

@@ -217,7 +217,8 @@ def read_canonical(path: Path, config: IngestConfig) -> list[Batch]:
             name = candidate.name.split(".")[0].lower()
             if name in s.TABLES and candidate.is_file():
                 if name in files:
-                    raise LoyalError(f"{path}: holds two files for the {name} table ({files[name].name}, {candidate.name})")
+                    raise LoyalError(f"{path}: holds two files for the {name} table "
+                                     f"({files[name].name}, {candidate.name})")
                 files[name] = candidate
         if s.TRANSACTIONS.name not in files:
             raise LoyalError(f"{path}: no transactions file in this folder (expected transactions.csv or .parquet)")

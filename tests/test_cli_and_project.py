@@ -18,7 +18,7 @@ from loyal.store import read_table
 from conftest import REPO
 
 COMMANDS = ["ingest", "run", "features build", "features historical", "features show", "campaign",
-            "campaign measure", "forget"]
+            "campaign measure", "forget", "retrain"]
 
 
 def test_top_level_help_shows_an_example():

@@ -2,8 +2,9 @@
 
 Snapshots (churn_data): monthly cutoffs whose whole label window ends by `train_end`. The latest of them is held
 out: the network never trains on it; its temperature is fitted there, and the champion decision is taken there,
-against baselines fitted on the same earlier snapshots. When the data reach far enough, the snapshot at
-`train_end` itself is the test: labels from the H days after it, which no training step has seen.
+against baselines fitted on the same earlier snapshots, and against the current champion (the gate in
+`champion.yaml`). When the data reach far enough, the snapshot at `train_end` itself is the test: labels from the H
+days after it, which no training step has seen.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ from loyal.training.churn_evaluate import (
     with_intervals,
 )
 from loyal.training.churn_model import CATEGORICAL_FEATURES, ChurnConfig, ChurnModel
-from loyal.training.registry import Decision, champion_version, record_decision
+from loyal.training.registry import Champion, Decision, champion_version, decided, load_champion, load_gate
+from loyal.training.registry import record_decision
 from loyal.training.tuning import churn_from, tune_churn
 
 MODEL_NAME = "loyal-churn"
@@ -97,8 +99,31 @@ def _predict_all(model: ChurnModel, baselines: dict, frame: pd.DataFrame, transa
     return out
 
 
+def _against_champion(champion: Champion, model: ChurnModel, train: pd.DataFrame, calibration: pd.DataFrame,
+                      cutoff: pd.Timestamp, draws: int) -> dict:
+    """The challenger against the champion on the held-out snapshot. A champion trained before that snapshot's
+    cutoff never saw its outcomes and is measured as registered; a later one has seen them, so its configuration is
+    refitted on the challenger's snapshots instead, which leaves only the recipe to compare."""
+    if champion.trained_to <= str(cutoff.date()):
+        rival, compared = champion.model, "as registered"
+    else:
+        rival = ChurnModel(champion.model.config).fit(train, calibration)
+        compared = "its configuration refitted on the same snapshots, whose outcomes it had learnt from"
+    churned = calibration["churned"].to_numpy()
+    ours = model.predict(calibration)["churn_probability"].to_numpy()
+    theirs = rival.predict(calibration)["churn_probability"].to_numpy()
+    mine, its = churn_metrics(churned, ours), churn_metrics(churned, theirs)
+    return {"version": champion.version, "trained_to": champion.trained_to, "compared": compared,
+            "roc_auc": {"challenger": round(mine["roc_auc"], 4), "champion": round(its["roc_auc"], 4),
+                        "difference": difference("roc_auc", churned, ours, theirs, draws=draws)},
+            "ece": {"challenger": round(mine["ece"], 4), "champion": round(its["ece"], 4)}}
+
+
 def fit_and_evaluate(home: Path, train_end, horizon_days: int = HORIZON_DAYS, trials: int = 0,
-                     draws: int = 1000) -> Trained:
+                     draws: int = 1000, config: ChurnConfig | None = None,
+                     champion: Champion | None = None) -> Trained:
+    """Fit on the monthly snapshots before the last (tuned with `trials`, or with `config` as given), measure on
+    the last beside the baselines and `champion`, and on the test snapshot when the data reach it."""
     from loyal.store import read_table
 
     began = time.perf_counter()
@@ -109,8 +134,8 @@ def fit_and_evaluate(home: Path, train_end, horizon_days: int = HORIZON_DAYS, tr
     cutoffs = training_cutoffs(transactions, train_end, horizon_days)
     snapshots = [snapshot(home, transactions, c, horizon_days) for c in cutoffs]
     train, calibration = pd.concat(snapshots[:-1], ignore_index=True), snapshots[-1]
-    config, tuning = ChurnConfig(), {}
-    if trials:
+    tuning = {}
+    if trials and config is None:
         if len(snapshots) < 3:
             raise LoyalError(f"tuning needs three monthly snapshots before --train-end, and there are "
                              f"{len(snapshots)}: choose a later date or leave --trials out")
@@ -120,6 +145,7 @@ def fit_and_evaluate(home: Path, train_end, horizon_days: int = HORIZON_DAYS, tr
         tuning = {"study": study.study_name, "trials": len(study.trials), "best_validation_auc":
                   round(study.best_value, 4), "validation_cutoff": str(cutoffs[-2].date()),
                   "pruned": sum(t.state.name == "PRUNED" for t in study.trials)}
+    config = config or ChurnConfig()
     model = ChurnModel(config).fit(train, calibration)
     baselines = {b.name: b().fit(train) for b in dict.fromkeys((*CHURN_BASELINES, *VALUE_BASELINES))}
     report = {
@@ -129,6 +155,8 @@ def fit_and_evaluate(home: Path, train_end, horizon_days: int = HORIZON_DAYS, tr
         "validation": _measure(calibration, _predict_all(model, baselines, calibration, transactions, horizon_days),
                                draws),
     }
+    if champion is not None:
+        report["validation"]["champion"] = _against_champion(champion, model, train, calibration, cutoffs[-1], draws)
     if transactions[TIMESTAMP].max() >= train_end + pd.Timedelta(days=horizon_days - 1):
         test = snapshot(home, transactions, train_end, horizon_days)
         report["test_cutoff"] = str(train_end.date())
@@ -164,6 +192,13 @@ def markdown(report: dict) -> str:
             d = c["difference"]
             lines.append(f"- {metric}: {c['model']:.3f} against {c['best_baseline']} {c['baseline']:.3f}; "
                          f"difference {d['value']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]")
+        if "champion" in part:
+            rival = part["champion"]
+            d = rival["roc_auc"]["difference"]
+            lines.append(f"- against the champion (version {rival['version']}, {rival['compared']}): ROC-AUC "
+                         f"{rival['roc_auc']['challenger']:.3f} vs {rival['roc_auc']['champion']:.3f}, difference "
+                         f"{d['value']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]; ECE {rival['ece']['challenger']:.3f}"
+                         f" vs {rival['ece']['champion']:.3f}")
         lines.append("")
     return "\n".join(lines)
 
@@ -180,35 +215,57 @@ class ChurnPyfunc(mlflow.pyfunc.PythonModel):
         return self.model.predict(model_input)
 
 
-def _decide(report: dict) -> Decision:
-    """Promote when, on the held-out calibration snapshot, the network's ROC-AUC beats the best baseline's with the
-    interval of the difference above zero and no leakage is suspected; otherwise keep the champion, saying why."""
+def _decide(report: dict, gate: dict | None = None) -> Decision:
+    """Promote when, on the held-out calibration snapshot, no leakage is suspected, the network's ROC-AUC beats the
+    best baseline's with the interval of the difference above zero, the champion was not trained on later data,
+    and, where there is a champion, the gate holds: ROC-AUC better by the margin, calibration error not worse than
+    the tolerance. Otherwise keep the champion, giving every reason."""
+    gate = (gate or load_gate())["churn"]
     part = report["validation"]
-    c = part["comparison"]["roc_auc"]
-    summary = f"ROC-AUC {c['model']:.3f} vs best baseline {c['best_baseline']} {c['baseline']:.3f}"
     if "leakage_warning" in part:
         return Decision(False, part["leakage_warning"])
+    c = part["comparison"]["roc_auc"]
+    summary = f"ROC-AUC {c['model']:.3f} vs best baseline {c['best_baseline']} {c['baseline']:.3f}"
+    failures = []
     if c["difference"]["low"] <= 0:
-        return Decision(False, f"does not beat its baselines on the held-out snapshot: {summary} (difference "
-                               f"interval low {c['difference']['low']:+.3f})")
+        failures.append(f"does not beat its baselines on the held-out snapshot: {summary} (difference interval low "
+                        f"{c['difference']['low']:+.3f})")
     current = champion_version(MODEL_NAME)
     if current is not None and current.tags.get("train_window_end", "") > report["train_end"]:
-        return Decision(False, f"the champion (version {current.version}) was trained on later data; {summary}")
-    was = "no champion before" if current is None else f"replaces version {current.version}"
-    return Decision(True, f"beats its baselines on the held-out snapshot ({summary}); {was}")
+        failures.append(f"the champion (version {current.version}) was trained on later data")
+    rival = part.get("champion")
+    against = ""
+    if rival is not None:
+        auc, ece, d = rival["roc_auc"], rival["ece"], rival["roc_auc"]["difference"]
+        against = (f"ROC-AUC {auc['challenger']:.3f} vs the champion's {auc['champion']:.3f} (version "
+                   f"{rival['version']}, {rival['compared']}), difference {d['value']:+.4f} [{d['low']:+.4f}, "
+                   f"{d['high']:+.4f}]; ECE {ece['challenger']:.3f} vs {ece['champion']:.3f}")
+        if d["value"] < gate["margin"]:
+            failures.append(f"not better than the champion by the margin {gate['margin']}")
+        if ece["challenger"] > ece["champion"] + gate["guardrails"]["ece"]:
+            failures.append(f"calibration would get worse by more than {gate['guardrails']['ece']}")
+    return decided(failures, against, current, f"beats its baselines on the held-out snapshot ({summary})",
+                   f"beats its baselines ({summary}) and the champion by at least the margin {gate['margin']} "
+                   "without worse calibration")
 
 
-def train_churn(home: Path, train_end, horizon_days: int = HORIZON_DAYS, trials: int = 0, draws: int = 1000) -> dict:
-    """Train, log, register `loyal-churn` and decide on `champion`. Returns a summary for the command line."""
+def train_churn(home: Path, train_end, horizon_days: int = HORIZON_DAYS, trials: int = 0, draws: int = 1000,
+                config: ChurnConfig | None = None, gate: dict | None = None) -> dict:
+    """Train, log, register `loyal-churn` and decide on `champion` (measured against the current one). Returns a
+    summary for the command line."""
     from mlflow.models import infer_signature
 
     from loyal.tracking import use_home
     from loyal.training import plots
 
     use_home(home)
-    trained = fit_and_evaluate(home, train_end, horizon_days, trials, draws)
+    gate = gate or load_gate()
+    trained = fit_and_evaluate(home, train_end, horizon_days, trials, draws, config, load_champion(MODEL_NAME))
     report, model = trained.report, trained.model
-    with mlflow.start_run(run_name=f"churn-{report['train_end']}") as run, tempfile.TemporaryDirectory() as tmp:
+    # Under `loyal retrain` this is one step of the retrain's run.
+    nested = mlflow.active_run() is not None
+    with mlflow.start_run(run_name=f"churn-{report['train_end']}", nested=nested) as run, \
+            tempfile.TemporaryDirectory() as tmp:
         tags = {"model_family": "churn", "feature_service": FEATURE_SERVICE, "horizon_days": str(horizon_days),
                 "training_cutoffs": ",".join(report["training_cutoffs"]),
                 "calibration_cutoff": report["calibration_cutoff"], "train_window_end": report["train_end"]}
@@ -221,6 +278,12 @@ def train_churn(home: Path, train_end, horizon_days: int = HORIZON_DAYS, trials:
                 for metric, figure in figures.items():
                     for part in ("value", "low", "high"):
                         metrics[f"{window}.{name}.{metric}.{part}"] = figure[part]
+        rival = report["validation"].get("champion")
+        if rival is not None:
+            mlflow.set_tag("compared_with_champion", f"version {rival['version']}, {rival['compared']}")
+            metrics |= {f"validation.against_champion.roc_auc_difference.{part}": rival["roc_auc"]["difference"][part]
+                        for part in ("value", "low", "high")}
+            metrics |= {f"validation.champion.{m}": rival[m]["champion"] for m in ("roc_auc", "ece")}
         mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
         mlflow.log_dict(report, "evaluation.json")
         mlflow.log_text(markdown(report), "evaluation.md")
@@ -237,13 +300,15 @@ def train_churn(home: Path, train_end, horizon_days: int = HORIZON_DAYS, trials:
         client = mlflow.MlflowClient()
         for key, value in tags.items():
             client.set_model_version_tag(MODEL_NAME, version, key, value)
-        decision = _decide(report)
+        decision = _decide(report, gate)
         record_decision(MODEL_NAME, version, decision)
     summary = {"run_id": run.info.run_id, "model": MODEL_NAME, "version": version, "champion": decision.promote,
                "reason": decision.reason, "seconds": report["seconds"]}
     for window in ("validation", "test"):
         if window in report:
             summary[window] = report[window]["comparison"]
+    if "champion" in report["validation"]:
+        summary["against_champion"] = report["validation"]["champion"]
     return summary
 
 

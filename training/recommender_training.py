@@ -5,6 +5,8 @@ Windows, for a training cutoff C (`--train-end`):
 - tuning and the champion decision: the validation window [C - 30, C), models fitted before C - 30;
 - the model that is registered: fitted on everything before C;
 - the test window [C, C + 30), measured only when the data reaches past C (evaluation; never used to choose).
+
+The current champion is measured on the same validation window, and the gate in `champion.yaml` decides.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
 
 from loyal.errors import LoyalError
@@ -32,7 +35,8 @@ from loyal.training.evaluate import (
 from loyal.training.rails import COLUMNS, RAILS, Recommender
 from loyal.training.ranker import VIEWS, FeastFeatures, FeatureSource, LabelledStage, RankerConfig, Reranker, Stage
 from loyal.training.recommenders import BASELINES
-from loyal.training.registry import Decision, champion_version, record_decision
+from loyal.training.registry import Champion, Decision, champion_version, decided, load_champion, load_gate
+from loyal.training.registry import record_decision
 from loyal.training.tuning import (
     BASELINE_SPACES,
     Validation,
@@ -86,6 +90,40 @@ class _Fitted:
         return self.model.score(customers)
 
 
+class _Registered:
+    """A registered recommender scoring another window's customers: its catalogue mapped onto the window's, items it
+    never saw ranked last, customers it never saw given its trending list (as the service answers them)."""
+
+    def __init__(self, recommender: Recommender, rail: str, train):
+        self.recommender, self.rail, self.train = recommender, rail, train
+        self.columns = recommender.items.get_indexer(train.items)
+
+    def fit(self, train):
+        return self
+
+    def score(self, customers: np.ndarray) -> np.ndarray:
+        positions = self.recommender.customers.get_indexer(self.train.customers[customers])
+        known = positions >= 0
+        theirs = np.tile(self.recommender.trending_scores.astype(np.float64), (len(positions), 1))
+        if known.any():
+            theirs[known] = self.recommender.scores(positions[known], self.rail)
+        scores = np.full((len(positions), len(self.columns)), -np.inf)
+        seen = self.columns >= 0
+        scores[:, seen] = theirs[:, self.columns[seen]]
+        return scores
+
+
+def _champion_models(champion: Champion, train, stages) -> tuple[dict, str]:
+    """The champion's two rails, ready to measure on the validation window. A champion trained before the window
+    opened is measured as registered; a later one has seen the window, so its configurations are refitted on the
+    challenger's stages instead, which leaves only the recipe to compare."""
+    if champion.trained_to <= str(train.cutoff.date()):
+        return {f"champion_{rail}": _Registered(champion.model, rail, train) for rail in RAIL_VIEW}, "as registered"
+    return ({f"champion_{rail}": _Fitted(Reranker(getattr(champion.model, rail).config).fit_stages(*stages))
+             for rail in RAIL_VIEW},
+            "its configuration refitted on the same window, which it had learnt from")
+
+
 def _baselines(tuned: dict[str, dict]) -> dict:
     """Unfitted baselines by name: the defaults, and each tuned one once per view it was tuned for."""
     models = {make().name: make() for make in BASELINES}
@@ -94,16 +132,15 @@ def _baselines(tuned: dict[str, dict]) -> dict:
     return models
 
 
-def _best_baseline(report: dict, rails: tuple[str, ...], view: str) -> str:
-    names = [n for n in report["models"] if n not in rails]
-    return max(names, key=lambda n: report["models"][n][view][NDCG]["value"])
+def _best_baseline(report: dict, baselines: list[str], view: str) -> str:
+    return max(baselines, key=lambda n: report["models"][n][view][NDCG]["value"])
 
 
-def _compare(report: dict, values: dict, draws: int) -> dict:
+def _compare(report: dict, values: dict, draws: int, baselines: list[str]) -> dict:
     """Each rail against the best baseline in its view: the paired difference in NDCG@10, with its interval."""
     comparison = {}
     for rail, view in RAIL_VIEW.items():
-        best = _best_baseline(report, tuple(RAIL_VIEW), view)
+        best = _best_baseline(report, baselines, view)
         comparison[rail] = {
             "view": view,
             "best_baseline": best,
@@ -115,11 +152,25 @@ def _compare(report: dict, values: dict, draws: int) -> dict:
     return comparison
 
 
+def _against_champion(report: dict, values: dict, draws: int, champion: Champion, compared: str) -> dict:
+    """Each re-ranked rail against the champion's, in its view: NDCG@10 with the paired difference, and coverage."""
+    out = {"version": champion.version, "trained_to": champion.trained_to, "compared": compared}
+    for rail, view in RAIL_VIEW.items():
+        mine, its = report["models"][rail][view], report["models"][f"champion_{rail}"][view]
+        out[rail] = {"view": view, "challenger": mine[NDCG]["value"], "champion": its[NDCG]["value"],
+                     "difference": difference_interval(values[rail][view][NDCG],
+                                                       values[f"champion_{rail}"][view][NDCG], draws),
+                     "coverage": {"challenger": mine["coverage"]["value"], "champion": its["coverage"]["value"]}}
+    return out
+
+
 def fit_and_evaluate(
-    home: Path, cutoff, trials: int = 0, draws: int = 1000, features: FeatureSource | None = None
+    home: Path, cutoff, trials: int = 0, draws: int = 1000, features: FeatureSource | None = None,
+    configs: dict[str, RankerConfig] | None = None, champion: Champion | None = None,
 ) -> Trained:
-    """Tune on the validation window (with `trials` per study), measure on it, fit on everything before the
-    cutoff, and measure on the test window when the data reaches it."""
+    """Tune on the validation window (with `trials` per study, unless `configs` gives the re-rankers' settings per
+    view), measure on it beside the baselines and `champion`, fit on everything before the cutoff, and measure on
+    the test window when the data reaches it."""
     began = time.perf_counter()
     transactions = _transactions(home)
     cutoff = check_cutoff(transactions, cutoff)
@@ -130,10 +181,11 @@ def fit_and_evaluate(
     tag = str(cutoff.date())
 
     tuned_baselines: dict[str, tuple[str, dict]] = {}
-    configs = {view: RankerConfig(view=view) for view in VIEWS}
+    given = configs is not None
+    configs = dict(configs) if given else {view: RankerConfig(view=view) for view in VIEWS}
     tuning = {}
     tuning_began = time.perf_counter()
-    if trials:
+    if trials and not given:
         for view in VIEWS:
             for name in BASELINE_SPACES:
                 study = tune_baseline(home, name, view, validation, trials, tag)
@@ -149,9 +201,16 @@ def fit_and_evaluate(
 
     # The validation window: what the champion decision reads.
     rerankers = {rail: Reranker(configs[view], features).fit_stages(*stages) for rail, view in RAIL_VIEW.items()}
-    models = _baselines(tuned_baselines) | {rail: _Fitted(m) for rail, m in rerankers.items()}
+    baselines = _baselines(tuned_baselines)
+    models = baselines | {rail: _Fitted(m) for rail, m in rerankers.items()}
+    if champion is not None:
+        rivals, compared = _champion_models(champion, validation.train, stages)
+        models |= rivals
     validation_report, validation_values = evaluate_recommenders(validation.train, validation.test, models, draws)
-    validation_report["comparison"] = _compare(validation_report, validation_values, draws)
+    validation_report["comparison"] = _compare(validation_report, validation_values, draws, list(baselines))
+    if champion is not None:
+        validation_report["champion"] = _against_champion(validation_report, validation_values, draws, champion,
+                                                          compared)
 
     # The model itself: the network learns on the validation window, the sources see everything before the cutoff.
     fit_began = time.perf_counter()
@@ -176,7 +235,7 @@ def fit_and_evaluate(
     if len(test.customers):
         models = _baselines(tuned_baselines) | {rail: _Fitted(m) for rail, m in rerankers.items()}
         test_report, test_values = evaluate_recommenders(train, test, models, draws)
-        test_report["comparison"] = _compare(test_report, test_values, draws)
+        test_report["comparison"] = _compare(test_report, test_values, draws, list(_baselines(tuned_baselines)))
         report["test"] = test_report
     report["seconds"]["total"] = round(time.perf_counter() - began, 1)
     return Trained(recommender, report)
@@ -198,6 +257,14 @@ def markdown(report: dict) -> str:
                 f"{c['baseline']:.3f}; difference {d['value']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]; "
                 f"coverage {c['coverage']:.3f}"
             )
+        if "champion" in part:
+            rival = part["champion"]
+            lines.append(f"- against the champion (version {rival['version']}, {rival['compared']}):")
+            for rail in RAIL_VIEW:
+                c, d = rival[rail], rival[rail]["difference"]
+                lines.append(f"  - {rail}: NDCG@10 {c['challenger']:.3f} vs {c['champion']:.3f}, difference "
+                             f"{d['value']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]; coverage "
+                             f"{c['coverage']['challenger']:.3f} vs {c['coverage']['champion']:.3f}")
         lines += ["", report_markdown(part).replace("# Recommenders", "## Recommenders"), ""]
     return "\n".join(lines)
 
@@ -221,23 +288,41 @@ class RecommenderPyfunc(mlflow.pyfunc.PythonModel):
         return self.recommender.recommend(model_input["customer_id"], rail, k)
 
 
-def _decide(name: str, report: dict) -> Decision:
+def _decide(name: str, report: dict, gate: dict | None = None) -> Decision:
     """Promote when both rails beat their best baseline on the validation window (the interval of the difference
-    above zero) and the current champion was not trained on later data; otherwise keep it, saying why."""
+    above zero), the current champion was not trained on later data, and, where there is a champion, the gate
+    holds: for_you better by the margin, discover and every rail's coverage not worse than their tolerances.
+    Otherwise keep the champion, giving every reason."""
+    gate = (gate or load_gate())["recommender"]
     comparison = report["validation"]["comparison"]
-    failing = [f"{rail} {c['model']:.3f} vs {c['best_baseline']} {c['baseline']:.3f} "
-               f"(difference interval low {c['difference']['low']:+.3f})"
-               for rail, c in comparison.items() if c["difference"]["low"] <= 0]
     summary = "; ".join(f"{rail} NDCG@10 {c['model']:.3f} vs best baseline {c['best_baseline']} {c['baseline']:.3f}"
                         for rail, c in comparison.items())
-    if failing:
-        return Decision(False, "does not beat its baselines on the validation window: " + "; ".join(failing))
+    failures = [f"{rail} does not beat its baselines on the validation window: {c['model']:.3f} vs "
+                f"{c['best_baseline']} {c['baseline']:.3f} (difference interval low {c['difference']['low']:+.3f})"
+                for rail, c in comparison.items() if c["difference"]["low"] <= 0]
     current = champion_version(name)
     if current is not None and current.tags.get("train_window_end", "") > report["cutoff"]:
-        return Decision(False, f"the champion (version {current.version}) was trained on later data "
-                               f"(to {current.tags['train_window_end']}); {summary}")
-    was = "no champion before" if current is None else f"replaces version {current.version}"
-    return Decision(True, f"beats every baseline on the validation window ({summary}); {was}")
+        failures.append(f"the champion (version {current.version}) was trained on later data "
+                        f"(to {current.tags['train_window_end']})")
+    rival = report["validation"].get("champion")
+    against = ""
+    if rival is not None:
+        guardrails = gate["guardrails"]
+        against = f"against the champion (version {rival['version']}, {rival['compared']}): " + "; ".join(
+            f"{rail} NDCG@10 {c['challenger']:.3f} vs {c['champion']:.3f}, difference "
+            f"{c['difference']['value']:+.4f} [{c['difference']['low']:+.4f}, {c['difference']['high']:+.4f}], "
+            f"coverage {c['coverage']['challenger']:.3f} vs {c['coverage']['champion']:.3f}"
+            for rail, c in ((r, rival[r]) for r in RAIL_VIEW))
+        if rival["for_you"]["difference"]["value"] < gate["margin"]:
+            failures.append(f"for_you is not better than the champion's by the margin {gate['margin']}")
+        if rival["discover"]["difference"]["value"] < -guardrails["discover_ndcg"]:
+            failures.append(f"discover would get worse by more than {guardrails['discover_ndcg']}")
+        failures += [f"coverage of {rail} would fall by more than {guardrails['coverage']}" for rail in RAIL_VIEW
+                     if rival[rail]["coverage"]["challenger"]
+                     < rival[rail]["coverage"]["champion"] - guardrails["coverage"]]
+    return decided(failures, against, current, f"beats every baseline on the validation window ({summary})",
+                   f"beats every baseline ({summary}) and the champion by at least the margin {gate['margin']} "
+                   "on for_you, no guardrail worse")
 
 
 def _log_report(report: dict) -> None:
@@ -254,6 +339,12 @@ def _log_report(report: dict) -> None:
         for rail, c in report[window]["comparison"].items():
             for part in ("value", "low", "high"):
                 metrics[f"{window}.{rail}.difference_to_best_baseline.{part}"] = c["difference"][part]
+        rival = report[window].get("champion")
+        if rival is not None:
+            mlflow.set_tag("compared_with_champion", f"version {rival['version']}, {rival['compared']}")
+            for rail in RAIL_VIEW:
+                for part in ("value", "low", "high"):
+                    metrics[f"{window}.{rail}.difference_to_champion.{part}"] = rival[rail]["difference"][part]
     metrics |= {f"seconds.{k}": v for k, v in report["seconds"].items()}
     mlflow.log_metrics(metrics)
     mlflow.log_dict(report, "evaluation.json")
@@ -270,16 +361,23 @@ def _log_report(report: dict) -> None:
                                  "distinct buyers before the cutoff"), "plots/popularity_bias.png")
 
 
-def train_recommender(home: Path, train_end, trials: int = 0, draws: int = 1000) -> dict:
-    """Train, log, register `loyal-recommender` and decide on `champion`. Returns a summary for the command line."""
+def train_recommender(home: Path, train_end, trials: int = 0, draws: int = 1000,
+                      configs: dict[str, RankerConfig] | None = None, gate: dict | None = None) -> dict:
+    """Train, log, register `loyal-recommender` and decide on `champion` (measured against the current one).
+    Returns a summary for the command line."""
     from mlflow.models import infer_signature
 
     from loyal.tracking import use_home
 
     use_home(home)
-    trained = fit_and_evaluate(home, train_end, trials, draws)
+    gate = gate or load_gate()
+    trained = fit_and_evaluate(home, train_end, trials, draws, configs=configs,
+                               champion=load_champion(MODEL_NAME))
     report, recommender = trained.report, trained.recommender
-    with mlflow.start_run(run_name=f"recommender-{report['cutoff']}") as run, tempfile.TemporaryDirectory() as tmp:
+    # Under `loyal retrain` this is one step of the retrain's run.
+    nested = mlflow.active_run() is not None
+    with mlflow.start_run(run_name=f"recommender-{report['cutoff']}", nested=nested) as run, \
+            tempfile.TemporaryDirectory() as tmp:
         tags = {"model_family": "recommender", "feature_service": FEATURE_SERVICE,
                 "train_window_start": report["train_window"]["start"], "train_window_end": report["cutoff"]}
         mlflow.set_tags(tags)
@@ -300,13 +398,15 @@ def train_recommender(home: Path, train_end, trials: int = 0, draws: int = 1000)
         client = mlflow.MlflowClient()
         for key, value in tags.items():
             client.set_model_version_tag(MODEL_NAME, version, key, value)
-        decision = _decide(MODEL_NAME, report)
+        decision = _decide(MODEL_NAME, report, gate)
         record_decision(MODEL_NAME, version, decision)
     summary = {"run_id": run.info.run_id, "model": MODEL_NAME, "version": version,
                "champion": decision.promote, "reason": decision.reason, "seconds": report["seconds"]}
     for window in ("validation", "test"):
         if window in report:
             summary[window] = report[window]["comparison"]
+    if "champion" in report["validation"]:
+        summary["against_champion"] = report["validation"]["champion"]
     return summary
 
 
