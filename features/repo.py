@@ -397,24 +397,14 @@ def _warn_if_stale_historical(home: Path, store, view_names: list[str], times: p
 
 
 def forget_offline(home: Path, customer_ids: set[str]) -> int:
-    """Remove these customers' rows from every kept build's offline data (each customer view's file, rewritten
-    beside itself and swapped in); rows removed."""
+    """Remove these customers' rows from every kept build's offline data (each customer view's file); rows
+    removed."""
     from loyal.features import definitions
+    from loyal.store import without_customers
 
     root = feast_dir(home) / definitions.OFFLINE_DIR
-    wanted = pa.array(sorted(customer_ids), type=pa.string())
-    removed = 0
-    for view in definitions.CUSTOMER_VIEWS:
-        for path in sorted(root.glob(f"*/{view.name}.parquet")):
-            table = pq.read_table(path)
-            theirs = pc.fill_null(pc.is_in(table[CUSTOMER_ID], value_set=wanted), False)
-            count = pc.sum(theirs).as_py() or 0
-            if count:
-                tmp = path.with_name(f".{path.name}.tmp")
-                pq.write_table(table.filter(pc.invert(theirs)), tmp)
-                os.replace(tmp, path)
-                removed += count
-    return removed
+    return sum(without_customers(path, customer_ids)
+               for view in definitions.CUSTOMER_VIEWS for path in sorted(root.glob(f"*/{view.name}.parquet")))
 
 
 def customer_features_at_last_snapshot(home: Path, at) -> pd.DataFrame | None:

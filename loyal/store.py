@@ -187,28 +187,30 @@ def write_atomically(frame: pd.DataFrame, output: Path) -> None:
 
 
 def drop_customers(home: Path, customer_ids: set[str]) -> dict[str, int]:
-    """Remove every row of these customers from the canonical tables that hold customers; rows removed per table.
-    Each table is streamed into a new file beside it and swapped in."""
+    """Remove every row of these customers from the canonical tables that hold customers; rows removed per table."""
+    from loyal.schema import CUSTOMER_ID
+
+    return {table.name: without_customers(table_path(home, table), customer_ids)
+            for table in TABLES.values() if CUSTOMER_ID in table.columns and table_path(home, table).exists()}
+
+
+def without_customers(path: Path, customer_ids: set[str]) -> int:
+    """Rewrite a parquet file (a canonical table, an offline feature file) without these customers' rows: streamed
+    into a file beside it with its own schema, and swapped in only when something was removed; rows removed."""
     import pyarrow.compute as pc
 
     from loyal.schema import CUSTOMER_ID
 
     wanted = pa.array(sorted(customer_ids), type=pa.string())
-    removed = {}
-    for table in TABLES.values():
-        path = table_path(home, table)
-        if CUSTOMER_ID not in table.columns or not path.exists():
-            continue
-        source, tmp, dropped = pq.ParquetFile(path), _temporary_beside(path), 0
-        try:
-            with pq.ParquetWriter(tmp, table.schema, compression="zstd") as writer:
-                for batch in source.iter_batches(BATCH_ROWS):
-                    theirs = pc.fill_null(pc.is_in(batch.column(CUSTOMER_ID), value_set=wanted), False)
-                    dropped += pc.sum(theirs).as_py() or 0
-                    writer.write_batch(batch.filter(pc.invert(theirs)))
-            if dropped:
-                os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        removed[table.name] = dropped
-    return removed
+    source, tmp, dropped = pq.ParquetFile(path), _temporary_beside(path), 0
+    try:
+        with pq.ParquetWriter(tmp, source.schema_arrow, compression="zstd") as writer:
+            for batch in source.iter_batches(BATCH_ROWS):
+                theirs = pc.fill_null(pc.is_in(batch.column(CUSTOMER_ID), value_set=wanted), False)
+                dropped += pc.sum(theirs).as_py() or 0
+                writer.write_batch(batch.filter(pc.invert(theirs)))
+        if dropped:
+            os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return dropped
