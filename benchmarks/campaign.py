@@ -7,7 +7,7 @@ carrying `champion`) whose MLflow registry the big shop then reads (MLFLOW_TRACK
 server would be); the big shop (`--customers`, 365 days) is ingested in a subprocess and its features built for the
 last four weeks, weekly, the campaign's date being the latest snapshot.
 
-Timed, `--repeats` times: `loyal.campaign.build` and `record` for the whole population (scoring every customer
+Timed, `--repeats` times: `loyal.serving.campaign.build` and `record` for the whole population (scoring every customer
 from the offline store, consent, suppression, frequency cap, policy, ranking, budget, control group, items for the
 list, the CSV, MLflow and the contact history). Writes benchmarks/results/campaign.json with the machine it ran
 on and this process's peak resident memory.
@@ -82,7 +82,7 @@ def main() -> None:
         end = (read_table(big, "transactions")["timestamp"].max() + pd.Timedelta(days=1)).date()
         build(big, BuildConfig(start=end - timedelta(days=28), every=7))
 
-    from loyal.campaign import Campaign, build as build_list, record
+    from loyal.serving.campaign import Campaign, build as build_list, record
     from loyal.tracking import use_home
 
     os.environ["LOYAL_HOME"] = str(big)

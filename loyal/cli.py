@@ -345,7 +345,7 @@ def campaign(
     expected_value and reason, records the campaign in MLflow and in the contact history."""
     if context.invoked_subcommand is not None:
         return
-    from loyal.campaign import Campaign, build, record
+    from loyal.serving.campaign import Campaign, build, record
 
     home = loyal_home()
     try:
@@ -373,7 +373,7 @@ def campaign_measure(
 ) -> None:
     """Treatment against control once the outcomes are ingested: purchase rate and revenue per customer of each,
     and the increments with 95% intervals (also logged to the campaign's MLflow run)."""
-    from loyal.campaign import measure
+    from loyal.serving.campaign import measure
 
     try:
         result = measure(loyal_home(), name, days)

@@ -22,7 +22,7 @@ AUDIT_LOG = "erasures.jsonl"  # in $LOYAL_HOME
 
 def forget(home: Path, customer_ids: list[str]) -> dict:
     """Erase the customers everywhere Loyal keeps them; what was removed, in counts."""
-    from loyal.campaign import forget_contacts
+    from loyal.serving.campaign import forget_contacts
     from loyal.features.online import erase
     from loyal.features.repo import feast_dir, forget_offline, open_store
     from loyal.ingest import normal_id, scrub_quarantine

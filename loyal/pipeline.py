@@ -72,7 +72,7 @@ def _make_a_campaign(home: Path) -> dict:
     $LOYAL_HOME/campaigns/."""
     from datetime import datetime, timezone
 
-    from loyal.campaign import Campaign, build, record
+    from loyal.serving.campaign import Campaign, build, record
     from loyal.serving.engine import missing_champions
 
     missing = missing_champions()

@@ -80,7 +80,7 @@ def test_measuring_recovers_a_planted_offer_effect(home, tmp_path):
     # 6,000 customers emailed or held out on 2024-06-01. Over the next 30 days a held-out customer buys with
     # probability 0.20, an emailed one 0.26, and a buyer spends 50 on average: +0.06 purchases and +3.0 revenue
     # per customer are planted.
-    from loyal.campaign import CONTACTS
+    from loyal.serving.campaign import CONTACTS
     from loyal.ingest import ingest_file
 
     rng = np.random.default_rng(11)
@@ -143,7 +143,7 @@ def test_a_name_already_used_or_an_unknown_format_is_refused(shop, tmp_path):
 
 
 def test_a_campaign_reads_the_last_snapshot_straight_and_other_dates_through_feast(shop):
-    from loyal.campaign import Campaign, build
+    from loyal.serving.campaign import Campaign, build
     from loyal.features.repo import customer_features_at_last_snapshot, historical_features, latest_build
     from loyal.store import read_table
 

@@ -215,7 +215,7 @@ def test_a_forgotten_customer_appears_nowhere_afterwards(served_home, client, kn
     import pyarrow.parquet as pq
     from typer.testing import CliRunner
 
-    from loyal.campaign import Campaign, build
+    from loyal.serving.campaign import Campaign, build
     from loyal.cli import app
     from loyal.features.online import OnlineReader
     from loyal.features.repo import feast_dir, open_store
