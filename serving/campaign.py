@@ -125,7 +125,9 @@ def build(home: Path, campaign: Campaign, policy_path: Path | None = None) -> tu
     rng = np.random.default_rng(campaign.seed)
     control[rng.permutation(size)[: round(campaign.control_fraction * size)]] = True
     chosen["group"] = np.where(control, "control", "treatment")
-    chosen["items"] = _items(home, chosen[CUSTOMER_ID])
+    # Items only for those emailed: the control group is sent nothing, so its lists would never be read.
+    chosen["items"] = ""
+    chosen.loc[~control, "items"] = _items(home, chosen.loc[~control, CUSTOMER_ID])
     chosen["reason"] = chosen["reason_codes"].map(";".join)
     counts |= {"listed": size, "treatment": int((~control).sum()), "control": int(control.sum()),
                "budget": campaign.budget,

@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from loyal.training.evaluate import bootstrap_interval, coverage, evaluate_scores, metrics_at_k, split, top_k
 from loyal.training.recommenders import PersonalFrequency, Popularity, PopularityConfig
@@ -44,6 +46,22 @@ def test_top_k_excludes_and_breaks_ties_by_position():
     assert top_k(np.array([[3.0, 1.0, 3.0, 2.0, 3.0]]), 2).tolist() == [[0, 2]]
     # A score that is not a number is never shown; k beyond the catalogue gives the whole catalogue.
     assert top_k(np.array([[np.nan, 1.0, 2.0]]), 5).tolist() == [[2, 1, -1]]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 30), st.integers(1, 40), st.integers(1, 45), st.integers(0, 2**32 - 1))
+def test_top_k_is_the_full_sort_cut_at_k(rows, catalogue, k, seed):
+    """Against the plain definition: sort each row by score, best first, ties by position; -inf never shown. Few
+    distinct values, so that ties at the cut are common."""
+    rng = np.random.default_rng(seed)
+    scores = rng.integers(0, 4, size=(rows, catalogue)).astype(np.float64)
+    scores[rng.random((rows, catalogue)) < 0.2] = -np.inf
+    expected = np.full((rows, min(k, catalogue)), -1)
+    for row in range(rows):
+        order = np.lexsort((np.arange(catalogue), -scores[row]))[: min(k, catalogue)]
+        shown = order[np.isfinite(scores[row, order])]
+        expected[row, : len(shown)] = shown
+    assert top_k(scores, k).tolist() == expected.tolist()
 
 
 def test_coverage_and_bootstrap():

@@ -74,6 +74,25 @@ def test_rails_keep_their_promises(transactions):
     assert item not in set(similar["item_id"]) and len(similar) > 0
 
 
+def test_lists_are_the_whole_catalogue_cut_at_k_whatever_the_batch(transactions):
+    """Batch lists (threads over blocks, re-ranked rails ranked among their candidates) equal the top k of each
+    customer's whole-catalogue scores, for every rail and k, including k beyond the candidates; and a customer's
+    scores do not depend on who else is scored beside them."""
+    train, _ = split(transactions, CUTOFF)
+    recommender = _fit(train)
+    ids = pd.Index([*train.customers[:120], "a stranger"])
+    positions = recommender.customers.get_indexer(ids)
+    for rail in ("for_you", "discover", "buy_again", "trending", "similar_items"):
+        full = np.tile(recommender.trending_scores.astype(np.float64), (len(ids), 1))
+        full[positions >= 0] = recommender.scores(positions[positions >= 0], rail)
+        for k in (1, 5, 200):
+            pd.testing.assert_frame_equal(recommender.recommend(ids, rail, k, block=32),
+                                          recommender._rows(ids, full, k), check_exact=False, rtol=1e-6)
+    # (Up to float32 rounding: the network's arithmetic may take another path for another batch size.)
+    alone = recommender.for_you.score(np.array([3]))
+    np.testing.assert_allclose(alone[0], recommender.for_you.score(np.arange(40))[3], rtol=1e-6)
+
+
 def test_the_discover_popularity_penalty_shows_less_popular_items(transactions):
     train, _ = split(transactions, CUTOFF)
     model = Reranker(RankerConfig(view="explore", popularity_penalty=0.0, **SMALL)).fit(train)

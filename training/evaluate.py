@@ -130,18 +130,19 @@ def top_k(scores: np.ndarray, k: int, exclude: sp.csr_matrix | None = None) -> n
     k = min(k, catalogue)
     if n == 0 or k == 0:
         return np.full((n, k), -1, dtype=np.int64)
-    # A partial selection instead of a full sort: everything above the k-th best value, then as many of the items
-    # tied at that value as fit, lowest position first; only those k are sorted.
-    kth = np.partition(scores, catalogue - k, axis=1)[:, [catalogue - k]]
-    above = scores > kth
-    tied = scores == kth
-    room = k - above.sum(axis=1)
-    crowded = np.flatnonzero(tied.sum(axis=1) > room)  # rows where not every tied item fits
-    tied[crowded] &= np.cumsum(tied[crowded], axis=1) <= room[crowded, None]
-    chosen = above | tied
-    chosen_items = np.nonzero(chosen)[1].reshape(n, k)  # in position order within each row
-    best_first = np.argsort(-np.take_along_axis(scores, chosen_items, axis=1), axis=1, kind="stable")
-    ranked = np.take_along_axis(chosen_items, best_first, axis=1)
+    # A partial selection instead of a full sort: the k best of each row, in position order, so that the stable sort
+    # of their scores below breaks ties by position. Where items tied at the k-th value do not all fit, the
+    # selection may have picked any of them: those rows take the lowest positions instead.
+    part = np.argpartition(scores, catalogue - k, axis=1)
+    picked = np.sort(part[:, catalogue - k:], axis=1)
+    kth = np.take_along_axis(scores, part[:, [catalogue - k]], axis=1)
+    cut = np.flatnonzero((scores == kth).sum(axis=1) > (np.take_along_axis(scores, picked, axis=1) == kth).sum(axis=1))
+    if len(cut):
+        above, tied = scores[cut] > kth[cut], scores[cut] == kth[cut]
+        tied &= np.cumsum(tied, axis=1) <= (k - above.sum(axis=1))[:, None]
+        picked[cut] = np.nonzero(above | tied)[1].reshape(len(cut), k)
+    best_first = np.argsort(-np.take_along_axis(scores, picked, axis=1), axis=1, kind="stable")
+    ranked = np.take_along_axis(picked, best_first, axis=1)
     return np.where(np.isfinite(np.take_along_axis(scores, ranked, axis=1)), ranked, -1)
 
 

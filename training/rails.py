@@ -10,6 +10,9 @@ answers without the training run, the canonical tables or the feature store.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pandas as pd
 
@@ -74,7 +77,7 @@ class Recommender:
         return rows
 
     # ------------------------------------------------------------------------------------------- lists
-    def recommend(self, customer_ids, rail: str, k: int, block: int = 1024) -> pd.DataFrame:
+    def recommend(self, customer_ids, rail: str, k: int, block: int = 512) -> pd.DataFrame:
         """Rows (customer_id, rank, item_id, score), best first per customer, in the order the ids came.
         Unknown customers get `trending`."""
         if rail not in RAILS:
@@ -83,14 +86,24 @@ class Recommender:
             raise LoyalError(f"k must be between 1 and {len(self.items)}, not {k}")
         ids = pd.Index(pd.Series(customer_ids, dtype="string").astype(str))
         positions = self.customers.get_indexer(ids)
-        frames = []
-        for start in range(0, len(ids), block):
+
+        trending = top_k(self.trending_scores[None, :], k)
+
+        def answer(start: int) -> pd.DataFrame:
             part = positions[start : start + block]
             known = part >= 0
-            scores = np.tile(self.trending_scores.astype(np.float64), (len(part), 1))
+            ranked = np.repeat(trending, len(part), axis=0)
+            values = np.repeat(self.trending_scores[trending].astype(np.float64), len(part), axis=0)
             if known.any():
-                scores[known] = self.scores(part[known], rail)
-            frames.append(self._rows(ids[start : start + block], scores, k))
+                ranked[known], values[known] = self._best(part[known], rail, k)
+            return self._frame(ids[start : start + block], ranked, values)
+
+        starts = range(0, len(ids), block)
+        if len(starts) < 2:
+            frames = [answer(start) for start in starts]
+        else:  # numpy's selections and sorts and torch release the GIL: blocks in threads use every core
+            with ThreadPoolExecutor(min(len(starts), os.cpu_count() or 1)) as pool:
+                frames = list(pool.map(answer, starts))
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
 
     def similar_to(self, item_ids, k: int) -> pd.DataFrame:
@@ -103,13 +116,38 @@ class Recommender:
         frame = self._rows(ids, self.similar(positions), k)
         return frame.rename(columns={"customer_id": "query_item_id"})
 
+    def _best(self, positions: np.ndarray, rail: str, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Known customers' k best items on a rail and their scores (-1 where a rail has fewer than k)."""
+        reranker = {"for_you": self.for_you, "discover": self.discover}.get(rail)
+        if reranker is None:
+            return _cut(self.scores(positions, rail), k)
+        # A re-ranked rail's k best are candidates wherever a customer has k of them (everything else ranks below):
+        # ranking the candidates alone spares scoring the whole catalogue. Candidates are in item order, so ties
+        # fall as they would in the catalogue.
+        items, scores = reranker.candidate_scores(positions)
+        if items.shape[1] < k:  # nobody has k candidates
+            return _cut(reranker.score(positions), k)
+        ranked, values = _cut(scores, k)
+        ranked = np.where(ranked >= 0, np.take_along_axis(items, np.maximum(ranked, 0), axis=1), -1)
+        short = np.flatnonzero((items >= 0).sum(axis=1) < k)
+        if len(short):
+            ranked[short], values[short] = _cut(reranker.score(positions[short]), k)
+        return ranked, values
+
     def _rows(self, ids: pd.Index, scores: np.ndarray, k: int) -> pd.DataFrame:
-        ranked = top_k(scores, k)
+        return self._frame(ids, *_cut(scores, k))
+
+    def _frame(self, ids: pd.Index, ranked: np.ndarray, values: np.ndarray) -> pd.DataFrame:
         rows, ranks = np.nonzero(ranked >= 0)
-        items = ranked[rows, ranks]
         return pd.DataFrame({
             "customer_id": ids.to_numpy()[rows],
             "rank": ranks + 1,
-            "item_id": self.items.to_numpy()[items],
-            "score": scores[rows, items].astype(np.float64),
+            "item_id": self.items.to_numpy()[ranked[rows, ranks]],
+            "score": values[rows, ranks],
         })
+
+
+def _cut(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k best positions per row (-1 past the last shown) and their scores, as float64."""
+    ranked = top_k(scores, k)
+    return ranked, np.take_along_axis(scores, np.maximum(ranked, 0), axis=1).astype(np.float64)

@@ -187,11 +187,32 @@ class Stage:
         return items, np.concatenate([pair, customer, item], axis=2), mask
 
     def _history(self, customers: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        keys = pd.MultiIndex.from_arrays([np.repeat(customers, items.shape[1]), items.ravel()])
-        found = self.history.reindex(keys)
-        times = found["size"].fillna(0).to_numpy().reshape(items.shape)
-        since = found["min"].fillna(0).to_numpy().reshape(items.shape)
-        return times, since
+        """Per (customer, item): purchase lines and days since the latest (0 and 0 where never bought)."""
+        keys, lines, days = self._history_arrays()
+        wanted = np.repeat(np.asarray(customers, dtype=np.int64), items.shape[1]) * len(self.train.items)
+        wanted += items.ravel()
+        if not len(keys):
+            return np.zeros(items.shape), np.zeros(items.shape)
+        at = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
+        found = keys[at] == wanted
+        return (np.where(found, lines[at], 0.0).reshape(items.shape),
+                np.where(found, days[at], 0.0).reshape(items.shape))
+
+    def _history_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`history` as sorted (customer × catalogue + item) keys and their columns: looked up with a binary search,
+        which, unlike pandas' lazily built index, is safe when blocks of customers are scored in threads. Built on
+        first use (bundles pickled before it existed hold only `history`); two threads building it at once build
+        the same arrays."""
+        cached = self.__dict__.get("_history_lookup")
+        if cached is None:
+            index = self.history.index
+            keys = (index.get_level_values(0).to_numpy(np.int64) * len(self.train.items)
+                    + index.get_level_values(1).to_numpy(np.int64))
+            order = np.argsort(keys, kind="stable")
+            cached = (keys[order], self.history["size"].to_numpy(np.float64)[order],
+                      self.history["min"].to_numpy(np.float64)[order])
+            self._history_lookup = cached
+        return cached
 
 
 def _rank(scores: np.ndarray) -> np.ndarray:
@@ -290,24 +311,35 @@ class Reranker:
                      None if epoch_callback is None else lambda epoch: epoch_callback(epoch, self))
         return self
 
+    def candidate_scores(self, customers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(items [n, C], scores [n, C]): each customer's candidates in item order (-1 pads a row) and their scores,
+        the network's less the popularity penalty (-inf where a row is padded). A customer with at least k
+        candidates has its k best among them: `score` ranks every other item below every candidate."""
+        import torch
+
+        items, features, mask = self.stage.candidates(customers, self.config.view, self.config.candidates_per_source)
+        with torch.no_grad():
+            out = self.network(torch.from_numpy((features - self.mean) / self.std)).squeeze(-1).numpy()
+        popularity = np.log1p(self.stage.sources["global_popularity"].buyers).astype(np.float32)
+        out = out - self.config.penalty * popularity[np.maximum(items, 0)]
+        return items, np.where(mask, out, np.float32(-np.inf))
+
     def score(self, customers: np.ndarray, block: int = 512) -> np.ndarray:
         """Whole-catalogue scores: candidates get the network's score less the popularity penalty; every other item
         follows below them all, in order of popularity (the explore view: never an item the customer bought, -inf)."""
-        import torch
-
         buyers = self.stage.sources["global_popularity"].buyers
         below = buyers / (buyers.max() + 1.0) - 2.0  # in [-2, -1): under every candidate once shifted
-        popularity = np.log1p(buyers).astype(np.float32)
         scores = np.empty((len(customers), len(self.stage.train.items)), dtype=np.float32)
         for start in range(0, len(customers), block):
             part = np.asarray(customers[start : start + block])
-            items, features, mask = self.stage.candidates(part, self.config.view, self.config.candidates_per_source)
-            with torch.no_grad():
-                out = self.network(torch.from_numpy((features - self.mean) / self.std)).squeeze(-1).numpy()
-            out = out - self.config.penalty * popularity[np.maximum(items, 0)]
+            items, out = self.candidate_scores(part)
+            mask = items >= 0
             rows, cols = np.nonzero(mask)
-            floor = out[rows, cols].min() if len(rows) else 0.0
-            scores[start : start + len(part)] = floor + below[None, :]
+            # Each customer's own lowest candidate score: what one customer is answered never depends on who else
+            # is scored beside them.
+            floor = np.where(mask, out, np.inf).min(axis=1, initial=np.inf)
+            floor = np.where(np.isfinite(floor), floor, 0.0)
+            scores[start : start + len(part)] = floor[:, None] + below[None, :]
             scores[start + rows, items[rows, cols]] = out[rows, cols]
             if self.config.view == "explore":
                 scores[start : start + len(part)][self.stage.bought(part)] = -np.inf
