@@ -3,9 +3,12 @@ Figure built from numbers already measured, never computing a metric of its own 
 
 from __future__ import annotations
 
+import sys
+
 import matplotlib
 
-matplotlib.use("Agg")  # no display on servers and in CI
+if "ipykernel" not in sys.modules:  # a notebook shows its figures inline; elsewhere there is no display
+    matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 
@@ -62,5 +65,51 @@ def lift(curves: dict[str, dict]):
              title="Cumulative lift")
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
+# ------------------------------------------------------------------------------------------------ the data
+
+
+def over_time(frame, title: str):
+    """One panel per column of a frame indexed by period (orders, customers, revenue over time)."""
+    figure, panels = plt.subplots(len(frame.columns), 1, figsize=(9, 2.2 * len(frame.columns)), sharex=True,
+                                  squeeze=False)
+    for axes, column in zip(panels[:, 0], frame.columns):
+        axes.plot(frame.index, frame[column], color="#2c3e50")
+        axes.set(ylabel=column)
+        axes.grid(alpha=0.3)
+    panels[0, 0].set_title(title)
+    figure.tight_layout()
+    return figure
+
+
+def retention_heatmap(shares):
+    """Cohorts (rows) by months since their first purchase (columns from 1; month 0 is everyone), each cell the
+    share who bought in that month."""
+    later = shares.loc[:, [c for c in shares.columns if c != 0]]
+    figure, axes = plt.subplots(figsize=(10, 0.35 * len(later) + 1.5))
+    image = axes.imshow(later.to_numpy(dtype=float), cmap="viridis", vmin=0, aspect="auto")
+    axes.set_xticks(range(len(later.columns)), [str(c) for c in later.columns])
+    axes.set_yticks(range(len(later.index)), list(later.index))
+    for row in range(later.shape[0]):
+        for column in range(later.shape[1]):
+            value = later.iat[row, column]
+            if value == value:  # not NaN: months the data reach
+                axes.text(column, row, f"{100 * value:.0f}", ha="center", va="center", fontsize=7, color="white")
+    axes.set(xlabel="months since the first purchase", ylabel="cohort (month of the first purchase)",
+             title="Cohort retention: % who bought again")
+    figure.colorbar(image, ax=axes, fraction=0.03)
+    figure.tight_layout()
+    return figure
+
+
+def shares_over_time(shares, title: str):
+    """A stacked area of shares per period (the channel mix)."""
+    figure, axes = plt.subplots(figsize=(9, 3.5))
+    axes.stackplot(shares.index, *[shares[c] for c in shares.columns], labels=list(shares.columns), alpha=0.85)
+    axes.set(ylim=(0, 1), ylabel="share of revenue", title=title)
+    axes.legend(loc="upper left", fontsize=8)
     figure.tight_layout()
     return figure

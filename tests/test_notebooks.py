@@ -1,0 +1,44 @@
+"""The notebooks run, end to end, on a small synthetic shop, without an error, and show their plots (each runs in a
+real Jupyter kernel through scripts/notebooks.py, as a user's would)."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from conftest import REPO
+
+pytestmark = pytest.mark.notebooks
+
+
+def _runner():
+    spec = importlib.util.spec_from_file_location("notebooks_runner", REPO / "scripts" / "notebooks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory):
+    """A small synthetic shop (three channels), ingested and its features built."""
+    from loyal.features.repo import build
+    from loyal.ingest import ingest_synthetic
+    from loyal.synthetic import SyntheticConfig
+
+    home = tmp_path_factory.mktemp("notebooks") / "home"
+    ingest_synthetic(SyntheticConfig(customers=300, days=400, seed=3), home)
+    build(home)
+    return home
+
+
+@pytest.mark.parametrize("name", [path.stem for path in _runner().notebooks()])
+def test_the_notebook_runs_and_shows_its_plots(name, shop, tmp_path, monkeypatch):
+    runner = _runner()
+    monkeypatch.setenv("LOYAL_HOME", str(shop))  # the kernel inherits the environment
+    notebook = runner.run(*runner.notebooks([name]), tmp_path)
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    assert all(output.get("output_type") != "error" for cell in code for output in cell.outputs)
+    drawing = [cell for cell in code if "plots." in cell.source]
+    assert drawing and all(any("image/png" in output.get("data", {}) for output in cell.outputs) for cell in drawing)
+    assert (tmp_path / f"{name}.ipynb").exists()
