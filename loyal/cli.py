@@ -224,8 +224,9 @@ def evaluate_recommender(
 ) -> None:
     """The `for_you` and `discover` re-rankers beside every baseline (and, with --trials, every tuned baseline),
     trained on the purchases before CUTOFF and measured on the next 30 days in the "all" and "explore" views;
-    writes recommender-CUTOFF.md and .json and prints each rail's comparison with its best baseline."""
-    from loyal.training.recommender_training import fit_and_evaluate, markdown
+    writes recommender-CUTOFF.md and .json, logs them with their plots to MLflow as a run of its own, and prints
+    each rail's comparison with its best baseline."""
+    from loyal.training.recommender_training import fit_and_evaluate, log_evaluation, markdown
 
     try:
         with _stale_warnings_to_stderr():
@@ -236,7 +237,9 @@ def evaluate_recommender(
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"recommender-{report['cutoff']}.json").write_text(json.dumps(report, indent=2) + "\n")
     (folder / f"recommender-{report['cutoff']}.md").write_text(markdown(report))
-    _print_json({window: report[window]["comparison"] for window in ("validation", "test") if window in report})
+    run_id = log_evaluation(loyal_home(), report)
+    _print_json({window: report[window]["comparison"] for window in ("validation", "test") if window in report}
+                | {"mlflow_run_id": run_id})
 
 
 train_app = typer.Typer(help="Train models, log them to MLflow and register them.", no_args_is_help=True)

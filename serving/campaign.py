@@ -138,6 +138,18 @@ def build(home: Path, campaign: Campaign, policy_path: Path | None = None) -> tu
     return chosen[LIST_COLUMNS].reset_index(drop=True), counts
 
 
+def value_by_budget(home: Path, budgets: list[float], control_fraction: float = 0.1) -> pd.DataFrame:
+    """What a campaign would list, spend and expect to gain at each budget (nothing recorded): how its expected
+    retained value grows with the budget, and where extra money stops buying much."""
+    rows = []
+    for budget in budgets:
+        plan = Campaign(name=f"what-if-{budget}", budget=float(budget), control_fraction=control_fraction)
+        _, counts = build(home, plan)
+        rows.append({"budget": float(budget)} | {key: counts[key] for key in
+                                                  ("listed", "treatment", "budget_spent", "expected_gain")})
+    return pd.DataFrame(rows)
+
+
 def _day_after_last_purchase(home: Path) -> date:
     """The day after the last transaction, from the timestamp column alone (a million customers' table is 15
     million rows)."""

@@ -168,3 +168,14 @@ def test_a_campaign_reads_the_last_snapshot_straight_and_other_dates_through_fea
     earlier = (end - pd.Timedelta(days=7)).date()
     week_before, counts = build(shop, Campaign(name="a-week-before", budget=50.0, as_of=earlier))
     assert counts["as_of"] == str(earlier) and len(week_before) > 0
+
+
+def test_a_bigger_budget_lists_more_and_expects_more_without_recording_anything(shop):
+    from loyal.serving.campaign import CONTACTS, value_by_budget
+
+    before = (shop / CONTACTS).read_bytes() if (shop / CONTACTS).exists() else None
+    curve = value_by_budget(shop, [10, 40, 160])
+    assert (curve["budget_spent"] <= curve["budget"] + 0.01).all()
+    assert curve["listed"].is_monotonic_increasing and curve["expected_gain"].is_monotonic_increasing
+    assert curve["expected_gain"].iat[-1] > curve["expected_gain"].iat[0]
+    assert ((shop / CONTACTS).read_bytes() if (shop / CONTACTS).exists() else None) == before

@@ -165,6 +165,13 @@ def test_evaluate_command_writes_a_report_with_every_baseline_beside_the_rails(h
         assert difference["low"] <= difference["value"] <= difference["high"]
         assert difference["value"] == pytest.approx(comparison["model"] - comparison["baseline"], abs=2e-4)
     assert "| personal_frequency |" in (tmp_path / "recommender-2024-04-15.md").read_text()
+    # The same plots a training run logs, in an MLflow run of its own.
+    from mlflow import MlflowClient
+
+    run_id = json.loads(result.stdout)["mlflow_run_id"]
+    plots = {a.path for a in MlflowClient().list_artifacts(run_id, "plots")}
+    assert plots == {"plots/recall_at_k.png", "plots/coverage.png", "plots/popularity_bias.png"}
+    assert MlflowClient().get_run(run_id).data.tags["loyal.kind"] == "evaluation"
 
     outside = runner.invoke(app, ["evaluate", "recommender", "--cutoff", "2030-01-01", "--output", str(tmp_path)])
     assert outside.exit_code == 2 and "the data runs from" in outside.stderr

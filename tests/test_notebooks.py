@@ -7,7 +7,7 @@ import importlib.util
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, trained_shop
 
 pytestmark = pytest.mark.notebooks
 
@@ -21,15 +21,13 @@ def _runner():
 
 @pytest.fixture(scope="module")
 def shop(tmp_path_factory):
-    """A small synthetic shop (three channels), ingested and its features built."""
-    from loyal.features.repo import build
-    from loyal.ingest import ingest_synthetic
+    """A small synthetic shop (three channels, consent), its features built and both models carrying `champion`:
+    what the main job leaves, in small."""
     from loyal.synthetic import SyntheticConfig
 
     home = tmp_path_factory.mktemp("notebooks") / "home"
-    ingest_synthetic(SyntheticConfig(customers=300, days=400, seed=3), home)
-    build(home)
-    return home
+    with trained_shop(home, SyntheticConfig(customers=300, days=400, seed=3)):
+        yield home
 
 
 @pytest.mark.parametrize("name", [path.stem for path in _runner().notebooks()])

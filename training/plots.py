@@ -11,6 +11,7 @@ if "ipykernel" not in sys.modules:  # a notebook shows its figures inline; elsew
     matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 
 
 def recall_at_k(curves: dict[str, list[float]], view: str):
@@ -111,5 +112,45 @@ def shares_over_time(shares, title: str):
     axes.stackplot(shares.index, *[shares[c] for c in shares.columns], labels=list(shares.columns), alpha=0.85)
     axes.set(ylim=(0, 1), ylabel="share of revenue", title=title)
     axes.legend(loc="upper left", fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
+def intervals(table, metric: str, title: str):
+    """Each model's figure with its 95% interval (columns `metric`, `metric low`, `metric high`), best on top; the
+    re-ranked rails and the churn network in red."""
+    table = table.dropna(subset=[metric]).sort_values(metric)
+    figure, axes = plt.subplots(figsize=(7, 0.35 * len(table) + 1.5))
+    ours = table["model"].isin(["for_you", "discover", "churn_network"]).to_numpy()
+    low = (table[metric] - table[f"{metric} low"].fillna(table[metric])).to_numpy()
+    high = (table[f"{metric} high"].fillna(table[metric]) - table[metric]).to_numpy()
+    rows = np.arange(len(table))
+    for mask, colour in ((~ours, "#7f8c8d"), (ours, "#c0392b")):
+        axes.errorbar(table[metric].to_numpy()[mask], rows[mask], xerr=[low[mask], high[mask]], fmt="o",
+                      color=colour, capsize=3)
+    axes.set_yticks(rows, table["model"].tolist())
+    axes.set(xlabel=f"{metric} (95% interval)", title=title)
+    axes.grid(alpha=0.3, axis="x")
+    figure.tight_layout()
+    return figure
+
+
+def line(x, y, xlabel: str, ylabel: str, title: str):
+    """One line with its points (a campaign's expected gain against its budget)."""
+    figure, axes = plt.subplots(figsize=(7, 4))
+    axes.plot(x, y, marker="o", color="#c0392b")
+    axes.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    return figure
+
+
+def histograms(groups: dict, xlabel: str, title: str, bins: int = 30):
+    """Overlaid histograms, one per group (churn probability by the incentive offered)."""
+    figure, axes = plt.subplots(figsize=(7, 4))
+    for name, values in groups.items():
+        axes.hist(values, bins=bins, range=(0, 1), alpha=0.6, label=f"{name} ({len(values)})")
+    axes.set(xlabel=xlabel, ylabel="customers", title=title)
+    axes.legend(fontsize=8)
     figure.tight_layout()
     return figure

@@ -361,6 +361,19 @@ def _log_report(report: dict) -> None:
                                  "distinct buyers before the cutoff"), "plots/popularity_bias.png")
 
 
+def log_evaluation(home: Path, report: dict) -> str:
+    """`loyal evaluate recommender`'s report as an MLflow run of its own (tag loyal.kind=evaluation): the same
+    metrics, report and plots a training run logs, so the MLflow UI shows them side by side. Returns the run id."""
+    from loyal.tracking import use_home
+
+    use_home(home)
+    with mlflow.start_run(run_name=f"evaluate-recommender-{report['cutoff']}") as run:
+        mlflow.set_tags({"loyal.kind": "evaluation", "model_family": "recommender", "cutoff": report["cutoff"]})
+        mlflow.log_params({"cutoff": report["cutoff"], "trials_per_study": report["trials_per_study"]})
+        _log_report(report)
+    return run.info.run_id
+
+
 def train_recommender(home: Path, train_end, trials: int = 0, draws: int = 1000,
                       configs: dict[str, RankerConfig] | None = None, gate: dict | None = None) -> dict:
     """Train, log, register `loyal-recommender` and decide on `champion` (measured against the current one).

@@ -1,0 +1,129 @@
+"""What training measured and logged, read back from MLflow as tables, for the notebooks (02_recommenders,
+03_churn_and_offers) and anyone who would rather not open the MLflow UI. Nothing here measures anything again: the
+figures are the champion run's own `evaluation.json`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from loyal.errors import LoyalError
+from loyal.training.evaluate import K
+
+
+def champion_evaluation(home: Path, model_name: str) -> tuple[str, dict]:
+    """(version, evaluation report) of the version carrying `champion`."""
+    import mlflow
+
+    from loyal.tracking import use_home
+    from loyal.training.registry import champion_version
+
+    use_home(home)
+    current = champion_version(model_name)
+    if current is None:
+        raise LoyalError(f"no {model_name} carries the alias champion yet: run `loyal run` or `loyal train` first")
+    return str(current.version), mlflow.artifacts.load_dict(f"runs:/{current.run_id}/evaluation.json")
+
+
+def window_of(report: dict) -> str:
+    """The window a report is read on: the test window where the data reached it, else the validation window."""
+    return "test" if "test" in report else "validation"
+
+
+def recommender_table(part: dict, view: str) -> pd.DataFrame:
+    """Every model of one window in one view: NDCG, recall and hit rate at 10 with their 95% intervals, coverage
+    and popularity bias (mean distinct buyers of what it recommends), best NDCG first."""
+    rows = []
+    for model, figures in part["models"].items():
+        row = {"model": model}
+        for metric in (f"ndcg@{K}", f"recall@{K}", f"hitrate@{K}"):
+            figure = figures[view][metric]
+            row |= {metric: figure["value"], f"{metric} low": figure.get("low"), f"{metric} high": figure.get("high")}
+        row |= {"coverage": figures[view]["coverage"]["value"],
+                "mean_buyers_of_top_10": figures["mean_buyers_of_top_10"]}
+        rows.append(row)
+    return pd.DataFrame(rows).sort_values(f"ndcg@{K}", ascending=False, ignore_index=True)
+
+
+def example_rails(home: Path, customer_ids: list[str], rails: tuple[str, ...] = ("for_you", "buy_again", "discover"),
+                  k: int = 5) -> pd.DataFrame:
+    """For each customer: a few things they bought, then each rail's items from the champion, with descriptions."""
+    from loyal.store import read_table
+    from loyal.training.recommender_training import recommend
+
+    items = read_table(home, "items")
+    names = dict(zip(items["item_id"], items["description"])) if items is not None else {}
+    transactions = read_table(home, "transactions")
+    rows = []
+    for customer in customer_ids:
+        theirs = transactions[(transactions["customer_id"] == customer) & (transactions["quantity"] > 0)]
+        latest = theirs.sort_values("timestamp", ascending=False)["item_id"].drop_duplicates().head(k)
+        rows += [{"customer_id": customer, "list": "bought lately", "rank": rank + 1, "item_id": item,
+                  "description": names.get(item)} for rank, item in enumerate(latest)]
+    for rail in rails:
+        answer = recommend(home, customer_ids, rail, k)
+        rows += [{"customer_id": r.customer_id, "list": rail, "rank": r.rank, "item_id": r.item_id,
+                  "description": names.get(r.item_id)} for r in answer.itertuples()]
+    order = {name: i for i, name in enumerate(("bought lately", *rails))}
+    frame = pd.DataFrame(rows)
+    return frame.sort_values(["customer_id", "list", "rank"], key=lambda c: c.map(order) if c.name == "list" else c,
+                             ignore_index=True)
+
+
+def churn_table(part: dict) -> pd.DataFrame:
+    """Every churn and value model of one snapshot: each figure with its 95% interval, best ROC-AUC first."""
+    rows = []
+    for model, figures in part["models"].items():
+        row = {"model": model}
+        for metric, figure in figures.items():
+            row |= {metric: figure["value"], f"{metric} low": figure.get("low"), f"{metric} high": figure.get("high")}
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    return frame.sort_values("roc_auc", ascending=False, na_position="last", ignore_index=True)
+
+
+def _scored_snapshot(home: Path, as_of=None):
+    """The churn champion, the unlabelled snapshot of every customer at `as_of` (default: the day after the last
+    purchase) and its predictions."""
+    from loyal.store import read_table
+    from loyal.training.churn_data import snapshot
+    from loyal.training.churn_training import load_model
+
+    transactions = read_table(home, "transactions")
+    as_of = as_of or (transactions["timestamp"].max() + pd.Timedelta(days=1)).date()
+    model = load_model(home)
+    frame = snapshot(home, transactions, as_of, labelled=False)
+    return model, frame, model.predict(frame)
+
+
+def drivers_of_risk(home: Path, as_of=None, segment: str = "high") -> pd.DataFrame:
+    """What drives the risk of a risk segment's customers: per input, its mean contribution (points of churn
+    probability against the reference customer, the same ablation as each score's `top_drivers`) and the share of
+    the segment whose risk it raises; the largest first."""
+    from loyal.training.churn_explain import PLAIN_NAMES, contributions
+    from loyal.training.churn_training import risk_segment
+
+    model, frame, predicted = _scored_snapshot(home, as_of)
+    chosen = frame[risk_segment(predicted["churn_probability"].to_numpy()) == segment]
+    if chosen.empty:
+        raise LoyalError(f"no customer falls in the {segment!r} risk segment")
+    parts = contributions(model, chosen)
+    table = pd.DataFrame({"driver": [PLAIN_NAMES.get(c, c) for c in parts.columns],
+                          "mean_points": (100 * parts.mean()).round(2).to_numpy(),
+                          "share_raising": (parts > 0).mean().round(3).to_numpy()})
+    return table.sort_values("mean_points", ascending=False, ignore_index=True).assign(customers=len(chosen))
+
+
+def offers_for_everyone(home: Path, as_of=None) -> pd.DataFrame:
+    """The offer policy's choice for every scored customer: churn_probability, expected_value and the policy's
+    columns (incentive, expected_gain, expected_cost, ...), as the service and campaigns would make it."""
+    from loyal.serving.policy import choose, load_policy
+
+    _, frame, predicted = _scored_snapshot(home, as_of)
+    tier = frame["loyalty_tier"] if "loyalty_tier" in frame else pd.Series([None] * len(frame))
+    offers = choose(load_policy(), predicted["churn_probability"].to_numpy(), predicted["expected_value"].to_numpy(),
+                    tier.to_numpy(dtype=object))
+    return pd.concat([frame[["customer_id"]].reset_index(drop=True),
+                      predicted[["churn_probability", "expected_value"]].reset_index(drop=True),
+                      offers.reset_index(drop=True)], axis=1)
