@@ -38,8 +38,10 @@ def use_home(home) -> None:
     from pathlib import Path
 
     global _SET_BY_US
-    # "Creating initial MLflow database tables..." on every new home says nothing the user needs.
+    # "Creating initial MLflow database tables..." on every new home says nothing the user needs, and neither do the
+    # progress bars of downloading a model's few artifacts from the local store (unless the user asks for them).
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     given = os.environ.get("MLFLOW_TRACKING_URI")
     if not given or given == _SET_BY_US:
         home = Path(home).resolve()
