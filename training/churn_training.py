@@ -342,17 +342,24 @@ def load_model(home: Path, version: str | None = None) -> ChurnModel:
         raise LoyalError(f"{MODEL_NAME} has no version {version}") from None
 
 
-def score(home: Path, as_of, version: str | None = None) -> pd.DataFrame:
-    """Every customer known before `as_of`: churn probability, expected value over the horizon, segment, drivers."""
+def scored_snapshot(home: Path, as_of, version: str | None = None) -> tuple[ChurnModel, pd.DataFrame, pd.DataFrame]:
+    """The champion (or `version`), the unlabelled snapshot of every customer known before `as_of`, and its
+    predictions (churn_probability, expected_value per row)."""
     from loyal.store import read_table
-    from loyal.training.churn_explain import top_drivers
 
     model = load_model(home, version)
     transactions = read_table(home, "transactions")
     frame = snapshot(home, transactions, as_of, labelled=False)
     if frame.empty:
         raise LoyalError(f"no customer bought anything before {midnight(as_of).date()}")
-    predicted = model.predict(frame)
+    return model, frame, model.predict(frame)
+
+
+def score(home: Path, as_of, version: str | None = None) -> pd.DataFrame:
+    """Every customer known before `as_of`: churn probability, expected value over the horizon, segment, drivers."""
+    from loyal.training.churn_explain import top_drivers
+
+    model, frame, predicted = scored_snapshot(home, as_of, version)
     return pd.DataFrame({
         "customer_id": frame["customer_id"].to_numpy(),
         "churn_probability": predicted["churn_probability"].round(4).to_numpy(),

@@ -84,17 +84,14 @@ def churn_table(part: dict) -> pd.DataFrame:
 
 
 def _scored_snapshot(home: Path, as_of=None):
-    """The churn champion, the unlabelled snapshot of every customer at `as_of` (default: the day after the last
+    """The churn champion, every customer's unlabelled snapshot at `as_of` (default: the day after the last
     purchase) and its predictions."""
     from loyal.store import read_table
-    from loyal.training.churn_data import snapshot
-    from loyal.training.churn_training import load_model
+    from loyal.training.churn_training import scored_snapshot
 
-    transactions = read_table(home, "transactions")
-    as_of = as_of or (transactions["timestamp"].max() + pd.Timedelta(days=1)).date()
-    model = load_model(home)
-    frame = snapshot(home, transactions, as_of, labelled=False)
-    return model, frame, model.predict(frame)
+    if as_of is None:
+        as_of = (read_table(home, "transactions")["timestamp"].max() + pd.Timedelta(days=1)).date()
+    return scored_snapshot(home, as_of)
 
 
 def drivers_of_risk(home: Path, as_of=None, segment: str = "high") -> pd.DataFrame:
