@@ -172,6 +172,21 @@ class Staging:
             writer.abort()
 
 
+def day_after_last_purchase(home: Path):
+    """The day after the last transaction (a date), from the timestamp column alone: a million customers' table is
+    15 million rows, and its other columns are not needed to date it."""
+    import pyarrow.compute as pc
+
+    from loyal.errors import LoyalError
+    from loyal.schema import TIMESTAMP, TRANSACTIONS
+
+    path = table_path(home, TRANSACTIONS)
+    last = pc.max(pq.read_table(path, columns=[TIMESTAMP])[TIMESTAMP]).as_py() if path.exists() else None
+    if last is None:
+        raise LoyalError(f"no transactions under {home} yet: ingest data first (`loyal ingest ...`)")
+    return (pd.Timestamp(last) + pd.Timedelta(days=1)).date()
+
+
 def write_atomically(frame: pd.DataFrame, output: Path) -> None:
     """Write a .csv or .parquet beside the target and rename it, so a failure never leaves a half-written file."""
     output.parent.mkdir(parents=True, exist_ok=True)

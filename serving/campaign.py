@@ -24,7 +24,7 @@ import pandas as pd
 from loyal.errors import LoyalError
 from loyal.features.compute import EVENT_TIMESTAMP
 from loyal.schema import CUSTOMER_ID, EMAIL_OPT_IN, QUANTITY, TIMESTAMP, UNIT_PRICE
-from loyal.store import write_atomically
+from loyal.store import day_after_last_purchase, write_atomically
 from loyal.suppression import suppressed
 
 CONTACTS = "contacts.parquet"  # in $LOYAL_HOME: one row per customer per campaign
@@ -86,7 +86,7 @@ def build(home: Path, campaign: Campaign, policy_path: Path | None = None) -> tu
     history = contact_history(home)
     if campaign.name in set(history["campaign"]):
         raise LoyalError(f"a campaign named {campaign.name!r} was already recorded: choose another name")
-    as_of = campaign.as_of or _day_after_last_purchase(home)
+    as_of = campaign.as_of or day_after_last_purchase(home)
     model = load_model(home)
     customers = customer_features_at_last_snapshot(home, as_of)
     if customers is None:  # a date between snapshots: Feast's point-in-time join, an entity row per customer
@@ -148,22 +148,6 @@ def value_by_budget(home: Path, budgets: list[float], control_fraction: float = 
         rows.append({"budget": float(budget)} | {key: counts[key] for key in
                                                   ("listed", "treatment", "budget_spent", "expected_gain")})
     return pd.DataFrame(rows)
-
-
-def _day_after_last_purchase(home: Path) -> date:
-    """The day after the last transaction, from the timestamp column alone (a million customers' table is 15
-    million rows)."""
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    from loyal.store import table_path
-    from loyal.schema import TRANSACTIONS
-
-    path = table_path(home, TRANSACTIONS)
-    last = pc.max(pq.read_table(path, columns=[TIMESTAMP])[TIMESTAMP]).as_py() if path.exists() else None
-    if last is None:
-        raise LoyalError("no transactions yet: ingest data first (`loyal ingest ...`)")
-    return (pd.Timestamp(last) + pd.Timedelta(days=1)).date()
 
 
 def _fill(costs: np.ndarray, campaign: Campaign) -> np.ndarray:

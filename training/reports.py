@@ -86,12 +86,10 @@ def churn_table(part: dict) -> pd.DataFrame:
 def _scored_snapshot(home: Path, as_of=None):
     """The churn champion, every customer's unlabelled snapshot at `as_of` (default: the day after the last
     purchase) and its predictions."""
-    from loyal.store import read_table
+    from loyal.store import day_after_last_purchase
     from loyal.training.churn_training import scored_snapshot
 
-    if as_of is None:
-        as_of = (read_table(home, "transactions")["timestamp"].max() + pd.Timedelta(days=1)).date()
-    return scored_snapshot(home, as_of)
+    return scored_snapshot(home, as_of or day_after_last_purchase(home))
 
 
 def drivers_of_risk(home: Path, as_of=None, segment: str = "high") -> pd.DataFrame:

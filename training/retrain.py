@@ -24,10 +24,7 @@ import os
 from datetime import date
 from pathlib import Path
 
-import pandas as pd
-
 from loyal.errors import LoyalError
-from loyal.schema import TIMESTAMP
 from loyal.training.registry import GATE, load_gate
 
 PROMOTED, KEPT, NOTHING_NEW, LOCKED = 0, 10, 11, 75  # 75: EX_TEMPFAIL, "try again later"
@@ -81,12 +78,9 @@ def data_fingerprint(home: Path) -> str:
 
 def _as_of(home: Path, as_of: date | None) -> date:
     """The retrain's date: as given, or the day after the last purchase."""
-    from loyal.store import read_table
+    from loyal.store import day_after_last_purchase
 
-    transactions = read_table(home, "transactions")
-    if transactions is None or transactions.empty:
-        raise LoyalError(f"no transactions under {home}: ingest some first (loyal ingest, or retrain --data)")
-    return as_of or (transactions[TIMESTAMP].max() + pd.Timedelta(days=1)).date()
+    return as_of or day_after_last_purchase(home)
 
 
 def _already_decided(key: str):
