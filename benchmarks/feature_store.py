@@ -155,11 +155,9 @@ def scale(args) -> dict:
 
 def latest_end(home: Path) -> str:
     """The day after the last transaction: the snapshot that sees all the data."""
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
+    from loyal.store import day_after_last_purchase
 
-    stamps = pq.read_table(home / "canonical" / "transactions.parquet", columns=["timestamp"])["timestamp"]
-    return (pd.Timestamp(pc.max(stamps).as_py()).floor("D") + pd.Timedelta(days=1)).isoformat()
+    return pd.Timestamp(day_after_last_purchase(home), tz="UTC").isoformat()
 
 
 def main() -> None:

@@ -31,6 +31,7 @@ import pyarrow.compute as pc
 
 from loyal.schema import (
     CHANNEL,
+    CHANNELS,
     CUSTOMER_ID,
     DEFAULT_CHANNEL,
     EVENT_TYPE,
@@ -49,7 +50,6 @@ EVENT_TIMESTAMP = "event_timestamp"  # the snapshot time of a feature row, as Fe
 DAY_US = 86_400_000_000
 MONEY_SCALE = 10_000  # money is summed as integers of 1/10,000 of the currency unit
 LOG_SCALE = 10_000  # logs too, so their sums do not depend on the order of addition either
-CHANNELS = ("web", "app", "store")
 
 # Every feature, by entity, with its kind ("int", "float", "str", "bool"). The Feast definitions build their
 # schemas from these, so a name exists once.

@@ -31,6 +31,7 @@ from loyal.errors import LoyalError
 from loyal.features import compute
 from loyal.features.compute import EVENT_TIMESTAMP, FeatureInputs, Snapshots
 from loyal.features.online import StaleFeaturesWarning
+from loyal.locking import writing
 from loyal.schema import CUSTOMER_ID, CUSTOMERS, EVENTS, ITEM_ID, TIMESTAMP, TRANSACTIONS
 from loyal.store import read_table, table_path
 
@@ -52,12 +53,12 @@ def feast_dir(home: Path) -> Path:
 
 
 def online_store_config(setting: str | None) -> dict:
-    """The `online_store` block for a LOYAL_ONLINE_STORE value."""
+    """The `online_store` block for a LOYAL_ONLINE_STORE value (with its password, if the URL has one)."""
     if not setting or setting == "sqlite":
         return yaml.safe_load(TEMPLATE.read_text())["online_store"]
     url = urlparse(setting)
     if url.scheme != "redis" or not url.hostname:
-        raise LoyalError(f"{ONLINE_STORE_ENV}={setting!r} is not understood: use sqlite or redis://HOST:PORT[/DB]")
+        raise LoyalError(f"{ONLINE_STORE_ENV} is not understood: use sqlite or redis://[:PASSWORD@]HOST:PORT[/DB]")
     parts = [f"{url.hostname}:{url.port or 6379}"]
     if url.path.strip("/"):
         parts.append(f"db={url.path.strip('/')}")
@@ -66,24 +67,70 @@ def online_store_config(setting: str | None) -> dict:
     return {"type": "redis", "connection_string": ",".join(parts)}
 
 
-def write_repo_config(home: Path) -> Path:
-    """Write the live feature_store.yaml: the template with the online store the environment asks for."""
+def _repo_config(home: Path) -> dict:
+    """The live repo's configuration: the template with the online store the environment asks for."""
     config = yaml.safe_load(TEMPLATE.read_text())
     config["online_store"] = online_store_config(os.environ.get(ONLINE_STORE_ENV))
+    return config
+
+
+def write_repo_config(home: Path) -> Path:
+    """Write the live feature_store.yaml (by the writers, build and materialize), for the `feast` command line:
+    the configuration Loyal opens the store with, except a secret. A Redis password stays in the environment (LOYAL_ONLINE_STORE), never on disk: the file
+    names it `${LOYAL_REDIS_PASSWORD}`, which Feast reads from the environment."""
+    config = _repo_config(home)
+    store = config["online_store"]
+    if "password=" in store.get("connection_string", ""):
+        parts = [p for p in store["connection_string"].split(",") if not p.startswith("password=")]
+        store["connection_string"] = ",".join([*parts, "password=${LOYAL_REDIS_PASSWORD}"])
     folder = feast_dir(home)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "feature_store.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    text = yaml.safe_dump(config, sort_keys=False)
+    path = folder / "feature_store.yaml"
+    if not path.exists() or path.read_text() != text:
+        tmp = folder / ".feature_store.yaml.tmp"
+        tmp.write_text(text)
+        os.replace(tmp, path)
     return folder
 
 
 def open_store(home: Path, built: bool = True):
-    """The FeatureStore of the repo under `home`; `built`: it must have been built already."""
+    """The FeatureStore of the repo under `home`; `built`: it must have been built already. Its configuration is
+    made in memory from the environment (a password is never read back from disk); a store whose home was moved
+    or copied is first pointed at its own offline files."""
     from feast import FeatureStore
+    from feast.repo_config import RepoConfig
 
     if built and not (feast_dir(home) / "registry.db").exists():
         raise LoyalError(f"no feature store under {home}: run `loyal features build` first")
+    folder = feast_dir(home)
+    folder.mkdir(parents=True, exist_ok=True)
+    config = RepoConfig(**_repo_config(home))
+    config.repo_path = folder
     with _feast_quiet():
-        return FeatureStore(repo_path=str(write_repo_config(home)))
+        store = FeatureStore(repo_path=str(folder), config=config)
+    if built:
+        _follow_a_moved_home(home, store)
+    return store
+
+
+def _follow_a_moved_home(home: Path, store) -> None:
+    """Feast's registry names each view's offline file by its absolute path (the DuckDB offline store reads a path
+    as given, relative to the working directory). Where those paths lie outside this home, the home was moved or
+    copied: the views are applied again, reading the same build's files under this home (under the write lock)."""
+    from loyal.features import definitions
+
+    offline = feast_dir(home) / definitions.OFFLINE_DIR
+    if all(Path(view.batch_source.path).is_relative_to(offline) for view in store.list_feature_views()):
+        return
+    with writing(home, "relocate"):
+        store.refresh_registry()
+        views = [view for view in store.list_feature_views()
+                 if not Path(view.batch_source.path).is_relative_to(offline)]
+        if views:
+            with _feast_quiet():
+                store.apply([_with_source_folder(view, offline / Path(view.batch_source.path).parent.name)
+                             for view in views])
 
 
 @contextlib.contextmanager
@@ -99,19 +146,25 @@ def _feast_quiet():
 
 
 def build(home: Path, config: BuildConfig = BuildConfig()) -> dict:
-    """Compute every feature at every snapshot date, write the offline data, record its lineage, apply the repo."""
-    from loyal.features import definitions
-
+    """Compute every feature at every snapshot date, write the offline data, record its lineage, apply the repo;
+    under the home's write lock (which also clears the folder a killed build left)."""
     if config.every < 1:
         raise LoyalError(f"--every must be at least 1 day, not {config.every}")
+    with writing(home, "features build"):
+        return _build(home, config)
+
+
+def _build(home: Path, config: BuildConfig) -> dict:
+    from loyal.features import definitions
+
     path = table_path(home, TRANSACTIONS)
-    if not path.exists():
+    if path is None:
         raise LoyalError(f"no transactions under {home}: run `loyal ingest` first")
     transactions = _read(path)
     if transactions.num_rows == 0:
         raise LoyalError(f"the transactions table under {home} is empty: nothing to compute features from")
     events_path = table_path(home, EVENTS)
-    events = _read(events_path) if events_path.exists() else None
+    events = _read(events_path) if events_path is not None else None
 
     data = {"transactions": _time_range(transactions)}
     if events is not None:
@@ -158,6 +211,7 @@ def build(home: Path, config: BuildConfig = BuildConfig()) -> dict:
         "rows": {view.name: pq.ParquetFile(offline / f"{view.name}.parquet").metadata.num_rows
                  for view in definitions.VIEWS},
     }
+    write_repo_config(home)
     store = open_store(home, built=False)
     views = [_with_source_folder(view, offline) for view in definitions.VIEWS]
     with _feast_quiet():
@@ -236,11 +290,17 @@ def latest_build(home: Path) -> dict:
 
 
 def materialize(home: Path, full: bool = False) -> dict:
-    """Fill the online store with the latest values of the last build.
+    """Fill the online store with the latest values of the last build, under the home's write lock.
 
     A view materialized before is brought up to date from where it stopped (Feast's incremental
     materialization); a new view, or every view with `full`, from its earliest row.
     """
+    with writing(home, "features materialize"):
+        return _materialize(home, full)
+
+
+def _materialize(home: Path, full: bool) -> dict:
+    write_repo_config(home)
     store = open_store(home)
     build_record = latest_build(home)
     end = pd.Timestamp(build_record["snapshots"]["end"]).to_pydatetime() + pd.Timedelta(seconds=1)
@@ -249,6 +309,9 @@ def materialize(home: Path, full: bool = False) -> dict:
         with _feast_quiet():
             if full or not view.materialization_intervals:
                 start = _earliest(Path(view.batch_source.path))
+                if start is None:  # a view with no rows (no customers file, say): nothing to write
+                    done[view.name] = {"mode": "empty"}
+                    continue
                 store.materialize(start_date=start, end_date=end, feature_views=[view.name])
                 mode = "full"
             else:
@@ -261,11 +324,10 @@ def materialize(home: Path, full: bool = False) -> dict:
     return {"online_store": online, "views": done, "data_until": build_record["data"]["transactions"]["last"]}
 
 
-def _earliest(path: Path) -> datetime:
+def _earliest(path: Path) -> datetime | None:
+    """The earliest snapshot in a view's offline file; None when it holds no rows."""
     column = pq.read_table(path, columns=[EVENT_TIMESTAMP])[EVENT_TIMESTAMP]
-    if len(column) == 0:
-        return datetime.now(timezone.utc)
-    return pc.min(column).as_py()
+    return pc.min(column).as_py() if len(column) else None
 
 
 # -------------------------------------------------------------------------------------------------- reading

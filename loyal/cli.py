@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import sys
 import warnings
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
 
 import typer
 
 from loyal.errors import LoyalError
-from loyal.home import loyal_home
+from loyal.home import OWNER_ONLY, loyal_home
+from loyal.locking import BUSY_EXIT_CODE, HomeBusy
+
+ONLINE_STORE_ENV = "LOYAL_ONLINE_STORE"
 
 app = typer.Typer(
     help="Loyal: recommendations, churn risk and personalised offers for retailers.\n\n"
@@ -27,10 +31,37 @@ app = typer.Typer(
 )
 
 
+@app.callback()
+def _every_command() -> None:
+    # What any command writes (the home, a campaign list, scores) is about customers: for its owner's eyes only.
+    os.umask(OWNER_ONLY)
+
+
 def _fail(error: LoyalError) -> typer.Exit:
-    # One line, no traceback: the user's mistake is theirs to fix, and the message says what it is.
+    # One line, no traceback: the user's mistake is theirs to fix, and the message says what it is. A home kept
+    # busy by another command is not a mistake: 75 (EX_TEMPFAIL) says "try again later".
     typer.echo(f"loyal: {error}", err=True)
-    return typer.Exit(code=2)
+    return typer.Exit(code=BUSY_EXIT_CODE if isinstance(error, HomeBusy) else 2)
+
+
+def main() -> None:
+    """The `loyal` command: the app, with what the environment refuses said in one line, not a traceback."""
+    from redis.exceptions import RedisError
+
+    try:
+        app()
+    except RedisError as error:
+        typer.echo(f"loyal: the Redis online store ({ONLINE_STORE_ENV}) cannot be used: {error}", err=True)
+        sys.exit(2)
+    except PermissionError as error:
+        typer.echo(f"loyal: not allowed to {('write ' if error.filename else '')}{error.filename or error}: "
+                   f"{error.strerror or error}", err=True)
+        sys.exit(2)
+    except OSError as error:
+        if error.errno != errno.ENOSPC:
+            raise
+        typer.echo(f"loyal: no space left on the disk ({error.filename or 'writing'}); nothing was committed", err=True)
+        sys.exit(1)
 
 
 def _print_json(result: dict) -> None:
@@ -58,16 +89,25 @@ def ingest(
     customers: int = typer.Option(5_000, help="synthetic: how many customers"),
     days: int = typer.Option(365, help="synthetic: how many days of history"),
     seed: int = typer.Option(0, help="synthetic: random seed (the same seed gives the same data)"),
+    earliest: datetime = typer.Option("1990-01-01", formats=["%Y-%m-%d"],
+                                      help="rows dated before this day are set aside (the latest is a day after now)"),
+    max_price: float = typer.Option(100_000.0, help="unit and item prices above this are set aside"),
+    max_quantity: int = typer.Option(10_000, help="order lines of more units than this, either way, are set aside"),
 ) -> None:
     """Read a retailer's file into the canonical tables under $LOYAL_HOME and print a JSON summary.
 
     Rows that break the contract go to $LOYAL_HOME/quarantine with their reason; rows read = kept + quarantined.
     Ingesting the same file again changes nothing; a later file adds only its new rows.
     """
-    from loyal.ingest import FORMATS, ingest_file, ingest_synthetic
+    from loyal.contract import Limits
+    from loyal.ingest import FORMATS, IngestConfig, ingest_file, ingest_synthetic
     from loyal.synthetic import SyntheticConfig
 
     try:
+        if not (max_price > 0 and max_quantity > 0):
+            raise LoyalError("--max-price and --max-quantity must be positive")
+        limits = Limits(earliest=earliest.replace(tzinfo=timezone.utc), max_price=max_price,
+                        max_quantity=max_quantity)
         if format not in FORMATS:
             raise LoyalError(f"unknown format {format!r}: choose one of {', '.join(FORMATS)}")
         if format == "synthetic":
@@ -77,7 +117,7 @@ def ingest(
         else:
             if path is None:
                 raise LoyalError(f"{format} needs a PATH: the file to ingest")
-            summary = ingest_file(format, path, loyal_home())
+            summary = ingest_file(format, path, loyal_home(), IngestConfig(limits=limits))
     except LoyalError as error:
         raise _fail(error) from None
     _log_to_mlflow_run(summary, "ingest")
@@ -226,18 +266,20 @@ def evaluate_recommender(
     trained on the purchases before CUTOFF and measured on the next 30 days in the "all" and "explore" views;
     writes recommender-CUTOFF.md and .json, logs them with their plots to MLflow as a run of its own, and prints
     each rail's comparison with its best baseline."""
+    from loyal.locking import writing
     from loyal.training.recommender_training import fit_and_evaluate, log_evaluation, markdown
 
     try:
-        with _stale_warnings_to_stderr():
-            report = fit_and_evaluate(loyal_home(), cutoff.date(), trials, draws).report
+        with writing(loyal_home(), "evaluate recommender"):
+            with _stale_warnings_to_stderr():
+                report = fit_and_evaluate(loyal_home(), cutoff.date(), trials, draws).report
+            folder = output or loyal_home() / "reports"
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"recommender-{report['cutoff']}.json").write_text(json.dumps(report, indent=2) + "\n")
+            (folder / f"recommender-{report['cutoff']}.md").write_text(markdown(report))
+            run_id = log_evaluation(loyal_home(), report)
     except LoyalError as error:
         raise _fail(error) from None
-    folder = output or loyal_home() / "reports"
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"recommender-{report['cutoff']}.json").write_text(json.dumps(report, indent=2) + "\n")
-    (folder / f"recommender-{report['cutoff']}.md").write_text(markdown(report))
-    run_id = log_evaluation(loyal_home(), report)
     _print_json({window: report[window]["comparison"] for window in ("validation", "test") if window in report}
                 | {"mlflow_run_id": run_id})
 
@@ -348,6 +390,7 @@ def campaign(
     expected_value and reason, records the campaign in MLflow and in the contact history."""
     if context.invoked_subcommand is not None:
         return
+    from loyal.locking import writing
     from loyal.serving.campaign import Campaign, build, record
 
     home = loyal_home()
@@ -361,11 +404,12 @@ def campaign(
         plan = Campaign(name=name, budget=budget, max_contacts=max_contacts, control_fraction=control_fraction,
                         min_days_since_contact=min_days_since_contact, as_of=as_of.date() if as_of else None,
                         seed=seed)
-        with _stale_warnings_to_stderr():
+        # One lock from scoring to the contact history: no erasure or ingest lands between choosing and recording.
+        with writing(home, "campaign"), _stale_warnings_to_stderr():
             chosen, counts = build(home, plan, policy)
+            digest = record(home, plan, chosen, counts, output)
     except LoyalError as error:
         raise _fail(error) from None
-    digest = record(home, plan, chosen, counts, output)
     _print_json(counts | {"output": str(output), "list_sha256": digest})
 
 
@@ -494,18 +538,24 @@ def serve(
 ) -> None:
     """Serve /recommend, /churn and /offers (BentoML) on 127.0.0.1:PORT from the champion models and the Feast
     online store; readiness at /readyz, Prometheus metrics at /metrics, the API's documentation at /."""
-    from loyal.serving.engine import missing_champions
+    from loyal.serving.engine import CHURN, RECOMMENDER, missing_champions
+    from loyal.serving.launch import port_is_free
     from loyal.serving.policy import load_policy
     from loyal.tracking import use_home
+    from loyal.training.registry import load_version
 
     home = loyal_home()
     try:
+        if not port_is_free(port):
+            raise LoyalError(f"port {port} on 127.0.0.1 is in use: choose another with --port")
         load_policy(policy)
         use_home(home)
         missing = missing_champions()
         if missing:
             raise LoyalError(f"no champion for {missing} in {home}: run `loyal run` (or `loyal train "
                              "recommender` and `loyal train churn`) first")
+        for name in (RECOMMENDER, CHURN):  # a damaged or altered artifact is refused here, in one line
+            load_version(name)
     except LoyalError as error:
         raise _fail(error) from None
     environment = dict(os.environ, LOYAL_HOME=str(home))
@@ -524,4 +574,4 @@ def _write_atomically(frame, output: Path) -> None:
 
 
 if __name__ == "__main__":
-    app()
+    main()

@@ -6,7 +6,10 @@ ingest, training set and campaign, and which the running service reads to answer
 log records that an erasure happened, when, and how much it removed, never who.
 
 Models trained before the erasure still hold the ids among their parameters; the next training no longer sees the
-customers, and until then the suppression list masks them.
+customers, and until then the suppression list masks them (in the service, `loyal recommend` and campaigns).
+
+An erasure killed part way leaves `erasure.pending` (when and how many, never who); the customers are on the
+suppression list by then, and the same `loyal forget` run again removes what is left.
 """
 
 from __future__ import annotations
@@ -16,12 +19,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from loyal.errors import LoyalError
+from loyal.locking import writing
 
 AUDIT_LOG = "erasures.jsonl"  # in $LOYAL_HOME
+PENDING = "erasure.pending"  # in $LOYAL_HOME while an erasure runs: a count and a time, never ids
 
 
 def forget(home: Path, customer_ids: list[str]) -> dict:
-    """Erase the customers everywhere Loyal keeps them; what was removed, in counts."""
+    """Erase the customers everywhere Loyal keeps them; what was removed, in counts. Under the home's write lock, so
+    no ingest, build or campaign runs meanwhile; taking it clears what interrupted writers left (a half-written
+    build, a temporary table), so nothing of theirs outlives the erasure either."""
     from loyal.serving.campaign import forget_contacts
     from loyal.features.online import erase
     from loyal.features.repo import feast_dir, forget_offline, open_store
@@ -33,16 +40,23 @@ def forget(home: Path, customer_ids: list[str]) -> dict:
     ids = {normal_id(c) for c in customer_ids if str(c).strip()}
     if not ids:
         raise LoyalError("name at least one customer id to forget")
-    # Suppressed first: an ingest or campaign that runs meanwhile already leaves them out.
-    removed: dict = {"suppressed_now": suppress(home, ids)}
-    removed["canonical_rows"] = drop_customers(home, ids)
-    removed["quarantine_rows"] = scrub_quarantine(home, ids)
-    removed["offline_feature_rows"] = forget_offline(home, ids)
-    removed["online_store_entries"] = (erase(open_store(home), CUSTOMER_ID, sorted(ids))
-                                       if (feast_dir(home) / "registry.db").exists() else 0)
-    removed["contact_history_rows"] = forget_contacts(home, ids)
-    entry = {"erased_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "customers": len(ids)} | removed
-    home.mkdir(parents=True, exist_ok=True)
-    with (home / AUDIT_LOG).open("a") as log:
-        log.write(json.dumps(entry) + "\n")
+    with writing(home, "forget"):
+        pending = home / PENDING
+        interrupted = pending.exists()
+        started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        pending.write_text(json.dumps({"started_at": started, "customers": len(ids)}) + "\n")
+        # Suppressed first: should this erasure be interrupted, the customers are already left out of every later
+        # ingest, campaign and answer, and running the same `loyal forget` again finishes the job.
+        removed: dict = {"suppressed_now": suppress(home, ids)}
+        removed["canonical_rows"] = drop_customers(home, ids)
+        removed["quarantine_rows"] = scrub_quarantine(home, ids)
+        removed["offline_feature_rows"] = forget_offline(home, ids)
+        removed["online_store_entries"] = (erase(open_store(home), CUSTOMER_ID, sorted(ids))
+                                           if (feast_dir(home) / "registry.db").exists() else 0)
+        removed["contact_history_rows"] = forget_contacts(home, ids)
+        entry = {"erased_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "customers": len(ids)}
+        entry |= removed | ({"after_an_interrupted_erasure": True} if interrupted else {})
+        with (home / AUDIT_LOG).open("a") as log:
+            log.write(json.dumps(entry) + "\n")
+        pending.unlink()
     return entry

@@ -17,11 +17,15 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from loyal import contract
 from loyal import schema as s
+from loyal.contract import Limits
 from loyal.errors import LoyalError
 from loyal.home import quarantine_dir
+from loyal.locking import writing
 from loyal.readers import read_raw
 from loyal.store import Staging, to_arrow
+from loyal.suppression import suppressed
 from loyal.synthetic import (
     SyntheticConfig, activity_blocks, build_world, customers_table, ground_truth, items_table, save_truth,
 )
@@ -34,9 +38,9 @@ class IngestConfig:
     # Above this share of unparseable values a column is in the wrong format (a whole file to fix), not a few
     # bad rows to quarantine.
     max_unparseable_share: float = 0.1
-    # online-retail: order lines above this many units are entry errors; the UCI file's two largest (80,995 and
-    # 74,215 units) were cancelled in full within 25 minutes, and no genuine line comes near 10,000.
-    max_quantity: int = 10_000
+    # What a value may be (contract.py). The quantity cap: the UCI file's two largest lines (80,995 and 74,215
+    # units) were entry errors cancelled in full within 25 minutes, and no genuine line comes near 10,000.
+    limits: Limits = field(default_factory=Limits)
 
 
 class Verdicts:
@@ -171,13 +175,14 @@ def _match_columns(raw: pd.DataFrame, table: s.Table, source: Path) -> dict[str,
 def parse_canonical(raw: pd.DataFrame, table: s.Table, source: Path, config: IngestConfig) -> Batch:
     columns = _match_columns(raw, table, source)
     verdicts = Verdicts(len(raw))
+    given = contract.normalise(pd.DataFrame({name: raw[column] for name, column in columns.items()}))
     frame = pd.DataFrame(index=raw.index)
     for name in table.required:
-        verdicts.flag(raw[columns[name]].isna(), f"missing_{name}")
+        verdicts.flag(given[name].isna(), f"missing_{name}")
     for field_ in table.schema:
         if field_.name not in columns:
             continue
-        frame[field_.name] = _typed(raw[columns[field_.name]], field_.type, field_.name, source, verdicts, config)
+        frame[field_.name] = _typed(given[field_.name], field_.type, field_.name, source, verdicts, config)
     if s.UNIT_PRICE in frame:
         verdicts.flag(frame[s.UNIT_PRICE] < 0, "negative_unit_price")
     if s.PRICE in frame:
@@ -191,6 +196,7 @@ def parse_canonical(raw: pd.DataFrame, table: s.Table, source: Path, config: Ing
     if s.EVENT_TYPE in frame:
         verdicts.flag(~frame[s.EVENT_TYPE].isin(s.EVENT_TYPES).fillna(False).astype(bool), "unknown_event_type")
     frame = frame.reindex(columns=[c for c in table.columns if c in frame])
+    _enforce_contract(frame, table, verdicts, config)
     if table.key is None:
         verdicts.flag(_duplicated_among_kept(frame, verdicts), "duplicate_row")
     else:
@@ -198,6 +204,15 @@ def parse_canonical(raw: pd.DataFrame, table: s.Table, source: Path, config: Ing
         later = frame[list(table.key)].duplicated(keep="last").to_numpy()
         verdicts.flag(later, f"superseded_{table.key[0]}")
     return Batch(source, table.name, raw, verdicts, {table.name: frame[verdicts.kept]})
+
+
+def _enforce_contract(frame: pd.DataFrame, table: s.Table, verdicts: Verdicts, config: IngestConfig) -> None:
+    """Set aside the kept rows that break a value rule of the contract, each for the first it breaks."""
+    kept = verdicts.kept
+    broken = pd.Series(None, index=frame.index, dtype="object")
+    broken[kept] = contract.broken_rules(frame[kept], table, config.limits).to_numpy()
+    for reason in broken.dropna().unique():
+        verdicts.flag((broken == reason).to_numpy(), reason)
 
 
 def _duplicated_among_kept(frame: pd.DataFrame, verdicts: Verdicts) -> np.ndarray:
@@ -278,18 +293,27 @@ def parse_online_retail(raw: pd.DataFrame, source: Path, config: IngestConfig) -
         verdicts.flag(col[name].isna(), f"missing_{name}")
         _flag_unparseable(col[name], parsed, kind, columns[name], f"bad_{name}", source, verdicts, config)
 
-    # CustomerID is written as a float in some exports ("17850.0").
-    customer = col["customer"].str.replace(r"\.0+$", "", regex=True)
-    # Stock codes come in two cases for one product ("47566b" and "47566B": same description, same price).
-    item = col["stock_code"].str.upper()
-    invoice = col["invoice"].str.upper()
-    is_cancellation = invoice.str.startswith("C").fillna(False).astype(bool)
+    # CustomerID is written as a float in some exports ("17850.0"). Stock codes come in two cases for one product
+    # ("47566b" and "47566B": same description, same price). Cancellations become returns: their quantity is
+    # already negative and they carry their customer, so they stay in transactions as returns of that customer,
+    # with the cancellation invoice as their order.
+    transactions = contract.normalise(pd.DataFrame({
+        s.CUSTOMER_ID: col["customer"].str.replace(r"\.0+$", "", regex=True),
+        s.ITEM_ID: col["stock_code"].str.upper(),
+        s.TIMESTAMP: timestamp,
+        s.QUANTITY: quantity,
+        s.UNIT_PRICE: price,
+        s.ORDER_ID: col["invoice"].str.upper(),
+        s.CHANNEL: s.DEFAULT_CHANNEL,  # an online-only retailer
+    }))
+    item = transactions[s.ITEM_ID]
+    is_cancellation = transactions[s.ORDER_ID].str.startswith("C").fillna(False).astype(bool)
 
-    verdicts.flag(customer.isna(), "missing_customer_id")
+    verdicts.flag(transactions[s.CUSTOMER_ID].isna(), "missing_customer_id")
     verdicts.flag(item.isna(), "missing_stock_code")
     verdicts.flag(item.isin(NON_PRODUCT_CODES) | item.str.match(GIFT_VOUCHER).fillna(False), "non_product_code")
     verdicts.flag(price <= 0, "non_positive_price")
-    verdicts.flag(quantity.abs() > config.max_quantity, "extreme_quantity")
+    _enforce_contract(transactions, s.TRANSACTIONS, verdicts, config)
     verdicts.flag(quantity == 0, "zero_quantity")
     # A cancellation invoice takes goods back: a positive quantity on one contradicts itself.
     verdicts.flag(is_cancellation & (quantity > 0), "cancellation_with_positive_quantity")
@@ -297,23 +321,13 @@ def parse_online_retail(raw: pd.DataFrame, source: Path, config: IngestConfig) -
     verdicts.flag(_duplicated_among_kept(raw, verdicts), "duplicate_row")
 
     kept = verdicts.kept
-    # Cancellations become returns: their quantity is already negative and they carry their customer, so they
-    # stay in transactions as returns of that customer, with the cancellation invoice as their order.
-    transactions = pd.DataFrame({
-        s.CUSTOMER_ID: customer,
-        s.ITEM_ID: item,
-        s.TIMESTAMP: timestamp,
-        s.QUANTITY: quantity,
-        s.UNIT_PRICE: price,
-        s.ORDER_ID: invoice,
-        s.CHANNEL: s.DEFAULT_CHANNEL,  # an online-only retailer
-    })[kept]
+    transactions = transactions[kept]
     description = col.get("description", pd.Series(pd.NA, index=raw.index, dtype="string"))[kept]
     country = col.get("country", pd.Series(pd.NA, index=raw.index, dtype="string"))[kept]
     return Batch(source, s.TRANSACTIONS.name, raw, verdicts, {
         s.TRANSACTIONS.name: transactions,
-        s.ITEMS.name: _retail_items(transactions, description),
-        s.CUSTOMERS.name: _retail_customers(transactions, country),
+        s.ITEMS.name: contract.normalise(_retail_items(transactions, description)),
+        s.CUSTOMERS.name: contract.normalise(_retail_customers(transactions, country)),
     })
 
 
@@ -372,7 +386,13 @@ def _write_quarantine(batch: Batch, fmt: str, home: Path) -> Path | None:
 
 
 def commit(batches: list[Batch], fmt: str, source: str, home: Path) -> dict:
-    """Write quarantine files and merge the kept rows; return the JSON summary of the ingest."""
+    """Write quarantine files and merge the kept rows, under the home's write lock; return the JSON summary of the
+    ingest."""
+    with writing(home, "ingest"):
+        return _commit(batches, fmt, source, home)
+
+
+def _commit(batches: list[Batch], fmt: str, source: str, home: Path) -> dict:
     staging = Staging(home)
     quarantine_tmp: list[Path] = []
     rows_erased = 0
@@ -427,12 +447,12 @@ def normal_id(value) -> str:
 
 def _erased(home: Path, frame: pd.DataFrame) -> np.ndarray:
     """Whether each row belongs to a customer on the suppression list (`loyal forget`)."""
-    from loyal.suppression import suppressed
-
     column = customer_column(frame)
     if column is None or frame.empty:
         return np.zeros(len(frame), dtype=bool)
-    return suppressed(home, [normal_id(v) for v in frame[column]])
+    ids = frame[column].map(normal_id, na_action="ignore").fillna("").to_numpy(dtype=object)
+    distinct, position = np.unique(ids.astype(str), return_inverse=True)  # a key hashes each id once, not each row
+    return suppressed(home, distinct)[position]
 
 
 def scrub_quarantine(home: Path, customer_ids: set[str]) -> int:
@@ -481,6 +501,11 @@ def ingest_synthetic(config: SyntheticConfig, home: Path) -> dict:
     if config.customers < 1 or config.days < 1:
         raise LoyalError("synthetic: --customers and --days must be at least 1")
     world = build_world(config)
+    with writing(home, "ingest"):
+        return _commit_synthetic(world, config, home)
+
+
+def _commit_synthetic(world, config: SyntheticConfig, home: Path) -> dict:
     staging = Staging(home)
     counts: dict[str, dict[str, int]] = {}
 

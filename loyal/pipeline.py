@@ -12,6 +12,7 @@ from pathlib import Path
 
 from loyal.features.repo import build, materialize
 from loyal.ingest import ingest_file, ingest_synthetic
+from loyal.locking import writing
 from loyal.synthetic import SyntheticConfig
 
 DEFAULT_DATA = "../shared/data/online_retail.csv.gz"  # relative to the repository root, where CI puts shared/
@@ -27,7 +28,13 @@ def default_data() -> Path:
 
 
 def run_main_job(data: Path, home: Path, synthetic: SyntheticConfig = SyntheticConfig()) -> dict:
-    """Ingest the real file at `data`, or, where it is absent, say how to get it and use the generator."""
+    """Ingest the real file at `data`, or, where it is absent, say how to get it and use the generator; the whole
+    job under the home's write lock."""
+    with writing(home, "run"):
+        return _run(data, home, synthetic)
+
+
+def _run(data: Path, home: Path, synthetic: SyntheticConfig) -> dict:
     if data.exists():
         ingest = ingest_file("online-retail", data, home)
         ingest["demo_consent"] = _demo_consent(home)

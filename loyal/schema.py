@@ -27,7 +27,13 @@ CATEGORY = "category"
 PRICE = "price"
 
 DEFAULT_CHANNEL = "web"
+CHANNELS = ("web", "app", "store")  # where a purchase or a visit happened
 EVENT_TYPES = ("view", "add_to_cart")
+# The longest id (customer, item, order) that ingest keeps and the service accepts: ids are keys, not text.
+MAX_ID_LENGTH = 64
+# Free text (an item's description, a category) is cut to this many characters at ingest: every answer that shows
+# it stays small whatever one row of a file held.
+MAX_TEXT_LENGTH = 200
 
 # Timestamps are stored in UTC; a naive input timestamp is taken to be UTC already.
 TIMESTAMP_TYPE = pa.timestamp("us", tz="UTC")

@@ -1,40 +1,77 @@
 """The suppression list: customers never to be contacted, scored or served as themselves again (`loyal forget`
-puts them there). It holds SHA-256 hashes of their ids, not the ids; ingest, campaigns and the service check it."""
+puts them there). It holds keyed hashes of their ids (HMAC-SHA256 with the home's secret key), not the ids: short
+ids hashed without a key are reversed by trying them all, these cannot be without the key. Ingest, campaigns,
+`loyal recommend` and the service check it.
+
+A list written before the key existed holds plain SHA-256 hashes (column `customer_hash`); it is still obeyed.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from loyal.home import SECRET_KEY, secret_key
 from loyal.store import write_atomically
 
 SUPPRESSION = "suppression.parquet"  # in $LOYAL_HOME
+KEYED = "customer_hmac"
+UNKEYED = "customer_hash"  # lists written before the key
 
 
-def customer_hash(customer_id: str) -> str:
+class Suppression:
+    """The list as loaded: membership of ids, answered with the home's key."""
+
+    def __init__(self, home: Path):
+        path, key = home / SUPPRESSION, home / SECRET_KEY
+        frame = pd.read_parquet(path) if path.exists() else pd.DataFrame({KEYED: []})
+        # Read, never made, here: a keyed entry exists only once `suppress` made the key.
+        self.key = key.read_bytes() if key.exists() else b""
+        self.keyed = frozenset(frame[KEYED].dropna()) if KEYED in frame else frozenset()
+        self.unkeyed = frozenset(frame[UNKEYED].dropna()) if UNKEYED in frame else frozenset()
+
+    def __len__(self) -> int:
+        return len(self.keyed) + len(self.unkeyed)
+
+    def contains(self, customer_ids) -> np.ndarray:
+        """Whether each id is on the list."""
+        if not len(self):
+            return np.zeros(len(customer_ids), dtype=bool)
+        return np.array([keyed_hash(self.key, c) in self.keyed
+                         or (bool(self.unkeyed) and _unkeyed_hash(c) in self.unkeyed) for c in customer_ids],
+                        dtype=bool)
+
+
+def keyed_hash(key: bytes, customer_id) -> str:
+    return hmac.new(key, str(customer_id).encode(), hashlib.sha256).hexdigest()
+
+
+def _unkeyed_hash(customer_id) -> str:
     return hashlib.sha256(str(customer_id).encode()).hexdigest()
-
-
-def suppressed_hashes(home: Path) -> frozenset[str]:
-    path = home / SUPPRESSION
-    return frozenset(pd.read_parquet(path)["customer_hash"]) if path.exists() else frozenset()
 
 
 def suppressed(home: Path, customer_ids) -> np.ndarray:
     """Whether each id is on the suppression list."""
-    hashes = suppressed_hashes(home)
-    if not hashes:
-        return np.zeros(len(customer_ids), dtype=bool)
-    return np.array([customer_hash(c) in hashes for c in customer_ids], dtype=bool)
+    return Suppression(home).contains(customer_ids)
 
 
 def suppress(home: Path, customer_ids: set[str]) -> int:
-    """Put these customers on the suppression list; how many were not on it yet."""
-    known = suppressed_hashes(home)
-    new = sorted({customer_hash(c) for c in customer_ids} - known)
+    """Put these customers on the suppression list; how many were not on it yet. Only a holder of the write lock
+    calls this."""
+    current = Suppression(home)
+    key = secret_key(home)
+    on_list = current.contains(sorted(customer_ids))
+    new = sorted({keyed_hash(key, c) for c, listed in zip(sorted(customer_ids), on_list) if not listed})
     if new:
-        write_atomically(pd.DataFrame({"customer_hash": sorted(known) + new}), home / SUPPRESSION)
+        keyed = sorted(current.keyed) + new
+        unkeyed = sorted(current.unkeyed)
+        rows = max(len(keyed), len(unkeyed))
+        frame = pd.DataFrame({KEYED: keyed + [None] * (rows - len(keyed))})
+        if unkeyed:
+            frame[UNKEYED] = unkeyed + [None] * (rows - len(unkeyed))
+        write_atomically(frame, home / SUPPRESSION)
     return len(new)

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import sqlite3
+from pathlib import Path
 
 import mlflow
+
+from loyal.locking import writing
 
 
 def log_counts(summary: dict, prefix: str) -> None:
@@ -27,16 +33,16 @@ def log_counts(summary: dict, prefix: str) -> None:
 
 
 EXPERIMENT = "loyal"
+DATABASE = "mlflow.db"  # in $LOYAL_HOME
+ARTIFACTS = "mlartifacts"  # in $LOYAL_HOME
 _SET_BY_US: str | None = None  # MLflow exports the URI it is given to MLFLOW_TRACKING_URI: not the user's choice
 
 
 def use_home(home) -> None:
     """Track into $LOYAL_HOME unless MLFLOW_TRACKING_URI says otherwise: an SQLite tracking store and registry
     (`mlflow.db`) with the artifacts beside it (`mlartifacts/`). `mlflow ui --backend-store-uri
-    sqlite:///$LOYAL_HOME/mlflow.db` shows them."""
-    import os
-    from pathlib import Path
-
+    sqlite:///$LOYAL_HOME/mlflow.db` shows them. A home that was moved or copied is first made to point at its own
+    artifacts (`follow_a_moved_home`)."""
     global _SET_BY_US
     # "Creating initial MLflow database tables..." on every new home says nothing the user needs, and neither do the
     # progress bars of downloading a model's few artifacts from the local store (unless the user asks for them).
@@ -44,13 +50,51 @@ def use_home(home) -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     given = os.environ.get("MLFLOW_TRACKING_URI")
     if not given or given == _SET_BY_US:
-        home = Path(home).resolve()
+        home = Path(home).absolute()
         home.mkdir(parents=True, exist_ok=True)
-        _SET_BY_US = f"sqlite:///{home / 'mlflow.db'}"
+        follow_a_moved_home(home)
+        _SET_BY_US = f"sqlite:///{home / DATABASE}"
         mlflow.set_tracking_uri(_SET_BY_US)
         if mlflow.get_experiment_by_name(EXPERIMENT) is None:
-            mlflow.create_experiment(EXPERIMENT, artifact_location=(home / "mlartifacts").as_uri())
+            mlflow.create_experiment(EXPERIMENT, artifact_location=(home / ARTIFACTS).as_uri())
     else:
         mlflow.set_tracking_uri(given)  # the user's, over any this process set before
     if not os.environ.get("MLFLOW_RUN_ID"):  # under `mlflow run` the run, and its experiment, are given
         mlflow.set_experiment(EXPERIMENT)
+
+
+def follow_a_moved_home(home: Path) -> bool:
+    """MLflow stores absolute artifact locations (the experiment's, each run's, each model's), so a copied home
+    would read and write the original's artifacts. Where the home's store names another place than the home's own
+    `mlartifacts/`, every location under that place is rewritten to the same path under this home, under the home's
+    write lock. Whether anything was rewritten."""
+    database = home / DATABASE
+    if not database.exists():
+        return False
+    own = (home / ARTIFACTS).as_uri()
+    recorded = _recorded_artifacts(database)
+    if recorded is None or recorded == own:
+        return False
+    with writing(home, "relocate"):
+        recorded = _recorded_artifacts(database)
+        if recorded is None or recorded == own:  # another process did it meanwhile
+            return False
+        with contextlib.closing(sqlite3.connect(database)) as connection, connection:
+            for (table,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall():
+                for _, column, kind, *_ in connection.execute(f'PRAGMA table_info("{table}")').fetchall():
+                    if "CHAR" in kind.upper() or "TEXT" in kind.upper():
+                        connection.execute(
+                            f'UPDATE "{table}" SET "{column}" = ? || substr("{column}", ?) '
+                            f'WHERE substr("{column}", 1, ?) = ?', (own, len(recorded) + 1, len(recorded), recorded))
+    return True
+
+
+def _recorded_artifacts(database: Path) -> str | None:
+    """Where the store says the home's artifacts are: the Loyal experiment's artifact location."""
+    with contextlib.closing(sqlite3.connect(database)) as connection:
+        try:
+            row = connection.execute("SELECT artifact_location FROM experiments WHERE name = ?",
+                                     (EXPERIMENT,)).fetchone()
+        except sqlite3.OperationalError:  # a store MLflow has not finished creating
+            return None
+    return row[0] if row else None

@@ -23,6 +23,7 @@ import pandas as pd
 
 from loyal.errors import LoyalError
 from loyal.features.compute import EVENT_TIMESTAMP
+from loyal.locking import writes_home
 from loyal.schema import CUSTOMER_ID, EMAIL_OPT_IN, QUANTITY, TIMESTAMP, UNIT_PRICE
 from loyal.store import day_after_last_purchase, write_atomically
 from loyal.suppression import suppressed
@@ -181,6 +182,7 @@ def _items(home: Path, customer_ids: pd.Series) -> list[str]:
     return joined.reindex(customer_ids.to_numpy()).fillna("").tolist()
 
 
+@writes_home("campaign")
 def record(home: Path, campaign: Campaign, chosen: pd.DataFrame, counts: dict, output: Path) -> str:
     """Write the list (atomically), append it to the contact history and log the campaign to MLflow; returns the
     list's SHA-256."""
@@ -204,6 +206,7 @@ def record(home: Path, campaign: Campaign, chosen: pd.DataFrame, counts: dict, o
     return digest
 
 
+@writes_home("campaign measure")
 def measure(home: Path, name: str, days: int = 30) -> dict:
     """A recorded campaign's effect once its outcomes exist: the purchase rate and revenue per customer of treatment
     and control over the `days` from the campaign's date, and treatment's increments over control with 95%

@@ -16,10 +16,10 @@ import pandas as pd
 import torch
 
 from loyal.errors import LoyalError
-from loyal.schema import CUSTOMER_ID, DESCRIPTION, ITEM_ID
+from loyal.schema import CUSTOMER_ID, DESCRIPTION, ITEM_ID, MAX_TEXT_LENGTH
 from loyal.serving import schemas
 from loyal.serving.policy import choose_columns, expires_at, load_policy
-from loyal.suppression import SUPPRESSION, customer_hash, suppressed_hashes
+from loyal.suppression import SUPPRESSION, Suppression
 from loyal.training.evaluate import top_k
 
 RECOMMENDER = "loyal-recommender"
@@ -67,8 +67,10 @@ class Engine:
         self.reader = OnlineReader(open_store(home))
         self.policy = load_policy(policy)
         items = read_table(home, "items")
+        # Cut as ingest cuts them (a home ingested before the cut may hold longer ones): answers stay small.
         self.descriptions: dict[str, str] = (
-            {} if items is None else items.dropna(subset=[DESCRIPTION]).set_index(ITEM_ID)[DESCRIPTION].to_dict()
+            {} if items is None else
+            items.dropna(subset=[DESCRIPTION]).set_index(ITEM_ID)[DESCRIPTION].str.slice(0, MAX_TEXT_LENGTH).to_dict()
         )
         stage = recommender.stage
         self.bought = stage.train.counts.tocsr()  # customers x items, purchase counts before the training cutoff
@@ -79,15 +81,18 @@ class Engine:
         self.item_position = {item: i for i, item in enumerate(self.item_ids)}
         self.cached_position, self.cached_items, self.cached_scores = self._rank_for_you()
         self.suppression = home / SUPPRESSION
-        self._suppressed_at, self._suppressed = None, frozenset()
+        self._suppressed_at, self._suppressed = None, None
 
-    def champions_moved(self) -> bool:
-        """Whether `champion` now names other versions than the ones loaded."""
+    def champions_moved(self) -> str | None:
+        """The versions `champion` now names ("loyal-recommender 3, loyal-churn 5") where they are not the ones
+        loaded; None where nothing moved."""
         from loyal.training.registry import champion_version
 
         now = {name: champion_version(name) for name in (RECOMMENDER, CHURN)}
-        return any(version is not None and str(version.version) != self.model_versions[name]
-                   for name, version in now.items())
+        if not any(version is not None and str(version.version) != self.model_versions[name]
+                   for name, version in now.items()):
+            return None
+        return ", ".join(f"{name} {version.version if version else 'none'}" for name, version in now.items())
 
     def forgotten(self, customer_ids: list[str]) -> np.ndarray:
         """Whether each id was erased by `loyal forget`: answered as a stranger from then on, without a restart (the
@@ -97,9 +102,9 @@ class Engine:
         except FileNotFoundError:
             return np.zeros(len(customer_ids), dtype=bool)
         if stamp != self._suppressed_at:
-            self._suppressed = suppressed_hashes(self.suppression.parent)
+            self._suppressed = Suppression(self.suppression.parent)
             self._suppressed_at = stamp
-        return np.array([customer_hash(c) in self._suppressed for c in customer_ids], dtype=bool)
+        return self._suppressed.contains(customer_ids)
 
     # ------------------------------------------------------------------------------------------- /recommend
     def recommend(self, request: schemas.RecommendRequest) -> schemas.RecommendResponse:

@@ -4,35 +4,40 @@ a 400 naming the field) and writes the OpenAPI page from their descriptions and 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from loyal.schema import MAX_ID_LENGTH
 
 Rail = Literal["for_you", "buy_again", "discover", "similar_items", "trending"]
 Channel = Literal["web", "app", "store", "email"]
 MAX_K = 100
 MAX_CHURN_IDS = 1_000
 MAX_EXCLUDED = 1_000
+# An id as the canonical tables hold it: 1 to 64 characters (the longest ingest keeps).
+Id = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH)]
 
 
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid")  # a misspelt field is an error, not silently ignored
+    # A misspelt field is an error, not silently ignored; and JSON's types are taken as they are: "5" is not a
+    # number, nor true a 1.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class RecommendRequest(_Request):
-    customer_id: str = Field(description="The retailer's customer id; an unknown one gets trending items.",
-                             examples=["17850"], min_length=1, max_length=64)
+    customer_id: Id = Field(description="The retailer's customer id; an unknown one gets trending items.",
+                            examples=["17850"])
     rail: Rail = Field("for_you", description="Which product rail.")
-    item_id: Optional[str] = Field(None, description="For similar_items: the item to find similar ones to "
-                                   "(default: the customer's latest purchase).", examples=["85123A"],
-                                   min_length=1, max_length=64)
+    item_id: Optional[Id] = Field(None, description="For similar_items: the item to find similar ones to "
+                                  "(default: the customer's latest purchase).", examples=["85123A"])
     k: int = Field(10, ge=1, le=MAX_K, description="How many items, 1 to 100.")
-    exclude_item_ids: list[str] = Field([], max_length=MAX_EXCLUDED,
-                                        description="Items never to show (already in the basket, out of stock).")
+    exclude_item_ids: list[Id] = Field([], max_length=MAX_EXCLUDED,
+                                       description="Items never to show (already in the basket, out of stock).")
     channel: Channel = Field("web", description="Where the rail is shown.")
 
     # OpenAPI 3.0's singular `example` (BentoML's spec model takes no `examples` at the top of a schema).
-    model_config = ConfigDict(extra="forbid", json_schema_extra={
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={
         "example": {"customer_id": "17850", "rail": "for_you", "k": 5, "exclude_item_ids": [], "channel": "web"}})
 
 
@@ -54,8 +59,8 @@ class RecommendResponse(BaseModel):
 
 
 class ChurnRequest(_Request):
-    customer_ids: list[str] = Field(min_length=1, max_length=MAX_CHURN_IDS,
-                                    description="Up to 1,000 customer ids.", examples=[["17850", "13047"]])
+    customer_ids: list[Id] = Field(min_length=1, max_length=MAX_CHURN_IDS,
+                                   description="Up to 1,000 customer ids.", examples=[["17850", "13047"]])
 
 
 class ChurnScore(BaseModel):
@@ -75,8 +80,7 @@ class ChurnResponse(BaseModel):
 
 
 class OfferRequest(_Request):
-    customer_id: str = Field(description="The retailer's customer id.", examples=["17850"], min_length=1,
-                             max_length=64)
+    customer_id: Id = Field(description="The retailer's customer id.", examples=["17850"])
     channel: Channel = Field("web", description="Where the offer is shown.")
     k: int = Field(5, ge=1, le=MAX_K, description="How many recommended items come with the offer.")
 

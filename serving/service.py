@@ -1,9 +1,14 @@
 """The offer service the web shop calls: BentoML 1.4 in front of `engine.Engine`.
 
 `loyal serve --port P` starts it on 127.0.0.1:P (BentoML adds /livez, /readyz, /metrics and the OpenAPI page at
-/docs). Requests are the Pydantic models of `schemas.py`, so a malformed one is a 400 that names the field; an
-unknown item for similar_items is a 404; nothing a client sends gives a 500. Logs carry the route, status and
-latency of each request, never its body: no customer id reaches them.
+/docs). `guard.py` checks every request first: allowed host, bearer token (LOYAL_API_TOKEN), JSON body of bounded
+size. Requests are then the strict Pydantic models of `schemas.py`, so a malformed one is a 400 that names the
+field; an unknown item for similar_items is a 404; nothing a client sends gives a 500. Logs carry the route, status
+and latency of each request, and the fields of a refused one, never a value: no customer id reaches them.
+
+Readiness tells the truth: until both champions are loaded /readyz answers 503 with the reason. A worker that
+cannot load them tries LOYAL_LOAD_ATTEMPTS times, then stops the server with one line naming the artifact, instead
+of being restarted in a loop.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import signal
 import threading
 import time
 import warnings
@@ -21,16 +27,29 @@ import bentoml
 from bentoml.exceptions import NotFound
 from pydantic.warnings import PydanticDeprecatedSince211
 
+from loyal.home import OWNER_ONLY
 from loyal.serving import schemas
 from loyal.serving.engine import Engine, UnknownItem
+from loyal.serving.guard import AllowedHosts, Guard, log_client_errors_in_one_line, readiness
 
 logger = logging.getLogger("loyal.serving")
 POLICY_ENV = "LOYAL_POLICY"  # another offer policy file than the one shipped
 RELOAD_ENV = "LOYAL_RELOAD_SECONDS"  # how often to look for a new champion (default 30 s)
 TRACING_ENV = "LOYAL_TRACING"  # set to 1 to trace the API routes (with an exporter in a BentoML config file)
+ATTEMPTS_ENV = "LOYAL_LOAD_ATTEMPTS"  # tries at loading the models before the service stops (default 3)
+RETRY_ENV = "LOYAL_LOAD_RETRY_SECONDS"  # between those tries (default 10)
 API_ROUTES = ["/recommend", "/churn", "/offers"]
 # BentoML 1.4 reads `model_fields` from each request's instance; Pydantic 2.11 warns about it on every request.
 warnings.filterwarnings("ignore", category=PydanticDeprecatedSince211, module="_bentoml_impl")
+
+
+def _load_attempts() -> int:
+    return max(1, int(os.environ.get(ATTEMPTS_ENV, "3")))
+
+
+def _one_line(error: Exception) -> str:
+    text = str(error).strip()
+    return (text.splitlines()[0] if text else type(error).__name__)[:500]
 
 
 @bentoml.service(
@@ -47,15 +66,49 @@ class Loyal:
     def __init__(self) -> None:
         from loyal.home import loyal_home
 
+        os.umask(OWNER_ONLY)
+        log_client_errors_in_one_line()
         policy = os.environ.get(POLICY_ENV)
         self.home, self.policy = loyal_home(), Path(policy) if policy else None
-        self.engine = Engine(self.home, self.policy)
+        self.engine: Engine | None = None
         self.reload_seconds = float(os.environ.get(RELOAD_ENV, "30"))
         self._looked_at, self._reloading = time.monotonic(), threading.Lock()
+        self._failed_version: str | None = None
+        try:
+            self._load()
+        except Exception as error:  # noqa: BLE001 - whatever stops the models loading, say it and try again
+            self._not_ready(error, attempt=1)
+            threading.Thread(target=self._retry_loading, daemon=True).start()
+
+    def _load(self) -> None:
+        self.engine = Engine(self.home, self.policy)
+        readiness.reason = None
         # Half a million objects loaded for good (models, Feast, MLflow): out of the collector's sight, so that a
         # full collection set off by a big /churn request does not rescan them (its slowest answers 580 -> 300 ms).
         gc.collect()
         gc.freeze()
+
+    def _not_ready(self, error: Exception, attempt: int) -> None:
+        readiness.reason = _one_line(error)
+        logger.warning("models not loaded (attempt %d of %d): %s", attempt, _load_attempts(), readiness.reason)
+
+    def _retry_loading(self) -> None:
+        """A few more tries, LOYAL_LOAD_RETRY_SECONDS apart (the registry or the online store may be coming up);
+        then the service stops, saying why, instead of restarting its workers in a loop."""
+        for attempt in range(2, _load_attempts() + 1):
+            time.sleep(float(os.environ.get(RETRY_ENV, "10")))
+            try:
+                self._load()
+                logger.info("models loaded: %s", self.engine.model_versions)
+                return
+            except Exception as error:  # noqa: BLE001
+                self._not_ready(error, attempt)
+        logger.critical("loyal: stopping: the models could not be loaded in %d attempts: %s", _load_attempts(),
+                        readiness.reason)
+        os.kill(os.getppid(), signal.SIGTERM)  # the server process, which stops every worker
+
+    def __is_ready__(self) -> bool:
+        return self.engine is not None
 
     def _engine(self) -> Engine:
         """The engine a request uses from start to end. Every `reload_seconds` a thread asks the registry whether a
@@ -69,11 +122,18 @@ class Loyal:
 
     def _reload_if_a_champion_moved(self) -> None:
         try:
-            if self.engine.champions_moved():
-                self.engine = Engine(self.home, self.policy)
-                logger.info("new champions loaded: %s", self.engine.model_versions)
-        except Exception:  # a registry hiccup keeps the engine that works; the next look tries again
-            logger.exception("looking for new champions failed; serving the models already loaded")
+            moved = self.engine.champions_moved()
+            if moved and moved != self._failed_version:
+                try:
+                    self.engine = Engine(self.home, self.policy)
+                    logger.info("new champions loaded: %s", self.engine.model_versions)
+                except Exception as error:  # noqa: BLE001 - keep serving the models that work
+                    self._failed_version = moved
+                    logger.warning("new champions not loaded, serving the models already loaded: %s",
+                                   _one_line(error))
+        except Exception as error:  # noqa: BLE001 - a registry hiccup keeps the engine; the next look tries again
+            logger.warning("looking for new champions failed, serving the models already loaded: %s",
+                           _one_line(error))
         finally:
             self._reloading.release()
 
@@ -97,3 +157,8 @@ class Loyal:
     async def offers(self, **request: Any) -> schemas.OfferResponse:
         """One personalised offer: recommended items and an incentive chosen by the offer policy."""
         return self._engine().offer(schemas.OfferRequest(**request))
+
+
+# Outermost first: the host is checked before the token, the token before the body is read.
+Loyal.add_asgi_middleware(AllowedHosts)
+Loyal.add_asgi_middleware(Guard)

@@ -29,14 +29,14 @@ def _campaign(*options: str):
 
 
 def test_a_campaign_emails_only_the_opted_in_within_budget_with_its_control_share(shop, tmp_path):
-    from loyal.suppression import SUPPRESSION, customer_hash
+    from loyal.suppression import suppress
     from loyal.store import read_table
 
     customers = read_table(shop, "customers")
     opted_in = set(customers.loc[customers["email_opt_in"].fillna(False).astype(bool), "customer_id"])
     # Two opted-in customers asked never to be contacted again.
     suppressed = sorted(opted_in)[:2]
-    pd.DataFrame({"customer_hash": [customer_hash(c) for c in suppressed]}).to_parquet(shop / SUPPRESSION)
+    suppress(shop, set(suppressed))
 
     output = tmp_path / "spring.csv"
     result = _campaign("--name", "spring", "--budget", "60", "--control-fraction", "0.2", "--output", str(output))

@@ -13,7 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 from loyal.cli import app
-from loyal.store import read_table
+from loyal.schema import TRANSACTIONS
+from loyal.store import read_table, table_path
 
 from conftest import REPO
 
@@ -44,7 +45,7 @@ def test_main_job_without_the_real_file_says_how_to_get_it_and_uses_synthetic(tm
     summary = json.loads(result.stdout)
     assert summary["ingest"]["format"] == "synthetic"
     assert summary["ingest"]["tables"]["customers"]["rows_total"] == 300
-    assert (home / "canonical" / "transactions.parquet").exists()
+    assert table_path(home, TRANSACTIONS) is not None
     assert summary["features"]["rows"]["customer_behaviour"] > 0
     assert summary["online_store"]["online_store"] == "sqlite"
     assert summary["recommender"]["model"] == "loyal-recommender" and summary["recommender"]["reason"]
@@ -69,6 +70,8 @@ def test_main_job_without_the_real_file_says_how_to_get_it_and_uses_synthetic(tm
         assert campaign["budget_spent"] <= campaign["budget"] and campaign["treatment"] <= 500
     else:
         assert summary["campaign"].startswith("not made: no champion for")
+    # Everything the job left is its owner's alone: `find "$LOYAL_HOME" -perm /o+r` prints nothing.
+    assert [p for p in [home, *home.rglob("*")] if not p.is_symlink() and p.stat().st_mode & 0o077] == []
 
 
 def test_mlproject_symlink_points_at_mlproject_yaml():
@@ -88,13 +91,19 @@ def test_mlflow_run_of_the_synthetic_entry_point(tmp_path):
     env = {**inherited, "MLFLOW_TRACKING_URI": tracking, "LOYAL_HOME": str(tmp_path / "home"),
            "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
     mlflow_cli = bin_dir / "mlflow"
+    # The run's artifacts go under tmp_path: an experiment `mlflow run` makes itself keeps them in ./mlruns, inside
+    # the repository.
+    mlflow.MlflowClient(tracking_uri=tracking).create_experiment(
+        "loyal-test", artifact_location=(tmp_path / "artifacts").as_uri())
+    had_mlruns = (REPO / "mlruns").exists()
     done = subprocess.run(
         [str(mlflow_cli), "run", ".", "-e", "synthetic", "-P", "customers=200", "--env-manager", "local",
          "--experiment-name", "loyal-test"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert (tmp_path / "home" / "canonical" / "transactions.parquet").exists()
+    assert table_path(tmp_path / "home", TRANSACTIONS) is not None
+    assert had_mlruns or not (REPO / "mlruns").exists()
     client = mlflow.MlflowClient(tracking_uri=tracking)
     experiment = client.get_experiment_by_name("loyal-test")
     (run,) = client.search_runs([experiment.experiment_id])

@@ -50,7 +50,8 @@ def test_every_model_scores_the_whole_catalogue_the_same_way_twice(make, train):
     again = make().fit(train).score(customers)
     assert first.shape == (N, N) and np.isfinite(first).all()
     np.testing.assert_allclose(first, again, rtol=1e-5)
-    np.testing.assert_allclose(make().fit(train).score(customers[::-1]), first[::-1], rtol=1e-5)
+    # Scores near zero differ by float32 summation order between batch shapes: an absolute floor for those.
+    np.testing.assert_allclose(make().fit(train).score(customers[::-1]), first[::-1], rtol=1e-5, atol=1e-6)
 
 
 LEARN_FROM_OTHERS = ("item_knn_bm25", "ease", "als", "bpr", "reranker_for_you")

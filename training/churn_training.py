@@ -22,6 +22,7 @@ import pandas as pd
 
 from loyal.errors import LoyalError
 from loyal.features.compute import EVENT_TIMESTAMP, midnight
+from loyal.locking import writes_home
 from loyal.schema import TIMESTAMP
 from loyal.training.churn_baselines import CHURN_BASELINES, VALUE_BASELINES
 from loyal.training.churn_data import FEATURE_SERVICE, HORIZON_DAYS, snapshot, training_cutoffs
@@ -36,7 +37,7 @@ from loyal.training.churn_evaluate import (
 )
 from loyal.training.churn_model import CATEGORICAL_FEATURES, ChurnConfig, ChurnModel
 from loyal.training.registry import Champion, Decision, champion_version, decided, load_champion, load_gate
-from loyal.training.registry import record_decision
+from loyal.training.registry import load_version, record_decision, seal
 from loyal.training.tuning import churn_from, tune_churn
 
 MODEL_NAME = "loyal-churn"
@@ -249,6 +250,7 @@ def _decide(report: dict, gate: dict | None = None) -> Decision:
                    "without worse calibration")
 
 
+@writes_home("train churn")
 def train_churn(home: Path, train_end, horizon_days: int = HORIZON_DAYS, trials: int = 0, draws: int = 1000,
                 config: ChurnConfig | None = None, gate: dict | None = None) -> dict:
     """Train, log, register `loyal-churn` and decide on `champion` (measured against the current one). Returns a
@@ -296,6 +298,7 @@ def train_churn(home: Path, train_end, horizon_days: int = HORIZON_DAYS, trials:
         signature = infer_signature(example, model.predict(example))
         info = mlflow.pyfunc.log_model(name="model", python_model=ChurnPyfunc(), artifacts={"model": str(path)},
                                        signature=signature, registered_model_name=MODEL_NAME)
+        seal(info.model_uri)
         version = str(info.registered_model_version)
         client = mlflow.MlflowClient()
         for key, value in tags.items():
@@ -335,11 +338,7 @@ def load_model(home: Path, version: str | None = None) -> ChurnModel:
     if version is None and champion_version(MODEL_NAME) is None:
         raise LoyalError(f"no {MODEL_NAME} carries the alias champion yet: run `loyal train churn`, or pass "
                          "--version to score with a version that was not promoted")
-    uri = f"models:/{MODEL_NAME}/{version}" if version is not None else f"models:/{MODEL_NAME}@champion"
-    try:
-        return mlflow.pyfunc.load_model(uri).unwrap_python_model().model
-    except mlflow.exceptions.MlflowException:
-        raise LoyalError(f"{MODEL_NAME} has no version {version}") from None
+    return load_version(MODEL_NAME, version).unwrap_python_model().model
 
 
 def scored_snapshot(home: Path, as_of, version: str | None = None) -> tuple[ChurnModel, pd.DataFrame, pd.DataFrame]:

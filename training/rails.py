@@ -77,15 +77,18 @@ class Recommender:
         return rows
 
     # ------------------------------------------------------------------------------------------- lists
-    def recommend(self, customer_ids, rail: str, k: int, block: int = 512) -> pd.DataFrame:
+    def recommend(self, customer_ids, rail: str, k: int, block: int = 512, strangers=None) -> pd.DataFrame:
         """Rows (customer_id, rank, item_id, score), best first per customer, in the order the ids came.
-        Unknown customers get `trending`."""
+        Unknown customers get `trending`, and so do `strangers` (a mask over the ids: customers erased since the
+        model was trained, whom it must not answer as themselves)."""
         if rail not in RAILS:
             raise LoyalError(f"unknown rail {rail!r}: choose one of {', '.join(RAILS)}")
         if not 1 <= k <= len(self.items):
             raise LoyalError(f"k must be between 1 and {len(self.items)}, not {k}")
         ids = pd.Index(pd.Series(customer_ids, dtype="string").astype(str))
         positions = self.customers.get_indexer(ids)
+        if strangers is not None:
+            positions[np.asarray(strangers, dtype=bool)] = -1
 
         trending = top_k(self.trending_scores[None, :], k)
 

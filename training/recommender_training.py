@@ -22,8 +22,10 @@ import numpy as np
 import pandas as pd
 
 from loyal.errors import LoyalError
+from loyal.locking import writes_home
 from loyal.schema import TIMESTAMP
 from loyal.store import read_table
+from loyal.suppression import suppressed
 from loyal.training.evaluate import (
     K,
     TEST_DAYS,
@@ -36,7 +38,7 @@ from loyal.training.rails import COLUMNS, RAILS, Recommender
 from loyal.training.ranker import VIEWS, FeastFeatures, FeatureSource, LabelledStage, RankerConfig, Reranker, Stage
 from loyal.training.recommenders import BASELINES
 from loyal.training.registry import Champion, Decision, champion_version, decided, load_champion, load_gate
-from loyal.training.registry import record_decision
+from loyal.training.registry import load_version, record_decision, seal
 from loyal.training.tuning import (
     BASELINE_SPACES,
     Validation,
@@ -361,6 +363,7 @@ def _log_report(report: dict) -> None:
                                  "distinct buyers before the cutoff"), "plots/popularity_bias.png")
 
 
+@writes_home("evaluate recommender")
 def log_evaluation(home: Path, report: dict) -> str:
     """`loyal evaluate recommender`'s report as an MLflow run of its own (tag loyal.kind=evaluation): the same
     metrics, report and plots a training run logs, so the MLflow UI shows them side by side. Returns the run id."""
@@ -374,6 +377,7 @@ def log_evaluation(home: Path, report: dict) -> str:
     return run.info.run_id
 
 
+@writes_home("train recommender")
 def train_recommender(home: Path, train_end, trials: int = 0, draws: int = 1000,
                       configs: dict[str, RankerConfig] | None = None, gate: dict | None = None) -> dict:
     """Train, log, register `loyal-recommender` and decide on `champion` (measured against the current one).
@@ -407,6 +411,7 @@ def train_recommender(home: Path, train_end, trials: int = 0, draws: int = 1000,
             name="model", python_model=RecommenderPyfunc(), artifacts={"recommender": str(path)},
             signature=signature, registered_model_name=MODEL_NAME,
         )
+        seal(info.model_uri)
         version = str(info.registered_model_version)
         client = mlflow.MlflowClient()
         for key, value in tags.items():
@@ -428,18 +433,16 @@ def load_model(home: Path, version: str | None = None):
     from loyal.tracking import use_home
 
     use_home(home)
-    if version is not None:
-        return mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}/{version}")
-    if champion_version(MODEL_NAME) is None:
+    if version is None and champion_version(MODEL_NAME) is None:
         raise LoyalError(f"no {MODEL_NAME} carries the alias champion yet: run `loyal train recommender` first")
-    return mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}@champion")
+    return load_version(MODEL_NAME, version)
 
 
 def recommend(home: Path, customer_ids: list[str], rail: str, k: int, version: str | None = None) -> pd.DataFrame:
     """Rows (customer_id, rank, item_id, score) from the champion, or from `version`."""
     if rail not in RAILS:
         raise LoyalError(f"unknown rail {rail!r}: choose one of {', '.join(RAILS)}")
-    model = load_model(home, version)
-    rows = model.predict(pd.DataFrame({"customer_id": pd.Series(customer_ids, dtype=str)}),
-                         params={"rail": rail, "k": int(k)})
+    recommender: Recommender = load_model(home, version).unwrap_python_model().recommender
+    # A customer erased since the model was trained is answered exactly as one it never saw.
+    rows = recommender.recommend(customer_ids, rail, int(k), strangers=suppressed(home, customer_ids))
     return rows[COLUMNS]

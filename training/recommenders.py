@@ -153,7 +153,9 @@ class _Factors:
     """A matrix factorisation fitted by implicit: a customer's score for an item is the dot product of their factors."""
 
     def score(self, customers: np.ndarray) -> np.ndarray:
-        return self.model.user_factors[customers] @ self.model.item_factors.T
+        # In float64: float32 products come out of BLAS differently for different batch shapes (2e-7 here), enough to
+        # flip which items make a customer's candidate cut, so that their answer would depend on who else is scored.
+        return self.model.user_factors[customers].astype(np.float64) @ self.model.item_factors.T.astype(np.float64)
 
 
 class ALS(_Factors):

@@ -4,6 +4,9 @@ reads its margins and guardrails from `champion.yaml` beside this module."""
 
 from __future__ import annotations
 
+import hashlib
+import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,6 +92,87 @@ def load_champion(name: str) -> Champion | None:
     current = champion_version(name)
     if current is None:
         return None
-    wrapper = mlflow.pyfunc.load_model(f"models:/{name}/{current.version}").unwrap_python_model()
+    try:
+        wrapper = load_version(name, str(current.version)).unwrap_python_model()
+    except UnloadableModel as error:
+        # A champion that cannot be loaded cannot be measured, and must not stand in the way of one that can.
+        warnings.warn(f"{error}; the challenger is measured against its baselines alone", stacklevel=2)
+        return None
     model = getattr(wrapper, "model", None) or getattr(wrapper, "recommender")
     return Champion(str(current.version), current.tags.get("train_window_end", ""), model)
+
+
+# ------------------------------------------------------------------------------------------- sealed artifacts
+# A registered model is loaded only if its files are the ones its training run logged: the run records their
+# SHA-256 (the tag below) and loading checks it before anything is unpickled. A replaced or damaged artifact is then
+# refused with one line naming it, instead of being run.
+DIGEST_TAG = "loyal.model_sha256"
+
+
+class UnloadableModel(LoyalError):
+    """A registered model whose artifact is missing, altered or cannot be read."""
+
+
+# MLflow writes this into a registered model's folder when it downloads it (the name and version asked for): it is
+# not part of what was logged.
+WRITTEN_ON_DOWNLOAD = {"registered_model_meta"}
+
+
+def artifact_digest(folder: Path) -> str:
+    """SHA-256 over every file under `folder` (but WRITTEN_ON_DOWNLOAD): its path relative to the folder and its
+    bytes, in path order."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.name not in WRITTEN_ON_DOWNLOAD):
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
+        with path.open("rb") as file:
+            for block in iter(lambda: file.read(1 << 20), b""):
+                digest.update(block)
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def seal(model_uri: str) -> str:
+    """Record the digest of a model just logged on the active run; returns it."""
+    with tempfile.TemporaryDirectory() as tmp:
+        digest = artifact_digest(Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp)))
+    mlflow.set_tag(DIGEST_TAG, digest)
+    return digest
+
+
+def load_version(name: str, version: str | None = None):
+    """The registered pyfunc `name` at `version` (default: the one carrying `champion`), loaded only after its
+    files are checked against the digest its training run recorded. UnloadableModel, naming the artifact,
+    otherwise."""
+    client = MlflowClient()
+    try:
+        found = (client.get_model_version(name, version) if version is not None
+                 else client.get_model_version_by_alias(name, CHAMPION))
+    except mlflow.exceptions.MlflowException:
+        raise LoyalError(f"{name} has no {'version ' + version if version else 'champion'}") from None
+    try:
+        where = client.get_model_version_download_uri(name, found.version)
+    except mlflow.exceptions.MlflowException:
+        where = found.source
+    label = f"{name} version {found.version} ({where})"
+    expected = client.get_run(found.run_id).data.tags.get(DIGEST_TAG) if found.run_id else None
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{found.version}",
+                                                             dst_path=tmp))
+        except Exception as error:  # noqa: BLE001 - whatever the store says, the model cannot be had
+            raise UnloadableModel(f"cannot read {label}: {_first_line(error)}") from None
+        if expected is None:
+            raise UnloadableModel(f"{label} carries no digest of its files (registered before Loyal checked them): "
+                                  "train it again")
+        if artifact_digest(local) != expected:
+            raise UnloadableModel(f"{label}: its files are not the ones registered (their SHA-256 differs); "
+                                  "refusing to load them")
+        try:
+            return mlflow.pyfunc.load_model(str(local))
+        except Exception as error:  # noqa: BLE001 - any failure to unpickle is a damaged artifact
+            raise UnloadableModel(f"cannot load {label}: {type(error).__name__}: {_first_line(error)}") from None
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:300] if text else type(error).__name__

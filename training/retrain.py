@@ -5,7 +5,8 @@ holdout window, no guardrail worse. The service picks up a moved alias by itself
 
 Safe on a schedule:
 - one at a time: a lock on $LOYAL_HOME/retrain.lock (released by the kernel when the process ends, however it
-  ends); a second retrain exits at once with LOCKED;
+  ends); a second retrain exits at once with LOCKED. It then holds the home's write lock (`loyal.locking`) for its
+  whole run, so no ingest, erasure or campaign interleaves with it;
 - idempotent: a retrain whose data (the canonical tables' bytes), date, tuning budget and gate were already decided
   by a finished retrain trains nothing and exits with NOTHING_NEW (`--force` retrains all the same);
 - its exit code is its outcome: PROMOTED, KEPT, NOTHING_NEW, LOCKED; 2 for a mistake in its input, 1 for a failure.
@@ -25,6 +26,7 @@ from datetime import date
 from pathlib import Path
 
 from loyal.errors import LoyalError
+from loyal.locking import writing
 from loyal.training.registry import GATE, load_gate
 
 PROMOTED, KEPT, NOTHING_NEW, LOCKED = 0, 10, 11, 75  # 75: EX_TEMPFAIL, "try again later"
@@ -67,7 +69,7 @@ def data_fingerprint(home: Path) -> str:
     digest = hashlib.sha256()
     for name, table in sorted(TABLES.items()):
         path = table_path(home, table)
-        if not path.exists():
+        if path is None:
             continue
         digest.update(name.encode())
         with open(path, "rb") as file:
@@ -107,7 +109,7 @@ def retrain(home: Path, as_of: date | None = None, data: Path | None = None, dat
     gate = load_gate(gate_path)  # a broken gate is the user's mistake: say so before any work
     if trials < 0:
         raise LoyalError(f"--trials must be 0 or more, not {trials}")
-    with exclusive(home):
+    with exclusive(home), writing(home, "retrain"):
         summary = {"ingest": ingest_file(data_format, data, home)} if data is not None else {}
         as_of = _as_of(home, as_of)
         fingerprint = data_fingerprint(home)
