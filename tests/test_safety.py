@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import signal
 import stat
 import subprocess
@@ -73,72 +74,95 @@ def stored_customers(home: Path, table: str = "transactions") -> set[str]:
 # ------------------------------------------------------------------------------------------------ concurrency
 
 
-def _two_halves_at_once(tmp_path: Path, seed: int) -> None:
+@pytest.fixture(scope="module")
+def stocked(tmp_path_factory) -> Path:
+    """A home already holding 200,000 order lines: each writer then spends a second or so reading and copying the
+    tables, long enough for two at once to overlap every time (on 8bbd558 one of two ingests was then lost)."""
+    folder = tmp_path_factory.mktemp("stocked")
+    done = loyal(folder / "home", "ingest", "online-retail", str(retail_csv(folder / "base.csv", range(0, 2000),
+                                                                          lines_each=100, seed=99)))
+    assert done.returncode == 0, done.stderr
+    return folder / "home"
+
+
+def _copy(stocked: Path, tmp_path: Path, name: str) -> Path:
+    home = tmp_path / name
+    shutil.copytree(stocked, home)
+    return home
+
+
+def _two_halves_at_once(stocked: Path, tmp_path: Path, seed: int) -> None:
     """Two ingests of two halves into one home at once: every row of both is stored, and the customers table agrees
     with the transactions (on 8bbd558 one half was lost, both exiting 0)."""
-    home = tmp_path / f"home-{seed}"
-    first = retail_csv(tmp_path / f"first-{seed}.csv", range(0, 150), seed=seed)
-    second = retail_csv(tmp_path / f"second-{seed}.csv", range(150, 300), seed=seed + 1)
+    home = _copy(stocked, tmp_path, f"home-{seed}")
+    before = len(read_table(home, "transactions"))
+    first = retail_csv(tmp_path / f"first-{seed}.csv", range(3000, 3300), lines_each=100, seed=seed)
+    second = retail_csv(tmp_path / f"second-{seed}.csv", range(3300, 3600), lines_each=100, seed=seed + 1)
     runs = [start(home, "ingest", "online-retail", str(first))]
-    time.sleep(random.Random(seed).uniform(0, 0.5))
+    time.sleep(random.Random(seed).uniform(0, 0.5) if seed else 0)
     runs.append(start(home, "ingest", "online-retail", str(second)))
     for run in runs:
         _, stderr = run.communicate(timeout=300)
         assert run.returncode == 0, stderr
         assert "Traceback" not in stderr
     stored = read_table(home, "transactions")
-    assert len(stored) == 300 * 20
+    assert len(stored) == before + 600 * 100
     assert set(stored["customer_id"]) == set(read_table(home, "customers")["customer_id"])
 
 
-def _same_file_twice_at_once(tmp_path: Path, seed: int) -> None:
+def _same_file_twice_at_once(stocked: Path, tmp_path: Path, seed: int) -> None:
     """Two ingests of one file at once: both succeed (on 8bbd558 one crashed with a traceback after committing,
     renaming a quarantine file the other had renamed), and the file is stored once."""
-    home = tmp_path / f"same-{seed}"
-    data = retail_csv(tmp_path / f"data-{seed}.csv", range(0, 100), seed=seed)
+    home = _copy(stocked, tmp_path, f"same-{seed}")
+    before = len(read_table(home, "transactions"))
+    data = retail_csv(tmp_path / f"data-{seed}.csv", range(3000, 3300), lines_each=100, seed=seed)
     with data.open("a") as handle:  # rows to quarantine, so both write the same quarantine file
         handle.write("9,i1,A,1,not-a-date,1.0,1,UK\n9,i2,A,1,2024-01-01,1.0,,UK\n")
     runs = [start(home, "ingest", "online-retail", str(data)) for _ in range(2)]
     for run in runs:
         _, stderr = run.communicate(timeout=300)
         assert run.returncode == 0 and "Traceback" not in stderr, stderr
-    assert len(read_table(home, "transactions")) == 100 * 20
-    assert len(list((home / "quarantine").glob("*.csv"))) == 1
+    assert len(read_table(home, "transactions")) == before + 300 * 100
+    assert len(list((home / "quarantine").glob("*data*.csv"))) == 1
 
 
-def _ingest_beside_forget(tmp_path: Path, seed: int) -> None:
+def _ingest_beside_forget(stocked: Path, tmp_path: Path, seed: int) -> None:
     """`loyal forget 7` while an ingest holding 7's rows runs: however they interleave, 7 is not stored
     afterwards (on 8bbd558 the customer came back in 1 of 9 timings, both exiting 0)."""
-    home = tmp_path / f"forget-{seed}"
-    assert loyal(home, "ingest", "online-retail", str(retail_csv(tmp_path / "old.csv", range(0, 20)))).returncode == 0
-    again = retail_csv(tmp_path / f"again-{seed}.csv", range(0, 40), seed=seed)  # customer 7's rows among them
-    ingest = start(home, "ingest", "online-retail", str(again))
-    time.sleep(random.Random(seed).uniform(0, 1.5))
-    erase = loyal(home, "forget", "7")
-    _, stderr = ingest.communicate(timeout=300)
-    assert ingest.returncode == 0 and erase.returncode == 0, (stderr, erase.stderr)
+    home = _copy(stocked, tmp_path, f"forget-{seed}")
+    again = retail_csv(tmp_path / f"again-{seed}.csv", range(0, 300), lines_each=100, seed=seed)  # 7's among them
+    # Either may start first, by up to two seconds.
+    offset = random.Random(seed).uniform(-2.0, 2.0) if seed else 0.3
+    commands = [("ingest", "online-retail", str(again)), ("forget", "7")]
+    first, second = commands if offset >= 0 else commands[::-1]
+    runs = [start(home, *first)]
+    time.sleep(abs(offset))
+    runs.append(start(home, *second))
+    for run in runs:
+        _, stderr = run.communicate(timeout=300)
+        assert run.returncode == 0 and "Traceback" not in stderr, stderr
     for table in ("transactions", "customers"):
         assert "7" not in stored_customers(home, table)
-    assert {"8", "39"} <= stored_customers(home)
+    assert {"8", "1999"} <= stored_customers(home)
 
 
 @pytest.mark.integration
-def test_two_ingests_at_once_lose_nothing(tmp_path):
-    _two_halves_at_once(tmp_path, seed=0)
-    _same_file_twice_at_once(tmp_path, seed=0)
+def test_two_ingests_at_once_lose_nothing(stocked, tmp_path):
+    _two_halves_at_once(stocked, tmp_path, seed=0)
+    _same_file_twice_at_once(stocked, tmp_path, seed=0)
 
 
 @pytest.mark.integration
-def test_an_ingest_beside_forget_never_brings_the_customer_back(tmp_path):
-    _ingest_beside_forget(tmp_path, seed=0)
+def test_an_ingest_beside_forget_never_brings_the_customer_back(stocked, tmp_path):
+    _ingest_beside_forget(stocked, tmp_path, seed=0)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", range(20))
-def test_the_races_in_twenty_interleavings(tmp_path, seed):
-    _two_halves_at_once(tmp_path, seed)
-    _same_file_twice_at_once(tmp_path, seed)
-    _ingest_beside_forget(tmp_path, seed)
+def test_the_races_in_twenty_interleavings(stocked, tmp_path, seed):
+    _two_halves_at_once(stocked, tmp_path, seed)
+    _same_file_twice_at_once(stocked, tmp_path, seed)
+    _ingest_beside_forget(stocked, tmp_path, seed)
 
 
 @pytest.mark.slow
