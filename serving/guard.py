@@ -9,7 +9,8 @@ In order, for every request:
    `Authorization: Bearer <token>`, compared in constant time: 401 otherwise;
 3. a body must be `application/json` (415) and at most LOYAL_MAX_BODY_BYTES (default 1 MiB; 413), read before the
    request goes on, so a large body is refused without being held in memory whole;
-4. while the models are not loaded, /readyz answers 503 with the reason and the API routes 503.
+4. while the models are not loaded, /readyz answers 503 with the reason and the API routes 503;
+5. answers about customers carry `Cache-Control: no-store` and `X-Content-Type-Options: nosniff`.
 
 Refusals are logged by the access log as one line (route and status). BentoML logs a request its validation refuses
 as an ERROR with a traceback that quotes the input, customer ids included; `ClientErrorsInOneLine` turns those
@@ -34,6 +35,7 @@ DEFAULT_MAX_BODY_BYTES = 1 << 20
 # Open without a token: probes, the metrics scraper, and the API's own documentation (which holds no data).
 OPEN_PATHS = ("/livez", "/readyz", "/healthz", "/metrics", "/docs.json", "/schema.json", "/static_content/")
 BODY_METHODS = ("POST", "PUT", "PATCH")
+PRIVATE_HEADERS = [(b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff")]
 
 
 @dataclass
@@ -90,7 +92,7 @@ class Guard:
             receive = _replay(body)
         if not is_open and readiness.reason is not None:
             return await _answer(send, 503, {"error": f"not ready: {readiness.reason}"})
-        await self.app(scope, receive, send)
+        await self.app(scope, receive, send if is_open else _private(send))
 
     def _authorised(self, headers: dict[str, str]) -> bool:
         scheme, _, given = headers.get("authorization", "").partition(" ")
@@ -111,6 +113,17 @@ async def _read_body(receive, limit: int) -> tuple[bytes, bool]:
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks), True
+
+
+def _private(send):
+    """A `send` that marks an answer about a customer as not to be cached (by a proxy or a browser) nor sniffed as
+    another type than it says."""
+    async def send_private(message):
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", []), *PRIVATE_HEADERS]}
+        await send(message)
+
+    return send_private
 
 
 def _replay(body: bytes):

@@ -70,6 +70,7 @@ def test_every_rail_answers_with_reasons_descriptions_and_the_model_version(clie
         body = answer.json()
         assert body["cold_start"] is False and body["rail"] == rail and 1 <= len(body["items"]) <= 5
         assert list(body["model_versions"]) == [RECOMMENDER]
+        assert answer.headers["cache-control"] == "no-store"  # about a customer: no proxy keeps it
         assert all(item["reason"] and item["description"] for item in body["items"])
         scores = [item["score"] for item in body["items"]]
         assert scores == sorted(scores, reverse=True)
