@@ -31,12 +31,12 @@ from loyal.errors import LoyalError
 from loyal.features import compute
 from loyal.features.compute import EVENT_TIMESTAMP, FeatureInputs, Snapshots
 from loyal.features.online import StaleFeaturesWarning
+from loyal.home import ONLINE_STORE_ENV
 from loyal.locking import writing
 from loyal.schema import CUSTOMER_ID, CUSTOMERS, EVENTS, ITEM_ID, TIMESTAMP, TRANSACTIONS
 from loyal.store import read_table, table_path
 
 TEMPLATE = Path(__file__).with_name("feature_store.yaml")
-ONLINE_STORE_ENV = "LOYAL_ONLINE_STORE"  # "sqlite" (default) or redis://HOST:PORT[/DB]
 LINEAGE = "lineage.jsonl"
 _ARROW_TYPES = {"int": pa.int64(), "float": pa.float64(), "str": pa.string(), "bool": pa.bool_()}
 

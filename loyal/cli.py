@@ -15,10 +15,8 @@ from typing import Optional
 import typer
 
 from loyal.errors import LoyalError
-from loyal.home import OWNER_ONLY, loyal_home
-from loyal.locking import BUSY_EXIT_CODE, HomeBusy
-
-ONLINE_STORE_ENV = "LOYAL_ONLINE_STORE"
+from loyal.home import ONLINE_STORE_ENV, OWNER_ONLY, loyal_home
+from loyal.locking import BUSY_EXIT_CODE, HomeBusy, writing
 
 app = typer.Typer(
     help="Loyal: recommendations, churn risk and personalised offers for retailers.\n\n"
@@ -54,8 +52,7 @@ def main() -> None:
         typer.echo(f"loyal: the Redis online store ({ONLINE_STORE_ENV}) cannot be used: {error}", err=True)
         sys.exit(2)
     except PermissionError as error:
-        typer.echo(f"loyal: not allowed to {('write ' if error.filename else '')}{error.filename or error}: "
-                   f"{error.strerror or error}", err=True)
+        typer.echo(f"loyal: permission denied: {error.filename or error}", err=True)
         sys.exit(2)
     except OSError as error:
         if error.errno != errno.ENOSPC:
@@ -266,7 +263,6 @@ def evaluate_recommender(
     trained on the purchases before CUTOFF and measured on the next 30 days in the "all" and "explore" views;
     writes recommender-CUTOFF.md and .json, logs them with their plots to MLflow as a run of its own, and prints
     each rail's comparison with its best baseline."""
-    from loyal.locking import writing
     from loyal.training.recommender_training import fit_and_evaluate, log_evaluation, markdown
 
     try:
@@ -390,7 +386,6 @@ def campaign(
     expected_value and reason, records the campaign in MLflow and in the contact history."""
     if context.invoked_subcommand is not None:
         return
-    from loyal.locking import writing
     from loyal.serving.campaign import Campaign, build, record
 
     home = loyal_home()

@@ -14,6 +14,7 @@ import stat
 from pathlib import Path
 
 DEFAULT_HOME = ".loyal"  # inside the working directory, and git-ignored
+ONLINE_STORE_ENV = "LOYAL_ONLINE_STORE"  # "sqlite" (default) or redis://[:PASSWORD@]HOST:PORT[/DB]
 SECRET_KEY = "secret.key"
 OWNER_ONLY = 0o077  # the umask: files 0600, folders 0700
 
