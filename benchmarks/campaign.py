@@ -54,9 +54,9 @@ class _EveryoneKnown:
 
 def _know_everyone() -> None:
     """Every champion recommender loaded from now on ranks every customer as a known one."""
-    from loyal.training import recommender_training
+    from loyal.training import rails
 
-    load_model = recommender_training.load_model
+    load_model = rails.load_model
 
     def load_knowing_everyone(home, version=None):
         model = load_model(home, version)
@@ -64,7 +64,7 @@ def _know_everyone() -> None:
         recommender.customers = _EveryoneKnown(len(recommender.customers))
         return model
 
-    recommender_training.load_model = load_knowing_everyone
+    rails.load_model = load_knowing_everyone
 
 
 def _train_models(home: Path, customers: int) -> None:
@@ -110,7 +110,7 @@ def main() -> None:
                        stdout=subprocess.DEVNULL)
     if not (big / "feast" / "registry.db").exists():
         env = os.environ | {"LOYAL_HOME": str(big)}
-        subprocess.run([sys.executable, "-m", "loyal.cli", "ingest", "synthetic", "--customers", str(args.customers),
+        subprocess.run([sys.executable, "-m", "loyal.app.cli", "ingest", "synthetic", "--customers", str(args.customers),
                         "--days", "365", "--seed", "2"], env=env, check=True, stdout=subprocess.DEVNULL)
         import pandas as pd
 

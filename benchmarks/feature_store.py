@@ -118,7 +118,7 @@ def scale(args) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         home = Path(folder)
         env = {**os.environ, "LOYAL_HOME": folder}
-        subprocess.run([sys.executable, "-m", "loyal.cli", "ingest", "synthetic", "--customers", str(args.customers),
+        subprocess.run([sys.executable, "-m", "loyal.app.cli", "ingest", "synthetic", "--customers", str(args.customers),
                         "--days", str(args.days)], env=env, check=True, stdout=subprocess.DEVNULL)
         port = _free_port()
         redis = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",

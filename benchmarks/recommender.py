@@ -84,7 +84,7 @@ def als(customers: int, home: Path | None) -> dict:
 
     if home is None:
         home = Path(tempfile.mkdtemp(prefix="loyal-bench-"))
-        subprocess.run([sys.executable, "-m", "loyal.cli", "ingest", "synthetic", "--customers", str(customers)],
+        subprocess.run([sys.executable, "-m", "loyal.app.cli", "ingest", "synthetic", "--customers", str(customers)],
                        env=os.environ | {"LOYAL_HOME": str(home)}, check=True, stdout=subprocess.DEVNULL)
     transactions = read_table(home, "transactions")
     began = time.perf_counter()

@@ -8,9 +8,7 @@ read the same way, in about a third of the time. A test holds the two to equal a
 
 from __future__ import annotations
 
-import warnings
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any, Mapping
 
 from feast.infra.key_encoding_utils import serialize_entity_key
@@ -21,7 +19,7 @@ from feast.protos.feast.types.Value_pb2 import Value
 from feast.type_map import feast_value_type_to_python_type
 
 from loyal.errors import LoyalError
-from loyal.schema import CUSTOMER_ID
+from loyal.features import definitions
 
 
 def _scalar(value: Value):
@@ -39,8 +37,6 @@ class OnlineReader:
     """The views of a FeatureService (or the customer views, for `service=None`), resolved once."""
 
     def __init__(self, store, service: str | None = None):
-        from loyal.features import definitions
-
         self.config = store.config
         self.online_store = get_online_store_from_config(store.config.online_store)
         if service is None:
@@ -123,25 +119,6 @@ class OnlineReader:
                     "days); ingest new data, then run `loyal features build` and `loyal features materialize`"
                 )
         return messages
-
-
-def show(home: Path, customer_id: str, now: datetime | None = None) -> dict:
-    """What the online store holds for one customer, view by view, with the time each view's values are as of.
-
-    Views older than their freshness give a StaleFeaturesWarning naming the view."""
-    from loyal.features.repo import open_store
-
-    reader = OnlineReader(open_store(home))
-    values, as_of = reader.read({CUSTOMER_ID: customer_id})
-    if not any(as_of.values()):
-        raise LoyalError(f"customer {customer_id} is not in the online store")
-    for message in reader.stale(as_of, now):
-        warnings.warn(message, StaleFeaturesWarning, stacklevel=2)
-    result: dict = {CUSTOMER_ID: customer_id}
-    for view, _, features, _ in reader.views:
-        stamp = as_of[view.name]
-        result[view.name] = {"as_of": stamp.isoformat(), **{f: values[f] for f in features}} if stamp else None
-    return result
 
 
 def erase(store, join_key: str, ids: list[str]) -> int:

@@ -28,9 +28,9 @@ import pyarrow.parquet as pq
 import yaml
 
 from loyal.errors import LoyalError
-from loyal.features import compute
+from loyal.features import compute, definitions
 from loyal.features.compute import EVENT_TIMESTAMP, FeatureInputs, Snapshots
-from loyal.features.online import StaleFeaturesWarning
+from loyal.features.online import OnlineReader, StaleFeaturesWarning
 from loyal.home import ONLINE_STORE_ENV
 from loyal.locking import writing
 from loyal.schema import CUSTOMER_ID, CUSTOMERS, EVENTS, ITEM_ID, TIMESTAMP, TRANSACTIONS
@@ -118,8 +118,6 @@ def _follow_a_moved_home(home: Path, store) -> None:
     """Feast's registry names each view's offline file by its absolute path (the DuckDB offline store reads a path
     as given, relative to the working directory). Where those paths lie outside this home, the home was moved or
     copied: the views are applied again, reading the same build's files under this home (under the write lock)."""
-    from loyal.features import definitions
-
     offline = feast_dir(home) / definitions.OFFLINE_DIR
     if all(Path(view.batch_source.path).is_relative_to(offline) for view in store.list_feature_views()):
         return
@@ -155,8 +153,6 @@ def build(home: Path, config: BuildConfig = BuildConfig()) -> dict:
 
 
 def _build(home: Path, config: BuildConfig) -> dict:
-    from loyal.features import definitions
-
     path = table_path(home, TRANSACTIONS)
     if path is None:
         raise LoyalError(f"no transactions under {home}: run `loyal ingest` first")
@@ -274,8 +270,6 @@ def lineage(home: Path) -> list[dict]:
 
 def offline_file(home: Path, view: str) -> Path:
     """The latest build's offline data of one view."""
-    from loyal.features import definitions
-
     return feast_dir(home) / definitions.OFFLINE_DIR / latest_build(home)["build_id"] / f"{view}.parquet"
 
 
@@ -334,8 +328,6 @@ def _earliest(path: Path) -> datetime | None:
 
 
 def _service_or_views(store, service: str | None):
-    from loyal.features import definitions
-
     if service is None:
         return [f"{view.name}:{field.name}" for view in definitions.CUSTOMER_VIEWS for field in view.features]
     return store.get_feature_service(definitions.require_service(service))
@@ -349,8 +341,6 @@ def _view_names(features) -> list[str]:
 
 def _join_keys(features) -> list[str]:
     """The entity columns the rows need for these features: customer_id, then item_id where items are read."""
-    from loyal.features import definitions
-
     entities = {view.name: view.entities for view in definitions.VIEWS}
     needed = {entity for name in _view_names(features) for entity in entities[name]}
     return [e.join_key for e in (definitions.customer, definitions.item) if e.name in needed]
@@ -405,8 +395,6 @@ def features_by_entity(home: Path, service: str, at: pd.Timestamp, ids: dict[str
     service's views on that entity, indexed by id in the order given (nulls where an id has no row). A ranker
     scoring a few hundred items for each of thousands of customers needs thousands of rows, not millions.
     """
-    from loyal.features import definitions
-
     store = open_store(home)
     projections = store.get_feature_service(definitions.require_service(service)).feature_view_projections
     entities = {view.name: view.entities for view in definitions.VIEWS}
@@ -458,10 +446,26 @@ def _warn_if_stale_historical(home: Path, store, view_names: list[str], times: p
             )
 
 
+def show(home: Path, customer_id: str, now: datetime | None = None) -> dict:
+    """What the online store holds for one customer, view by view, with the time each view's values are as of.
+
+    Views older than their freshness give a StaleFeaturesWarning naming the view."""
+    reader = OnlineReader(open_store(home))
+    values, as_of = reader.read({CUSTOMER_ID: customer_id})
+    if not any(as_of.values()):
+        raise LoyalError(f"customer {customer_id} is not in the online store")
+    for message in reader.stale(as_of, now):
+        warnings.warn(message, StaleFeaturesWarning, stacklevel=2)
+    result: dict = {CUSTOMER_ID: customer_id}
+    for view, _, features, _ in reader.views:
+        stamp = as_of[view.name]
+        result[view.name] = {"as_of": stamp.isoformat(), **{f: values[f] for f in features}} if stamp else None
+    return result
+
+
 def forget_offline(home: Path, customer_ids: set[str]) -> int:
     """Remove these customers' rows from every kept build's offline data (each customer view's file); rows
     removed."""
-    from loyal.features import definitions
     from loyal.store import without_customers
 
     root = feast_dir(home) / definitions.OFFLINE_DIR
@@ -474,8 +478,6 @@ def customer_features_at_last_snapshot(home: Path, at) -> pd.DataFrame | None:
     offline files: the rows Feast's point-in-time join returns at that time (a test holds them equal), without an
     entity row per customer to join, which a million customers' campaign cannot afford. Sorted by customer id.
     None when `at` is not that snapshot (then ask `historical_features`)."""
-    from loyal.features import definitions
-
     build = latest_build(home)
     last = pd.Timestamp(build["snapshots"]["end"])
     if compute.midnight(at) != last:

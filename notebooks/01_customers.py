@@ -14,10 +14,10 @@
 # What the data is, before any model: what ingest set aside and why, orders over time, RFM segments, how each
 # month's new customers come back, and the channel mix. It reads `$LOYAL_HOME` (default `./.loyal`, what
 # `bash scripts/run.sh` leaves); `bash scripts/notebooks.sh` runs it from the repository root. The tables and plots
-# come from `loyal.explore` and `loyal.training.plots`; this notebook only shows them.
+# come from `loyal.app.explore` and `loyal.training.plots`; this notebook only shows them.
 
 # %%
-from loyal import explore
+from loyal.app import explore
 from loyal.home import loyal_home
 from loyal.training import plots
 

@@ -19,7 +19,8 @@
 # %%
 from loyal.home import loyal_home
 from loyal.serving.campaign import value_by_budget
-from loyal.training import plots, reports
+from loyal.app import reports
+from loyal.training import plots
 
 home = loyal_home()
 version, report = reports.champion_evaluation(home, "loyal-churn")

@@ -80,7 +80,7 @@ def build(home: Path, campaign: Campaign, policy_path: Path | None = None) -> tu
     from loyal.features.repo import customer_features_at_last_snapshot, historical_features
     from loyal.serving.policy import choose, load_policy
     from loyal.store import read_table
-    from loyal.training.churn_training import load_model
+    from loyal.training.churn_scoring import load_model
 
     campaign.check()
     policy = load_policy(policy_path)
@@ -172,7 +172,7 @@ def _fill(costs: np.ndarray, campaign: Campaign) -> np.ndarray:
 
 def _items(home: Path, customer_ids: pd.Series) -> list[str]:
     """Each customer's `for_you` items from the champion recommender, ";"-joined."""
-    from loyal.training.recommender_training import load_model
+    from loyal.training.rails import load_model
 
     if customer_ids.empty:
         return []

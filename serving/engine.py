@@ -49,7 +49,7 @@ class Engine:
         from loyal.features.repo import open_store
         from loyal.store import read_table
         from loyal.tracking import use_home
-        from loyal.training import churn_training, recommender_training
+        from loyal.training import churn_scoring, rails
         from loyal.training.registry import champion_version
 
         torch.set_num_threads(1)  # one request is a few small matrix products; threads only contend
@@ -58,9 +58,9 @@ class Engine:
         if missing:
             raise LoyalError(f"no champion for {missing}: train first (`loyal run`, or `loyal train recommender` "
                              "and `loyal train churn`)")
-        recommender = recommender_training.load_model(home).unwrap_python_model().recommender
+        recommender = rails.load_model(home).unwrap_python_model().recommender
         self.recommender = recommender
-        self.churn = churn_training.load_model(home)
+        self.churn = churn_scoring.load_model(home)
         versions = {name: champion_version(name) for name in (RECOMMENDER, CHURN)}
         self.model_versions = {name: str(version.version) for name, version in versions.items()}
         self.horizon_days = int(versions[CHURN].tags.get("horizon_days", 90))
@@ -223,7 +223,7 @@ class Engine:
         """Per id: known, churn_probability, expected_value (NaN where unknown), risk_segment, loyalty_tier and,
         when asked, top_drivers (lists of texts)."""
         from loyal.training.churn_explain import top_drivers
-        from loyal.training.churn_training import risk_segment
+        from loyal.training.churn_scoring import risk_segment
 
         columns, known = self._features(customer_ids)
         n = len(customer_ids)

@@ -10,7 +10,7 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from loyal.cli import app
+from loyal.app.cli import app
 
 from conftest import REPO, tree_digest, write
 

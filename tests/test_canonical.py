@@ -117,7 +117,7 @@ def test_parquet_input(tmp_path, home):
 
 
 def test_a_forgotten_customer_leaves_tables_and_quarantine_and_stays_out_of_later_ingests(tmp_path, home):
-    from loyal.forget import forget
+    from loyal.app.forget import forget
 
     text = REQUIRED_ONLY + "c3,i1,2024-01-01,1,-2\nc1,i1,2024-01-01,1,-2\n" + "".join(
         f"c{n},i9,2024-02-01,1,1.0\n" for n in range(20))

@@ -144,7 +144,7 @@ def test_train_churn_registers_the_model_and_score_churn_answers_from_it(home, t
     from mlflow import MlflowClient
     from typer.testing import CliRunner
 
-    from loyal.cli import app
+    from loyal.app.cli import app
     from loyal.features.repo import build
     from loyal.ingest import ingest_synthetic
     from loyal.store import read_table

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from loyal.cli import app
+from loyal.app.cli import app
 
 REQUIRED_ONLY = ["customer_id", "item_id", "timestamp", "quantity", "unit_price"]
 

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from loyal.cli import app
+from loyal.app.cli import app
 from loyal.schema import TRANSACTIONS
 from loyal.store import read_table, table_path
 

@@ -134,7 +134,7 @@ def test_evaluate_command_writes_a_report_with_every_baseline_beside_the_rails(h
 
     from typer.testing import CliRunner
 
-    from loyal.cli import app
+    from loyal.app.cli import app
     from loyal.features.repo import build
     from loyal.ingest import ingest_synthetic
     from loyal.synthetic import SyntheticConfig

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from loyal import explore
+from loyal.app import explore
 from loyal.ingest import ingest_file
 
 from conftest import write

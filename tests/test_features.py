@@ -12,12 +12,12 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from loyal.cli import app
+from loyal.app.cli import app
 from loyal.errors import LoyalError
 from loyal.features import compute, definitions
-from loyal.features.online import OnlineReader, StaleFeaturesWarning, show
+from loyal.features.online import OnlineReader, StaleFeaturesWarning
 from loyal.features.repo import BuildConfig, build, historical_features, lineage, materialize, online_store_config
-from loyal.features.repo import offline_file, open_store
+from loyal.features.repo import offline_file, open_store, show
 from loyal.ingest import ingest_file, ingest_synthetic
 from loyal.store import read_table
 from loyal.synthetic import SyntheticConfig

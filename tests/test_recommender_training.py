@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from loyal.cli import app
+from loyal.app.cli import app
 from loyal.ingest import ingest_synthetic
 from loyal.schema import TIMESTAMP
 from loyal.store import read_table

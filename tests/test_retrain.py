@@ -13,7 +13,7 @@ import yaml
 from typer.testing import CliRunner
 
 from conftest import REPO, trained_shop
-from loyal.cli import app
+from loyal.app.cli import app
 
 
 # ------------------------------------------------------------------------------------------------ the gate

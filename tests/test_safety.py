@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from loyal.cli import app
+from loyal.app.cli import app
 from loyal.home import SECRET_KEY
 from loyal.schema import TRANSACTIONS
 from loyal.store import manifest, read_table, table_path

@@ -256,7 +256,7 @@ def test_a_forgotten_customer_appears_nowhere_afterwards(served_home, client, kn
     from typer.testing import CliRunner
 
     from loyal.serving.campaign import Campaign, build
-    from loyal.cli import app
+    from loyal.app.cli import app
     from loyal.features.online import OnlineReader
     from loyal.features.repo import feast_dir, open_store
     from loyal.ingest import ingest_file
@@ -542,10 +542,24 @@ def test_serve_on_a_port_in_use_is_one_line(served_home):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+def test_the_service_loads_neither_optuna_nor_a_training_pipeline(served_home):
+    """What `lint-imports` holds for the code, at run time: the engine, its models unpickled, pulls in no tuning and
+    no training pipeline (on 8bbd558 the BentoML process loaded Optuna)."""
+    script = ("import sys; from loyal.home import loyal_home; from loyal.serving.service import Loyal; "
+              "from loyal.serving.engine import Engine; Engine(loyal_home()); "
+              "print([m for m in sys.modules if m.split('.')[0] == 'optuna' or m in "
+              "('loyal.training.tuning', 'loyal.training.recommender_training', 'loyal.training.churn_training', "
+              "'loyal.training.retrain')])")
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | {"LOYAL_HOME": str(served_home)}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
 def test_serve_without_champions_is_one_line(home):
     from typer.testing import CliRunner
 
-    from loyal.cli import app as cli
+    from loyal.app.cli import app as cli
 
     result = CliRunner().invoke(cli, ["serve", "--port", "3999"])
     assert result.exit_code == 2 and "no champion for loyal-recommender and loyal-churn" in result.stderr

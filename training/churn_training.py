@@ -36,11 +36,11 @@ from loyal.training.churn_evaluate import (
     with_intervals,
 )
 from loyal.training.churn_model import CATEGORICAL_FEATURES, ChurnConfig, ChurnModel
+from loyal.training.churn_scoring import MODEL_NAME, ChurnPyfunc
 from loyal.training.registry import Champion, Decision, champion_version, decided, load_champion, load_gate
-from loyal.training.registry import load_version, record_decision, seal
+from loyal.training.registry import record_decision, seal
 from loyal.training.tuning import churn_from, tune_churn
 
-MODEL_NAME = "loyal-churn"
 log = logging.getLogger(__name__)
 
 
@@ -204,18 +204,6 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
-class ChurnPyfunc(mlflow.pyfunc.PythonModel):
-    """`loyal-churn` as an MLflow pyfunc: input a snapshot frame of churn_v1 features; output churn_probability
-    and expected_value per row."""
-
-    def load_context(self, context):
-        with open(context.artifacts["model"], "rb") as file:
-            self.model: ChurnModel = pickle.load(file)
-
-    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
-        return self.model.predict(model_input)
-
-
 def _decide(report: dict, gate: dict | None = None) -> Decision:
     """Promote when, on the held-out calibration snapshot, no leakage is suspected, the network's ROC-AUC beats the
     best baseline's with the interval of the difference above zero, the champion was not trained on later data,
@@ -313,56 +301,3 @@ def train_churn(home: Path, train_end, horizon_days: int = HORIZON_DAYS, trials:
     if "champion" in report["validation"]:
         summary["against_champion"] = report["validation"]["champion"]
     return summary
-
-
-
-# ------------------------------------------------------------------------------------------------ scoring
-
-# Risk segments by churn probability: stable thresholds, so that "high" means the same thing every week.
-RISK_SEGMENTS = ((0.6, "high"), (0.3, "medium"), (0.0, "low"))
-SCORE_COLUMNS = ["customer_id", "churn_probability", "expected_value", "risk_segment", "top_drivers"]
-
-
-def risk_segment(probability: np.ndarray) -> np.ndarray:
-    segments = np.full(len(probability), RISK_SEGMENTS[-1][1], dtype=object)
-    for threshold, name in reversed(RISK_SEGMENTS):
-        segments[np.asarray(probability) >= threshold] = name
-    return segments
-
-
-def load_model(home: Path, version: str | None = None) -> ChurnModel:
-    """The registered model that carries `champion` (or the given version)."""
-    from loyal.tracking import use_home
-
-    use_home(home)
-    if version is None and champion_version(MODEL_NAME) is None:
-        raise LoyalError(f"no {MODEL_NAME} carries the alias champion yet: run `loyal train churn`, or pass "
-                         "--version to score with a version that was not promoted")
-    return load_version(MODEL_NAME, version).unwrap_python_model().model
-
-
-def scored_snapshot(home: Path, as_of, version: str | None = None) -> tuple[ChurnModel, pd.DataFrame, pd.DataFrame]:
-    """The champion (or `version`), the unlabelled snapshot of every customer known before `as_of`, and its
-    predictions (churn_probability, expected_value per row)."""
-    from loyal.store import read_table
-
-    model = load_model(home, version)
-    transactions = read_table(home, "transactions")
-    frame = snapshot(home, transactions, as_of, labelled=False)
-    if frame.empty:
-        raise LoyalError(f"no customer bought anything before {midnight(as_of).date()}")
-    return model, frame, model.predict(frame)
-
-
-def score(home: Path, as_of, version: str | None = None) -> pd.DataFrame:
-    """Every customer known before `as_of`: churn probability, expected value over the horizon, segment, drivers."""
-    from loyal.training.churn_explain import top_drivers
-
-    model, frame, predicted = scored_snapshot(home, as_of, version)
-    return pd.DataFrame({
-        "customer_id": frame["customer_id"].to_numpy(),
-        "churn_probability": predicted["churn_probability"].round(4).to_numpy(),
-        "expected_value": predicted["expected_value"].round(2).to_numpy(),
-        "risk_segment": risk_segment(predicted["churn_probability"].to_numpy()),
-        "top_drivers": top_drivers(model, frame).to_numpy(),
-    })

@@ -1,5 +1,7 @@
 """The product rails, answered by one trained bundle that carries everything it needs (id maps included), so it
-answers without the training run, the canonical tables or the feature store.
+answers without the training run, the canonical tables or the feature store. Loading the registered bundle and
+answering from it live here too, beside the MLflow pyfunc wrapper, so that the service, campaigns and `loyal
+recommend` never load the training pipeline (nor Optuna).
 
 - `for_you`: the re-ranker over every item; `discover`: the re-ranker trained on items new to the customer;
 - `buy_again`: only items the customer bought, by time-decayed purchase frequency;
@@ -11,15 +13,22 @@ answers without the training run, the canonical tables or the feature store.
 from __future__ import annotations
 
 import os
+import pickle
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
+import mlflow
 import numpy as np
 import pandas as pd
 
 from loyal.errors import LoyalError
-from loyal.training.evaluate import top_k
+from loyal.suppression import suppressed
+from loyal.tracking import use_home
+from loyal.training.evaluate import K, top_k
 from loyal.training.ranker import Reranker, Stage
+from loyal.training.registry import champion_version, load_version
 
+MODEL_NAME = "loyal-recommender"
 RAILS = ("for_you", "buy_again", "discover", "similar_items", "trending")
 TRENDING_DAYS = 7
 COLUMNS = ["customer_id", "rank", "item_id", "score"]
@@ -154,3 +163,38 @@ def _cut(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The k best positions per row (-1 past the last shown) and their scores, as float64."""
     ranked = top_k(scores, k)
     return ranked, np.take_along_axis(scores, np.maximum(ranked, 0), axis=1).astype(np.float64)
+
+
+# ------------------------------------------------------------------------------------------- registered
+class RecommenderPyfunc(mlflow.pyfunc.PythonModel):
+    """`loyal-recommender` as an MLflow pyfunc: input a frame with `customer_id` (or, for similar_items given an
+    item, `item_id`), params `rail` and `k`; output rows (customer_id, rank, item_id, score)."""
+
+    def load_context(self, context):
+        with open(context.artifacts["recommender"], "rb") as file:
+            self.recommender: Recommender = pickle.load(file)
+
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        params = params or {}
+        rail, k = params.get("rail", "for_you"), int(params.get("k", K))
+        if rail == "similar_items" and "item_id" in model_input.columns:
+            return self.recommender.similar_to(model_input["item_id"], k)
+        return self.recommender.recommend(model_input["customer_id"], rail, k)
+
+
+def load_model(home: Path, version: str | None = None):
+    """The registered pyfunc that carries `champion` (or the given version), loaded from the registry."""
+    use_home(home)
+    if version is None and champion_version(MODEL_NAME) is None:
+        raise LoyalError(f"no {MODEL_NAME} carries the alias champion yet: run `loyal train recommender` first")
+    return load_version(MODEL_NAME, version)
+
+
+def recommend(home: Path, customer_ids: list[str], rail: str, k: int, version: str | None = None) -> pd.DataFrame:
+    """Rows (customer_id, rank, item_id, score) from the champion, or from `version`."""
+    if rail not in RAILS:
+        raise LoyalError(f"unknown rail {rail!r}: choose one of {', '.join(RAILS)}")
+    recommender: Recommender = load_model(home, version).unwrap_python_model().recommender
+    # A customer erased since the model was trained is answered exactly as one it never saw.
+    rows = recommender.recommend(customer_ids, rail, int(k), strangers=suppressed(home, customer_ids))
+    return rows[COLUMNS]

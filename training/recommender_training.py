@@ -25,7 +25,6 @@ from loyal.errors import LoyalError
 from loyal.locking import writes_home
 from loyal.schema import TIMESTAMP
 from loyal.store import read_table
-from loyal.suppression import suppressed
 from loyal.training.evaluate import (
     K,
     TEST_DAYS,
@@ -34,11 +33,11 @@ from loyal.training.evaluate import (
     report_markdown,
     split,
 )
-from loyal.training.rails import COLUMNS, RAILS, Recommender
+from loyal.training.rails import MODEL_NAME, Recommender, RecommenderPyfunc
 from loyal.training.ranker import VIEWS, FeastFeatures, FeatureSource, LabelledStage, RankerConfig, Reranker, Stage
 from loyal.training.recommenders import BASELINES
 from loyal.training.registry import Champion, Decision, champion_version, decided, load_champion, load_gate
-from loyal.training.registry import load_version, record_decision, seal
+from loyal.training.registry import record_decision, seal
 from loyal.training.tuning import (
     BASELINE_SPACES,
     Validation,
@@ -48,7 +47,6 @@ from loyal.training.tuning import (
     tune_ranker,
 )
 
-MODEL_NAME = "loyal-recommender"
 FEATURE_SERVICE = "offers_v1"
 RAIL_VIEW = {"for_you": "all", "discover": "explore"}  # the rail each re-ranker answers, and the view it is judged in
 NDCG = f"ndcg@{K}"
@@ -274,22 +272,6 @@ def markdown(report: dict) -> str:
 # ------------------------------------------------------------------------------------------------ MLflow
 
 
-class RecommenderPyfunc(mlflow.pyfunc.PythonModel):
-    """`loyal-recommender` as an MLflow pyfunc: input a frame with `customer_id` (or, for similar_items given an
-    item, `item_id`), params `rail` and `k`; output rows (customer_id, rank, item_id, score)."""
-
-    def load_context(self, context):
-        with open(context.artifacts["recommender"], "rb") as file:
-            self.recommender: Recommender = pickle.load(file)
-
-    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
-        params = params or {}
-        rail, k = params.get("rail", "for_you"), int(params.get("k", K))
-        if rail == "similar_items" and "item_id" in model_input.columns:
-            return self.recommender.similar_to(model_input["item_id"], k)
-        return self.recommender.recommend(model_input["customer_id"], rail, k)
-
-
 def _decide(name: str, report: dict, gate: dict | None = None) -> Decision:
     """Promote when both rails beat their best baseline on the validation window (the interval of the difference
     above zero), the current champion was not trained on later data, and, where there is a champion, the gate
@@ -426,23 +408,3 @@ def train_recommender(home: Path, train_end, trials: int = 0, draws: int = 1000,
     if "champion" in report["validation"]:
         summary["against_champion"] = report["validation"]["champion"]
     return summary
-
-
-def load_model(home: Path, version: str | None = None):
-    """The registered pyfunc that carries `champion` (or the given version), loaded from the registry."""
-    from loyal.tracking import use_home
-
-    use_home(home)
-    if version is None and champion_version(MODEL_NAME) is None:
-        raise LoyalError(f"no {MODEL_NAME} carries the alias champion yet: run `loyal train recommender` first")
-    return load_version(MODEL_NAME, version)
-
-
-def recommend(home: Path, customer_ids: list[str], rail: str, k: int, version: str | None = None) -> pd.DataFrame:
-    """Rows (customer_id, rank, item_id, score) from the champion, or from `version`."""
-    if rail not in RAILS:
-        raise LoyalError(f"unknown rail {rail!r}: choose one of {', '.join(RAILS)}")
-    recommender: Recommender = load_model(home, version).unwrap_python_model().recommender
-    # A customer erased since the model was trained is answered exactly as one it never saw.
-    rows = recommender.recommend(customer_ids, rail, int(k), strangers=suppressed(home, customer_ids))
-    return rows[COLUMNS]

@@ -133,7 +133,7 @@ def run(
     customers: int = typer.Option(5_000, help="customers to generate where the data file is absent"),
 ) -> None:
     """Run the main job end to end on the default data (where it is absent: on synthetic data)."""
-    from loyal.pipeline import default_data, run_main_job
+    from loyal.app.pipeline import default_data, run_main_job
     from loyal.synthetic import SyntheticConfig
 
     try:
@@ -236,7 +236,7 @@ def features_historical(
 @features_app.command("show", epilog="Example:\n\n  loyal features show 17850")
 def features_show(customer_id: str = typer.Argument(..., help="the customer's id")) -> None:
     """Print (JSON) what the online store holds for one customer, with the time each view is as of."""
-    from loyal.features.online import show
+    from loyal.features.repo import show
 
     try:
         with _stale_warnings_to_stderr():
@@ -339,7 +339,7 @@ def recommend(
     """Recommendations from the champion loyal-recommender: one row per (customer_id, rank, item_id, score).
     Customers the model does not know get trending items."""
     from loyal.training.rails import RAILS
-    from loyal.training.recommender_training import recommend as answer
+    from loyal.training.rails import recommend as answer
 
     try:
         if rail not in RAILS:
@@ -432,7 +432,7 @@ def forget(
     contact history. They go on the suppression list, so no later ingest, training set or campaign holds them and
     the service answers them as strangers. The audit log ($LOYAL_HOME/erasures.jsonl) records the erasure's time
     and counts, never the ids."""
-    from loyal.forget import forget as erase
+    from loyal.app.forget import forget as erase
 
     try:
         summary = erase(loyal_home(), customer_ids)
@@ -493,7 +493,7 @@ def score_churn(
 ) -> None:
     """Churn risk and expected value of every customer known before AS_OF, from the champion loyal-churn: one row
     per customer with customer_id, churn_probability, expected_value, risk_segment and top_drivers."""
-    from loyal.training.churn_training import score
+    from loyal.training.churn_scoring import score
 
     try:
         if output.suffix not in (".csv", ".parquet"):

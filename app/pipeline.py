@@ -100,7 +100,8 @@ def _train_recommender(home: Path) -> dict:
 
     from loyal.schema import CUSTOMER_ID, TIMESTAMP
     from loyal.store import read_table
-    from loyal.training.recommender_training import MODEL_NAME, recommend, train_recommender
+    from loyal.training.rails import MODEL_NAME, recommend
+    from loyal.training.recommender_training import train_recommender
     from loyal.training.registry import champion_version
 
     transactions = read_table(home, "transactions")
@@ -121,7 +122,8 @@ def _train_churn(home: Path) -> dict:
 
     from loyal.schema import TIMESTAMP
     from loyal.store import read_table
-    from loyal.training.churn_training import MODEL_NAME, score, train_churn
+    from loyal.training.churn_scoring import MODEL_NAME, score
+    from loyal.training.churn_training import train_churn
     from loyal.training.registry import champion_version
 
     transactions = read_table(home, "transactions")

@@ -50,7 +50,7 @@ def example_rails(home: Path, customer_ids: list[str], rails: tuple[str, ...] = 
                   k: int = 5) -> pd.DataFrame:
     """For each customer: a few things they bought, then each rail's items from the champion, with descriptions."""
     from loyal.store import read_table
-    from loyal.training.recommender_training import recommend
+    from loyal.training.rails import recommend
 
     items = read_table(home, "items")
     names = dict(zip(items["item_id"], items["description"])) if items is not None else {}
@@ -87,7 +87,7 @@ def _scored_snapshot(home: Path, as_of=None):
     """The churn champion, every customer's unlabelled snapshot at `as_of` (default: the day after the last
     purchase) and its predictions."""
     from loyal.store import day_after_last_purchase
-    from loyal.training.churn_training import scored_snapshot
+    from loyal.training.churn_scoring import scored_snapshot
 
     return scored_snapshot(home, as_of or day_after_last_purchase(home))
 
@@ -97,7 +97,7 @@ def drivers_of_risk(home: Path, as_of=None, segment: str = "high") -> pd.DataFra
     probability against the reference customer, the same ablation as each score's `top_drivers`) and the share of
     the segment whose risk it raises; the largest first."""
     from loyal.training.churn_explain import PLAIN_NAMES, contributions
-    from loyal.training.churn_training import risk_segment
+    from loyal.training.churn_scoring import risk_segment
 
     model, frame, predicted = _scored_snapshot(home, as_of)
     chosen = frame[risk_segment(predicted["churn_probability"].to_numpy()) == segment]
