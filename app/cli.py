@@ -17,6 +17,7 @@ import typer
 from loyal.errors import LoyalError
 from loyal.home import ONLINE_STORE_ENV, OWNER_ONLY, loyal_home
 from loyal.locking import BUSY_EXIT_CODE, HomeBusy, writing
+from loyal.noise import silence_third_parties
 
 app = typer.Typer(
     help="Loyal: recommendations, churn risk and personalised offers for retailers.\n\n"
@@ -33,6 +34,7 @@ app = typer.Typer(
 def _every_command() -> None:
     # What any command writes (the home, a campaign list, scores) is about customers: for its owner's eyes only.
     os.umask(OWNER_ONLY)
+    silence_third_parties()
 
 
 def _fail(error: LoyalError) -> typer.Exit:

@@ -13,9 +13,14 @@ from datetime import timedelta
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
 from feast.types import Bool, Float64, Int64, String
 
-from loyal.features.compute import CUSTOMER_BEHAVIOUR, CUSTOMER_PROFILE, EVENT_TIMESTAMP, ITEM_STATISTICS
 from loyal.errors import LoyalError
+from loyal.features.compute import CUSTOMER_BEHAVIOUR, CUSTOMER_PROFILE, EVENT_TIMESTAMP, ITEM_STATISTICS
+from loyal.noise import silence_third_parties
 from loyal.schema import CUSTOMER_ID, ITEM_ID
+
+# Importing Feast makes every library's DeprecationWarnings visible (`warnings.simplefilter("once",
+# DeprecationWarning)` in feast.feature_store, feature_view, ...): put the filters of third-party noise back in front.
+silence_third_parties()
 
 OFFLINE_DIR = "offline"
 FEAST_TYPES = {"int": Int64, "float": Float64, "str": String, "bool": Bool}

@@ -18,7 +18,7 @@ from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import Value
 from feast.type_map import feast_value_type_to_python_type
 
-from loyal.errors import LoyalError
+from loyal.errors import LoyalError, LoyalWarning
 from loyal.features import definitions
 
 
@@ -29,7 +29,7 @@ def _scalar(value: Value):
     return None if kind is None or kind == "null_val" else getattr(value, kind)
 
 
-class StaleFeaturesWarning(UserWarning):
+class StaleFeaturesWarning(LoyalWarning):
     """Features read are older than their view's `freshness_days`."""
 
 

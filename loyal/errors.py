@@ -3,3 +3,8 @@
 
 class LoyalError(Exception):
     """A problem with the user's input or environment, stated so that they can fix it."""
+
+
+class LoyalWarning(UserWarning):
+    """Something the user should know, that does not stop the command (stale features, a champion that cannot be
+    measured). Never filtered; an error in the tests, where none should pass unnoticed."""

@@ -28,6 +28,7 @@ from bentoml.exceptions import NotFound
 from pydantic.warnings import PydanticDeprecatedSince211
 
 from loyal.home import OWNER_ONLY
+from loyal.noise import silence_third_parties
 from loyal.serving import schemas
 from loyal.serving.engine import Engine, UnknownItem
 from loyal.serving.guard import AllowedHosts, Guard, log_client_errors_in_one_line, readiness
@@ -67,6 +68,7 @@ class Loyal:
         from loyal.home import loyal_home
 
         os.umask(OWNER_ONLY)
+        silence_third_parties()
         log_client_errors_in_one_line()
         policy = os.environ.get(POLICY_ENV)
         self.home, self.policy = loyal_home(), Path(policy) if policy else None

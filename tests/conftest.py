@@ -8,7 +8,15 @@ from typing import Iterator
 
 import pytest
 
+from loyal.noise import THIRD_PARTY
+
 REPO = Path(__file__).resolve().parents[1]
+
+
+def pytest_configure(config):
+    """The third parties' noise (loyal/noise.py) silenced in the tests as in the command line and the service."""
+    for spec in THIRD_PARTY:
+        config.addinivalue_line("filterwarnings", spec)
 REAL_DATA = REPO.parent / "shared" / "data" / "online_retail.csv.gz"
 NO_REAL_DATA = (
     f"{REAL_DATA} is absent: get the UCI Machine Learning Repository dataset 352, 'Online Retail' (.xlsx), "

@@ -278,8 +278,8 @@ def train_churn(home: Path, train_end, horizon_days: int = HORIZON_DAYS, trials:
         mlflow.log_dict(report, "evaluation.json")
         mlflow.log_text(markdown(report), "evaluation.md")
         shown = report.get("test", report["validation"])["curves"]
-        mlflow.log_figure(plots.calibration({n: c["calibration"] for n, c in shown.items()}), "plots/calibration.png")
-        mlflow.log_figure(plots.lift({n: c["lift"] for n, c in shown.items()}), "plots/lift.png")
+        plots.log(plots.calibration({n: c["calibration"] for n, c in shown.items()}), "plots/calibration.png")
+        plots.log(plots.lift({n: c["lift"] for n, c in shown.items()}), "plots/lift.png")
         path = Path(tmp) / "churn.pkl"
         path.write_bytes(pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL))
         example = trained.example

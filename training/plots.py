@@ -11,7 +11,14 @@ if "ipykernel" not in sys.modules:  # a notebook shows its figures inline; elsew
     matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
+import mlflow  # noqa: E402
 import numpy as np  # noqa: E402
+
+
+def log(figure, path: str) -> None:
+    """Log a figure to the active MLflow run and close it: pyplot keeps every figure open until closed."""
+    mlflow.log_figure(figure, path)
+    plt.close(figure)
 
 
 def recall_at_k(curves: dict[str, list[float]], view: str):

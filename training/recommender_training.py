@@ -335,12 +335,12 @@ def _log_report(report: dict) -> None:
     mlflow.log_text(markdown(report), "evaluation.md")
     shown = report.get("test", report["validation"])
     models = shown["models"]
-    mlflow.log_figure(plots.recall_at_k({n: m["recall_curve_all"] for n, m in models.items()}, "all"),
+    plots.log(plots.recall_at_k({n: m["recall_curve_all"] for n, m in models.items()}, "all"),
                       "plots/recall_at_k.png")
-    mlflow.log_figure(plots.bars({n: m["all"]["coverage"]["value"] for n, m in models.items()},
+    plots.log(plots.bars({n: m["all"]["coverage"]["value"] for n, m in models.items()},
                                  "Catalogue coverage of the top 10 (all view)", "share of the catalogue"),
                       "plots/coverage.png")
-    mlflow.log_figure(plots.bars({n: m["mean_buyers_of_top_10"] for n, m in models.items()},
+    plots.log(plots.bars({n: m["mean_buyers_of_top_10"] for n, m in models.items()},
                                  "Popularity bias: mean distinct buyers of the recommended items",
                                  "distinct buyers before the cutoff"), "plots/popularity_bias.png")
 

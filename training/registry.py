@@ -14,7 +14,7 @@ import mlflow
 import yaml
 from mlflow import MlflowClient
 
-from loyal.errors import LoyalError
+from loyal.errors import LoyalError, LoyalWarning
 
 CHAMPION = "champion"
 GATE = Path(__file__).with_name("champion.yaml")
@@ -96,7 +96,7 @@ def load_champion(name: str) -> Champion | None:
         wrapper = load_version(name, str(current.version)).unwrap_python_model()
     except UnloadableModel as error:
         # A champion that cannot be loaded cannot be measured, and must not stand in the way of one that can.
-        warnings.warn(f"{error}; the challenger is measured against its baselines alone", stacklevel=2)
+        warnings.warn(f"{error}; the challenger is measured against its baselines alone", LoyalWarning, stacklevel=2)
         return None
     model = getattr(wrapper, "model", None) or getattr(wrapper, "recommender")
     return Champion(str(current.version), current.tags.get("train_window_end", ""), model)
