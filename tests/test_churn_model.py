@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from loyal.training.churn_evaluate import churn_metrics, value_metrics
-from loyal.training.churn_model import ChurnConfig, ChurnModel
+from loyal.training.churn_model import LOG_FEATURES, RAW_FEATURES, ChurnConfig, ChurnModel
 
 
 def _snapshot(n: int, seed: int) -> pd.DataFrame:
@@ -20,7 +20,7 @@ def _snapshot(n: int, seed: int) -> pd.DataFrame:
     spend = orders * rng.gamma(3.0, 30.0, n)
     logit = 1.5 * (np.log1p(recency) - np.log1p(gap)) - 0.3
     churned = rng.random(n) < 1 / (1 + np.exp(-logit))
-    return pd.DataFrame({
+    frame = pd.DataFrame({
         "customer_id": [f"c{seed}-{i}" for i in range(n)],
         "recency_days": recency.round(), "tenure_days": recency.round() + gap * orders,
         "orders_90d": rng.poisson(90 / gap), "orders_365d": orders, "orders_total": orders,
@@ -29,6 +29,8 @@ def _snapshot(n: int, seed: int) -> pd.DataFrame:
         "country": rng.choice(["United Kingdom", "France", "Germany"], n), "loyalty_tier": pd.NA,
         "churned": churned, "future_spend": np.where(churned, 0.0, spend * rng.uniform(0.1, 0.4, n)),
     })
+    # The network's other inputs carry nothing here: present, and zero (a missing column is an error).
+    return frame.assign(**{name: 0.0 for name in [*LOG_FEATURES, *RAW_FEATURES] if name not in frame})
 
 
 @pytest.fixture(scope="module")
@@ -62,9 +64,9 @@ def test_renaming_customers_changes_nothing(fitted):
 
 
 def test_a_requests_columns_score_exactly_like_a_snapshot_frame(fitted):
-    # The service hands the model plain lists (None where the online store holds nothing, a column it lacks
-    # altogether); training and batch scoring hand it DataFrames.
-    test = _snapshot(40, 6).drop(columns=["orders_90d"])
+    # The service hands the model plain lists (None where the online store holds nothing, for some customers or for
+    # all of them); training and batch scoring hand it DataFrames.
+    test = _snapshot(40, 6).assign(orders_90d=np.nan)
     test.loc[::3, "spend_365d"] = np.nan
     test.loc[::4, "country"] = None
     columns = {name: [None if pd.isna(v) else v for v in test[name]] for name in test.columns}

@@ -101,12 +101,13 @@ class Encoder:
     @staticmethod
     def _numeric(frame: Columns) -> np.ndarray:
         rows, names = _rows(frame), [*LOG_FEATURES, *RAW_FEATURES]
+        absent = [name for name in names if name not in frame]
+        if absent:  # a feature the network was built on and is not given: an error, never zeros
+            raise ValueError(f"the churn model's input lacks {', '.join(absent)}")
         if isinstance(frame, pd.DataFrame):
-            numbers = np.column_stack([frame[name].to_numpy(dtype=np.float64, na_value=np.nan) if name in frame
-                                       else np.full(rows, np.nan) for name in names])
+            numbers = np.column_stack([frame[name].to_numpy(dtype=np.float64, na_value=np.nan) for name in names])
         else:  # a request's lists: one array from all of them, not one per column (a third of a 1-row answer)
-            missing = [None] * rows
-            numbers = np.array([[np.nan if v is None or v is pd.NA else v for v in frame.get(name, missing)]
+            numbers = np.array([[np.nan if v is None or v is pd.NA else v for v in frame[name]]
                                 for name in names], dtype=np.float64).reshape(len(names), rows).T
         logs = np.log1p(np.clip(np.nan_to_num(numbers[:, : len(LOG_FEATURES)], nan=0.0), 0.0, None))
         raws = np.nan_to_num(numbers[:, len(LOG_FEATURES):], nan=0.0)

@@ -25,7 +25,6 @@ from loyal.schema import CUSTOMER_ID, ITEM_ID, QUANTITY, TIMESTAMP
 TEST_DAYS = 30
 K = 10
 CURVE_K = 50  # recall@k is drawn up to this k
-CUTOFFS = ("2011-09-10", "2011-10-10", "2011-11-09")  # the protocol's cutoffs on the UCI data; the last is the test
 
 
 @dataclass

@@ -47,7 +47,6 @@ ITEM_FEATURES = {
     "item_buyers_7d": "log", "item_buyers_30d": "log", "item_buyers_90d": "log", "item_buyers_365d": "log",
     "item_revenue_30d": "log", "item_avg_price_365d": "log", "item_repeat_rate_365d": "raw", "item_trend_30d": "raw",
 }
-PAIR_FEATURES = ("bought_before", "times_bought", "days_since_bought", "customer_items")
 
 
 class FeatureSource(Protocol):
@@ -76,10 +75,13 @@ def no_features(at, customers, items) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def _transform(frame: pd.DataFrame, catalogue: dict[str, str], index: pd.Index) -> np.ndarray:
-    """The catalogue's columns of `frame` for `index` as float32, log1p where asked; absent values are 0."""
+    """The catalogue's columns of `frame` for `index` as float32, log1p where asked; absent values are 0. A frame
+    with no columns at all is the `no_features` source (zeros); one that lacks some of them is an error, not zeros."""
     columns = []
     for name, how in catalogue.items():
         if name not in frame.columns:
+            if len(frame.columns):
+                raise ValueError(f"the feature source gave no {name!r} (it gave {', '.join(frame.columns)})")
             columns.append(np.zeros(len(index)))
             continue
         values = pd.to_numeric(frame[name].reindex(index.astype(str)), errors="coerce").astype(float).to_numpy()

@@ -40,7 +40,6 @@ from loyal.training.recommenders import (
 )
 
 PRUNE_EVERY = 10  # epochs between the re-ranker's validation reports
-VIEW_OF_RAIL = {"for_you": "all", "discover": "explore"}
 
 # The baselines' search spaces: each turns a trial into an unfitted model.
 BASELINE_SPACES: dict[str, Callable[[optuna.Trial], object]] = {
