@@ -24,21 +24,36 @@ UNKEYED = "customer_hash"  # lists written before the key
 
 
 class Suppression:
-    """The list as loaded: membership of ids, answered with the home's key."""
+    """The list, for membership of ids. It looks at the file on every question and reads it again when it changed,
+    so a long-running process (the service) obeys a `loyal forget` from its next answer on, with no restart."""
 
     def __init__(self, home: Path):
-        path, key = home / SUPPRESSION, home / SECRET_KEY
-        frame = pd.read_parquet(path) if path.exists() else pd.DataFrame({KEYED: []})
+        self.path, self.key_path = home / SUPPRESSION, home / SECRET_KEY
+        self.stamp: tuple[int, int] | None = None
+        self.key, self.keyed, self.unkeyed = b"", frozenset(), frozenset()
+        self._read_if_changed()
+
+    def _read_if_changed(self) -> None:
+        try:
+            status = self.path.stat()
+            stamp = (status.st_ino, status.st_mtime_ns)  # a rewrite is a new file: its inode tells it too
+        except FileNotFoundError:
+            stamp = None
+        if stamp == self.stamp:
+            return
+        frame = pd.read_parquet(self.path) if stamp is not None else pd.DataFrame({KEYED: []})
         # Read, never made, here: a keyed entry exists only once `suppress` made the key.
-        self.key = key.read_bytes() if key.exists() else b""
+        self.key = self.key_path.read_bytes() if self.key_path.exists() else b""
         self.keyed = frozenset(frame[KEYED].dropna()) if KEYED in frame else frozenset()
         self.unkeyed = frozenset(frame[UNKEYED].dropna()) if UNKEYED in frame else frozenset()
+        self.stamp = stamp
 
     def __len__(self) -> int:
         return len(self.keyed) + len(self.unkeyed)
 
     def contains(self, customer_ids) -> np.ndarray:
-        """Whether each id is on the list."""
+        """Whether each id is on the list (as it is now)."""
+        self._read_if_changed()
         if not len(self):
             return np.zeros(len(customer_ids), dtype=bool)
         return np.array([keyed_hash(self.key, c) in self.keyed

@@ -26,7 +26,7 @@ from loyal.features.compute import EVENT_TIMESTAMP
 from loyal.locking import writes_home
 from loyal.schema import CUSTOMER_ID, EMAIL_OPT_IN, QUANTITY, TIMESTAMP, UNIT_PRICE
 from loyal.store import day_after_last_purchase, write_atomically
-from loyal.suppression import suppressed
+from loyal.suppression import Suppression, suppressed
 
 CONTACTS = "contacts.parquet"  # in $LOYAL_HOME: one row per customer per campaign
 ITEMS_PER_CONTACT = 4
@@ -172,12 +172,12 @@ def _fill(costs: np.ndarray, campaign: Campaign) -> np.ndarray:
 
 def _items(home: Path, customer_ids: pd.Series) -> list[str]:
     """Each customer's `for_you` items from the champion recommender, ";"-joined."""
-    from loyal.training.rails import load_model
+    from loyal.training.rails import Rails, load_model
 
     if customer_ids.empty:
         return []
-    recommender = load_model(home).unwrap_python_model().recommender
-    rows = recommender.recommend(customer_ids.tolist(), "for_you", ITEMS_PER_CONTACT)
+    rails = Rails(load_model(home).unwrap_python_model().recommender, Suppression(home))
+    rows = rails.table(customer_ids.tolist(), "for_you", ITEMS_PER_CONTACT)
     joined = rows.groupby("customer_id", sort=False)["item_id"].agg(";".join)
     return joined.reindex(customer_ids.to_numpy()).fillna("").tolist()
 

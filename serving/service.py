@@ -30,8 +30,9 @@ from pydantic.warnings import PydanticDeprecatedSince211
 from loyal.home import OWNER_ONLY
 from loyal.noise import silence_third_parties
 from loyal.serving import schemas
-from loyal.serving.engine import Engine, UnknownItem
+from loyal.serving.engine import Engine
 from loyal.serving.guard import AllowedHosts, Guard, log_client_errors_in_one_line, readiness
+from loyal.training.rails import UnknownItem
 
 logger = logging.getLogger("loyal.serving")
 POLICY_ENV = "LOYAL_POLICY"  # another offer policy file than the one shipped

@@ -16,7 +16,7 @@ from loyal.schema import TIMESTAMP
 from loyal.store import read_table
 from loyal.synthetic import SyntheticConfig
 from loyal.training.evaluate import split
-from loyal.training.rails import Recommender
+from loyal.training.rails import Recommender, _cut
 from loyal.training.ranker import LabelledStage, RankerConfig, Reranker, Stage, no_features
 
 CUTOFF = "2024-04-15"
@@ -87,7 +87,7 @@ def test_lists_are_the_whole_catalogue_cut_at_k_whatever_the_batch(transactions)
         full[positions >= 0] = recommender.scores(positions[positions >= 0], rail)
         for k in (1, 5, 200):
             pd.testing.assert_frame_equal(recommender.recommend(ids, rail, k, block=32),
-                                          recommender._rows(ids, full, k), check_exact=False, rtol=1e-6)
+                                          recommender._frame(ids, *_cut(full, k)), check_exact=False, rtol=1e-6)
     # (Up to float32 rounding: the network's arithmetic may take another path for another batch size.)
     alone = recommender.for_you.score(np.array([3]))
     np.testing.assert_allclose(alone[0], recommender.for_you.score(np.arange(40))[3], rtol=1e-6)

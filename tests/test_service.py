@@ -248,6 +248,33 @@ def test_a_new_champion_is_served_without_a_restart(client, known):
         registry.set_registered_model_alias(CHURN, "champion", current.version)
 
 
+def test_loyal_recommend_campaign_items_and_the_service_give_the_same_items(client, known, served_home, tmp_path):
+    """One rail path: `loyal recommend` on every rail, a campaign's items and /recommend answer a customer alike,
+    known or not."""
+    from typer.testing import CliRunner
+
+    from loyal.app.cli import app
+    from loyal.serving.campaign import ITEMS_PER_CONTACT, _items
+    from loyal.training.rails import RAILS
+
+    customers = [*known[:2], "never-seen"]
+    ids = tmp_path / "ids.txt"
+    ids.write_text("\n".join(customers) + "\n")
+    for rail in RAILS:
+        done = CliRunner().invoke(app, ["recommend", "--customers", str(ids), "--rail", rail, "--k", "5",
+                                        "--output", str(tmp_path / "rails.csv")])
+        assert done.exit_code == 0, done.output
+        listed = pd.read_csv(tmp_path / "rails.csv", dtype=str)
+        for customer in customers:
+            served = client.post("/recommend", json={"customer_id": customer, "rail": rail, "k": 5}).json()
+            assert listed.loc[listed["customer_id"] == customer, "item_id"].tolist() == \
+                [item["item_id"] for item in served["items"]], (rail, customer)
+    emailed = _items(served_home, pd.Series(customers))
+    for customer, items in zip(customers, emailed):
+        served = client.post("/recommend", json={"customer_id": customer, "k": ITEMS_PER_CONTACT}).json()
+        assert items.split(";") == [item["item_id"] for item in served["items"]]
+
+
 def test_a_forgotten_customer_appears_nowhere_afterwards(served_home, client, known, tmp_path):
     """`loyal forget`: tables, quarantine, offline and online features, contact history, the next campaign and the
     running service (which is not restarted); a later ingest of the same rows keeps them out. Runs after the other
@@ -571,26 +598,23 @@ def test_serve_without_champions_is_one_line(home):
 
 def test_the_for_you_cache_answers_exactly_what_ranking_live_would(served_home, known):
     """The rail ranked at start-up, with and without exclusions, equals the rail ranked for the request."""
-    from loyal.serving.engine import CACHED_ITEMS, Engine
+    from loyal.serving.engine import Engine
+    from loyal.training.rails import CACHED_ITEMS
 
-    engine = Engine(served_home)
-    customers = list(engine.recommender.customers[:40]) + ["never-seen"]
+    rails = Engine(served_home).rails
+    customers = list(rails.recommender.customers[:40]) + ["never-seen"]
     for number, customer_id in enumerate(customers):
-        first = engine._rail(customer_id, "for_you", 20, [])[0]
-        exclude = [item.item_id for item in first[number % 3 :: 4]] + ["not-an-item"]
+        first = rails.answer(customer_id, "for_you", 20)
+        exclude = first.items[number % 3 :: 4] + ["not-an-item"]
         for k, excluded in ((20, []), (10, exclude), (100, exclude)):
-            cached = engine._rail(customer_id, "for_you", k, excluded)
-            position = engine.recommender.customers.get_indexer([customer_id])[0]
-            saved = engine.cached_position.copy()
-            engine.cached_position[:] = -1  # rank live
-            live = engine._rail(customer_id, "for_you", k, excluded)
-            engine.cached_position = saved
+            cached = rails.answer(customer_id, "for_you", k, excluded)
+            warm = rails.cached.pop("for_you")  # rank live
+            live = rails.answer(customer_id, "for_you", k, excluded)
+            rails.cached["for_you"] = warm
             # The same items, reasons and order; scores equal but for float32 summation order in a batch.
-            assert [(i.item_id, i.reason) for i in cached[0]] == [(i.item_id, i.reason) for i in live[0]]
-            assert [i.score for i in cached[0]] == pytest.approx([i.score for i in live[0]], rel=1e-4, abs=1e-6)
-            assert cached[1] == live[1], (customer_id, k)
-            assert position < 0 or engine.cached_position[position] >= 0
-    assert engine.cached_items.shape[1] == CACHED_ITEMS
+            assert (cached.items, cached.reasons, cached.cold_start) == (live.items, live.reasons, live.cold_start)
+            assert cached.scores == pytest.approx(live.scores, rel=1e-4, abs=1e-6)
+    assert rails.cached["for_you"][1].shape[1] == CACHED_ITEMS
 
 
 @pytest.mark.integration

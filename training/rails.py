@@ -12,17 +12,20 @@ recommend` never load the training pipeline (nor Optuna).
 
 from __future__ import annotations
 
+import functools
 import os
 import pickle
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
 import mlflow
 import numpy as np
 import pandas as pd
 
 from loyal.errors import LoyalError
-from loyal.suppression import suppressed
+from loyal.suppression import Suppression
 from loyal.tracking import use_home
 from loyal.training.evaluate import K, top_k
 from loyal.training.ranker import Reranker, Stage
@@ -85,6 +88,71 @@ class Recommender:
         rows[item_positions < 0] = -np.inf
         return rows
 
+    # ------------------------------------------------------------------------------------------- answers
+    def rank(self, positions: np.ndarray, rail: str, k: int, exclude: np.ndarray | None = None
+             ) -> tuple[np.ndarray, np.ndarray]:
+        """Each customer's k best items on a rail, best first, and their scores ([n, k] item positions, -1 past the
+        last shown). A customer at position -1 (unknown, or one who must be answered as unknown) gets `trending`.
+        `exclude`: item positions never shown."""
+        if rail not in RAILS:
+            raise LoyalError(f"unknown rail {rail!r}: choose one of {', '.join(RAILS)}")
+        positions = np.asarray(positions, dtype=np.int64)
+        exclude = np.asarray(exclude if exclude is not None else (), dtype=np.int64)
+        k = min(k, len(self.items))
+        ranked = np.full((len(positions), k), -1, dtype=np.int64)
+        values = np.full((len(positions), k), -np.inf)
+        known = positions >= 0
+        if (~known).any():
+            trending = self.trending_scores[None, :].astype(np.float64)
+            ranked[~known], values[~known] = _cut(_without(trending, exclude), k)
+        if known.any():
+            ranked[known], values[known] = self._best(positions[known], rail, k, exclude)
+        return ranked, values
+
+    def rank_similar(self, item_positions: np.ndarray, k: int, exclude: np.ndarray | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """The k items most like each given item (similar_items for an item), as `rank` answers."""
+        exclude = np.asarray(exclude if exclude is not None else (), dtype=np.int64)
+        return _cut(_without(self.similar(np.asarray(item_positions, dtype=np.int64)), exclude),
+                    min(k, len(self.items)))
+
+    def anchor(self, position: int) -> int:
+        """The item `similar_items` starts from for a customer: their latest purchase (-1 for a stranger)."""
+        return int(self.latest_item[position]) if position >= 0 else -1
+
+    def reasons(self, rail: str, position: int, anchor: int, items: np.ndarray) -> list[tuple[str, int]]:
+        """Why each item is shown to the customer at `position`, as (kind, item it relates to or -1): "trending",
+        "similar" (to `anchor`), "bought" (before), "because" (they bought the related item: the purchase most like
+        it by BM25 item-kNN, the lowest position on a tie) or "like_you" (popular with customers like them)."""
+        if rail == "similar_items" and anchor >= 0:
+            return [("similar", anchor)] * len(items)
+        if rail == "trending" or position < 0:
+            return [("trending", -1)] * len(items)
+        if rail == "buy_again":
+            return [("bought", -1)] * len(items)
+        # Column c of the CSC similarity holds the items similar to c.
+        bought = self.stage.train.counts.tocsr()
+        owned = np.zeros(len(self.items), dtype=bool)
+        owned[bought.indices[bought.indptr[position] : bought.indptr[position + 1]]] = True
+        similarity, reasons = self._similarity_by_column(), []
+        for item in items:
+            span = slice(similarity.indptr[item], similarity.indptr[item + 1])
+            rows, values = similarity.indices[span], similarity.data[span]
+            mine = owned[rows] & (values > 0)
+            if owned[item]:
+                reasons.append(("bought", -1))
+            elif mine.any():
+                reasons.append(("because", int(rows[mine][values[mine] == values[mine].max()].min())))
+            else:
+                reasons.append(("like_you", -1))
+        return reasons
+
+    def _similarity_by_column(self):
+        # Built on first use, by the process that answers (not by training: the registered bundle stays small).
+        if getattr(self, "_similarity_csc", None) is None:
+            self._similarity_csc = self.stage.sources["item_knn"].model.similarity.tocsc()
+        return self._similarity_csc
+
     # ------------------------------------------------------------------------------------------- lists
     def recommend(self, customer_ids, rail: str, k: int, block: int = 512, strangers=None) -> pd.DataFrame:
         """Rows (customer_id, rank, item_id, score), best first per customer, in the order the ids came.
@@ -99,16 +167,8 @@ class Recommender:
         if strangers is not None:
             positions[np.asarray(strangers, dtype=bool)] = -1
 
-        trending = top_k(self.trending_scores[None, :], k)
-
         def answer(start: int) -> pd.DataFrame:
-            part = positions[start : start + block]
-            known = part >= 0
-            ranked = np.repeat(trending, len(part), axis=0)
-            values = np.repeat(self.trending_scores[trending].astype(np.float64), len(part), axis=0)
-            if known.any():
-                ranked[known], values[known] = self._best(part[known], rail, k)
-            return self._frame(ids[start : start + block], ranked, values)
+            return self._frame(ids[start : start + block], *self.rank(positions[start : start + block], rail, k))
 
         starts = range(0, len(ids), block)
         if len(starts) < 2:
@@ -125,29 +185,28 @@ class Recommender:
         unknown = ids[positions < 0]
         if len(unknown):
             raise LoyalError(f"unknown item id(s): {', '.join(map(str, unknown[:5]))}")
-        frame = self._rows(ids, self.similar(positions), k)
+        frame = self._frame(ids, *self.rank_similar(positions, k))
         return frame.rename(columns={"customer_id": "query_item_id"})
 
-    def _best(self, positions: np.ndarray, rail: str, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def _best(self, positions: np.ndarray, rail: str, k: int, exclude: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Known customers' k best items on a rail and their scores (-1 where a rail has fewer than k)."""
         reranker = {"for_you": self.for_you, "discover": self.discover}.get(rail)
         if reranker is None:
-            return _cut(self.scores(positions, rail), k)
-        # A re-ranked rail's k best are candidates wherever a customer has k of them (everything else ranks below):
-        # ranking the candidates alone spares scoring the whole catalogue. Candidates are in item order, so ties
-        # fall as they would in the catalogue.
+            return _cut(_without(self.scores(positions, rail), exclude), k)
+        # A re-ranked rail's k best are candidates wherever a customer has k of them left after the exclusions
+        # (everything else ranks below every candidate): ranking the candidates alone spares scoring the whole
+        # catalogue. Candidates are in item order, so ties fall as they would in the catalogue.
         items, scores = reranker.candidate_scores(positions)
+        if len(exclude):
+            scores = np.where(np.isin(items, exclude), np.float32(-np.inf), scores)
         if items.shape[1] < k:  # nobody has k candidates
-            return _cut(reranker.score(positions), k)
+            return _cut(_without(reranker.score(positions), exclude), k)
         ranked, values = _cut(scores, k)
         ranked = np.where(ranked >= 0, np.take_along_axis(items, np.maximum(ranked, 0), axis=1), -1)
-        short = np.flatnonzero((items >= 0).sum(axis=1) < k)
+        short = np.flatnonzero(np.isfinite(scores).sum(axis=1) < k)
         if len(short):
-            ranked[short], values[short] = _cut(reranker.score(positions[short]), k)
+            ranked[short], values[short] = _cut(_without(reranker.score(positions[short]), exclude), k)
         return ranked, values
-
-    def _rows(self, ids: pd.Index, scores: np.ndarray, k: int) -> pd.DataFrame:
-        return self._frame(ids, *_cut(scores, k))
 
     def _frame(self, ids: pd.Index, ranked: np.ndarray, values: np.ndarray) -> pd.DataFrame:
         rows, ranks = np.nonzero(ranked >= 0)
@@ -159,10 +218,151 @@ class Recommender:
         })
 
 
+def _without(scores: np.ndarray, exclude: np.ndarray) -> np.ndarray:
+    """Scores with the excluded item positions never shown (a copy where there are any)."""
+    if not len(exclude):
+        return scores
+    scores = scores.copy()
+    scores[:, exclude] = -np.inf
+    return scores
+
+
 def _cut(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The k best positions per row (-1 past the last shown) and their scores, as float64."""
     ranked = top_k(scores, k)
     return ranked, np.take_along_axis(scores, np.maximum(ranked, 0), axis=1).astype(np.float64)
+
+
+# ------------------------------------------------------------------------------------------- answering
+COLD_START_REASON = "popular this week"
+# A rail ranked for every customer when a Rails is warmed (the service does, at start): the most-read answer then
+# costs a lookup. Kept per customer: the most a request may ask (k <= 100) and room for exclusions; a request that
+# excludes more is ranked live.
+CACHED_ITEMS = 150
+CACHED_CUSTOMERS = 200_000  # beyond this many customers, the most active ones
+
+
+class UnknownItem(LoyalError):
+    """similar_items was asked for an item the model has never seen."""
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One customer's rail: item ids best first, their scores, why each is shown (in words), and whether the
+    customer was answered as a stranger."""
+    items: list[str]
+    scores: list[float]
+    reasons: list[str]
+    cold_start: bool
+
+
+class Rails:
+    """Every rail for every customer, the one way Loyal answers them: the service (a customer at a time, with
+    exclusions and reasons), `loyal recommend` and campaign items (many at once) all ask a Rails. A customer on the
+    suppression list is answered exactly as one the model never saw, here and only here."""
+
+    def __init__(self, recommender: Recommender, suppression: Suppression,
+                 descriptions: Mapping[str, str] | None = None):
+        self.recommender, self.suppression = recommender, suppression
+        self.descriptions = dict(descriptions or {})
+        self.item_ids = recommender.items.to_numpy()
+        self.cached: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    # Dictionaries, not the model's pandas indexes: one id's position costs 0.1 µs, not 30. Made when a customer is
+    # first answered alone (`table` needs neither).
+    @functools.cached_property
+    def customer_position(self) -> dict[str, int]:
+        return {customer: i for i, customer in enumerate(self.recommender.customers)}
+
+    @functools.cached_property
+    def item_position(self) -> dict[str, int]:
+        return {item: i for i, item in enumerate(self.item_ids)}
+
+    def positions(self, customer_ids) -> np.ndarray:
+        """Each customer's position in the model, -1 for one it does not know or must not know (suppressed)."""
+        positions = np.array([self.customer_position.get(c, -1) for c in customer_ids], dtype=np.int64)
+        positions[self.suppression.contains(list(customer_ids))] = -1
+        return positions
+
+    def table(self, customer_ids, rail: str, k: int) -> pd.DataFrame:
+        """Rows (customer_id, rank, item_id, score) for many customers: `loyal recommend`, campaign items."""
+        ids = list(customer_ids)
+        return self.recommender.recommend(ids, rail, k, strangers=self.suppression.contains(ids))[COLUMNS]
+
+    def answer(self, customer_id: str, rail: str, k: int, exclude_item_ids=(), item_id: str | None = None) -> Answer:
+        """One customer's rail, never showing `exclude_item_ids`; similar_items from `item_id` when given (an item the
+        model does not know is UnknownItem), else from the customer's latest purchase."""
+        r = self.recommender
+        position = int(self.positions([customer_id])[0])
+        exclude = np.array([p for p in (self.item_position.get(i, -1) for i in exclude_item_ids) if p >= 0],
+                           dtype=np.int64)
+        if rail == "similar_items" and item_id is not None:
+            anchor = self.item_position.get(item_id, -1)
+            if anchor < 0:
+                raise UnknownItem(f"item_id {item_id!r} is not in the catalogue the model knows")
+            (items,), (scores,) = r.rank_similar(np.array([anchor]), k, exclude)
+            return self._answer(items, scores, r.reasons(rail, position, anchor, items[items >= 0]), False)
+        cached = self._from_cache(rail, position, k, exclude)
+        if cached is not None:
+            items, scores = cached
+        else:
+            (items,), (scores,) = r.rank(np.array([position]), rail, k, exclude)
+        shown = items[items >= 0]
+        reasons = r.reasons(rail, position, r.anchor(position) if rail == "similar_items" else -1, shown)
+        return self._answer(items, scores, reasons, position < 0)
+
+    def warm(self, rail: str = "for_you", block: int = 1024) -> None:
+        """Rank `rail` once for every customer (the CACHED_CUSTOMERS most active beyond that many), CACHED_ITEMS
+        deep, so that `answer` looks it up; equal to ranking live (a test holds them equal)."""
+        r = self.recommender
+        customers = np.arange(len(r.customers))
+        if len(customers) > CACHED_CUSTOMERS:
+            bought = r.stage.train.counts.tocsr()
+            customers = np.sort(np.argsort(-np.diff(bought.indptr), kind="stable")[:CACHED_CUSTOMERS])
+        depth = min(CACHED_ITEMS, len(r.items))
+        items = np.full((len(customers), depth), -1, dtype=np.int64)
+        scores = np.full((len(customers), depth), -np.inf)
+        for start in range(0, len(customers), block):
+            part = customers[start : start + block]
+            items[start : start + len(part)], scores[start : start + len(part)] = r.rank(part, rail, depth)
+        row = np.full(len(r.customers), -1, dtype=np.int64)
+        row[customers] = np.arange(len(customers))
+        self.cached[rail] = (row, items, scores)
+
+    def _from_cache(self, rail: str, position: int, k: int, exclude: np.ndarray):
+        """(items, scores) from the cache, or None where the cache cannot answer for sure."""
+        if rail not in self.cached or position < 0 or self.cached[rail][0][position] < 0:
+            return None
+        row, items, scores = self.cached[rail]
+        items, scores = items[row[position]], scores[row[position]]
+        keep = items >= 0
+        if len(exclude):
+            keep &= ~np.isin(items, exclude)
+        full = (items >= 0).all()  # a full row may have more items beyond the cache
+        if keep.sum() < k and full:
+            return None
+        chosen = np.flatnonzero(keep)[:k]
+        return items[chosen], scores[chosen]
+
+    def _answer(self, items: np.ndarray, scores: np.ndarray, reasons: list[tuple[str, int]], cold: bool) -> Answer:
+        shown = items >= 0
+        return Answer(items=[str(i) for i in self.item_ids[items[shown]]], scores=[float(x) for x in scores[shown]],
+                      reasons=[self._words(kind, related) for kind, related in reasons], cold_start=cold)
+
+    def _words(self, kind: str, related: int) -> str:
+        if kind == "trending":
+            return COLD_START_REASON
+        if kind == "similar":
+            return f"similar to {self._name(related)}"
+        if kind == "bought":
+            return "you bought this before"
+        if kind == "because":
+            return f"because you bought {self._name(related)}"
+        return "popular with customers like you"
+
+    def _name(self, item: int) -> str:
+        item_id = self.item_ids[item]
+        return self.descriptions.get(item_id) or f"item {item_id}"
 
 
 # ------------------------------------------------------------------------------------------- registered
@@ -194,7 +394,5 @@ def recommend(home: Path, customer_ids: list[str], rail: str, k: int, version: s
     """Rows (customer_id, rank, item_id, score) from the champion, or from `version`."""
     if rail not in RAILS:
         raise LoyalError(f"unknown rail {rail!r}: choose one of {', '.join(RAILS)}")
-    recommender: Recommender = load_model(home, version).unwrap_python_model().recommender
-    # A customer erased since the model was trained is answered exactly as one it never saw.
-    rows = recommender.recommend(customer_ids, rail, int(k), strangers=suppressed(home, customer_ids))
-    return rows[COLUMNS]
+    return Rails(load_model(home, version).unwrap_python_model().recommender, Suppression(home)).table(
+        customer_ids, rail, int(k))
