@@ -1,4 +1,8 @@
-"""The `loyal` command line: each command parses its options and calls one function of the package."""
+"""The `loyal` command line: each command parses its options and calls one function of the package.
+
+Each command imports the layer that does its work inside its own body, the one place in Loyal that imports below
+the top of a module: a command then loads only what it needs (`loyal ingest` loads neither Feast, torch nor MLflow,
+about five seconds of imports)."""
 
 from __future__ import annotations
 
@@ -265,7 +269,11 @@ def evaluate_recommender(
     trained on the purchases before CUTOFF and measured on the next 30 days in the "all" and "explore" views;
     writes recommender-CUTOFF.md and .json, logs them with their plots to MLflow as a run of its own, and prints
     each rail's comparison with its best baseline."""
-    from loyal.training.recommender_training import fit_and_evaluate, log_evaluation, markdown
+    from loyal.training.recommender_training import (
+        fit_and_evaluate,
+        log_evaluation,
+        markdown,
+    )
 
     try:
         with writing(loyal_home(), "evaluate recommender"):
@@ -565,7 +573,9 @@ def serve(
 
 
 def _write_atomically(frame, output: Path) -> None:
-    from loyal.store import write_atomically  # pandas and pyarrow load only for the commands that write
+    from loyal.store import (
+        write_atomically,  # pandas and pyarrow load only for the commands that write
+    )
 
     write_atomically(frame, output)
 

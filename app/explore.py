@@ -11,14 +11,14 @@ import numpy as np
 import pandas as pd
 
 from loyal.errors import LoyalError
+from loyal.features.repo import customer_features_at_last_snapshot, latest_build
 from loyal.home import quarantine_dir
 from loyal.schema import CHANNEL, CUSTOMER_ID, ORDER_ID, QUANTITY, TIMESTAMP, UNIT_PRICE
+from loyal.store import read_table
 
 
 def _purchases(home: Path) -> pd.DataFrame:
     """Purchase lines (returns left out) with their value."""
-    from loyal.store import read_table
-
     transactions = read_table(home, "transactions")
     if transactions is None or transactions.empty:
         raise LoyalError(f"no transactions under {home}: run `loyal run` (or `loyal ingest`) first")
@@ -71,8 +71,6 @@ def rfm_segments(home: Path, at=None) -> pd.DataFrame:
     """Every customer with a purchase before `at` (default: the latest snapshot the features were built for):
     recency_days, orders_total, spend_total (the features of that snapshot), their R, F and M scores (1-5) and the
     segment they fall in."""
-    from loyal.features.repo import customer_features_at_last_snapshot, latest_build
-
     at = at if at is not None else pd.Timestamp(latest_build(home)["snapshots"]["end"])
     features = customer_features_at_last_snapshot(home, at)
     if features is None:

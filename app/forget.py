@@ -19,7 +19,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from loyal.errors import LoyalError
+from loyal.features.online import erase
+from loyal.features.repo import feast_dir, forget_offline, open_store
+from loyal.ingest import normal_id, scrub_quarantine
 from loyal.locking import writing
+from loyal.schema import CUSTOMER_ID
+from loyal.serving.campaign import forget_contacts
+from loyal.store import drop_customers
+from loyal.suppression import suppress
 
 AUDIT_LOG = "erasures.jsonl"  # in $LOYAL_HOME
 PENDING = "erasure.pending"  # in $LOYAL_HOME while an erasure runs: a count and a time, never ids
@@ -29,14 +36,6 @@ def forget(home: Path, customer_ids: list[str]) -> dict:
     """Erase the customers everywhere Loyal keeps them; what was removed, in counts. Under the home's write lock, so
     no ingest, build or campaign runs meanwhile; taking it clears what interrupted writers left (a half-written
     build, a temporary table), so nothing of theirs outlives the erasure either."""
-    from loyal.serving.campaign import forget_contacts
-    from loyal.features.online import erase
-    from loyal.features.repo import feast_dir, forget_offline, open_store
-    from loyal.ingest import normal_id, scrub_quarantine
-    from loyal.schema import CUSTOMER_ID
-    from loyal.store import drop_customers
-    from loyal.suppression import suppress
-
     ids = {normal_id(c) for c in customer_ids if str(c).strip()}
     if not ids:
         raise LoyalError("name at least one customer id to forget")

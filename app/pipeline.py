@@ -8,12 +8,28 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
+from datetime import datetime, timezone
 from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
 
 from loyal.features.repo import build, materialize
 from loyal.ingest import ingest_file, ingest_synthetic
 from loyal.locking import writing
+from loyal.schema import CUSTOMER_ID, EMAIL_OPT_IN, TRANSACTIONS
+from loyal.serving import campaign
+from loyal.serving.engine import missing_champions
+from loyal.serving.launch import loyal_service
+from loyal.store import day_after_last_purchase, read_table, table_path
 from loyal.synthetic import SyntheticConfig
+from loyal.training import churn_scoring, rails
+from loyal.training.churn_training import train_churn
+from loyal.training.recommender_training import train_recommender
+from loyal.training.registry import champion_version
 
 DEFAULT_DATA = "../shared/data/online_retail.csv.gz"  # relative to the repository root, where CI puts shared/
 HOW_TO_GET_DATA = (
@@ -57,12 +73,6 @@ def _demo_consent(home: Path) -> dict:
     """The UCI file carries no consent, and a campaign emails only customers who gave it. For the demo, a seeded
     draw says who opted in (60%), out (30%) or was never asked (10%, which campaigns treat as no); it is written to
     $LOYAL_HOME/demo/customers.csv and ingested as a consent export would be. Invented, and labelled so."""
-    import numpy as np
-    import pandas as pd
-
-    from loyal.schema import CUSTOMER_ID, EMAIL_OPT_IN
-    from loyal.store import read_table
-
     customers = read_table(home, "customers")[CUSTOMER_ID].sort_values().to_numpy()
     answers = np.random.default_rng(0).choice(np.array(list(DEMO_CONSENT_SHARES), dtype=object), len(customers),
                                               p=list(DEMO_CONSENT_SHARES.values()))
@@ -77,40 +87,27 @@ def _demo_consent(home: Path) -> dict:
 def _make_a_campaign(home: Path) -> dict:
     """A win-back campaign: budget 2,000, at most 500 emails, a tenth held out; its list under
     $LOYAL_HOME/campaigns/."""
-    from datetime import datetime, timezone
-
-    from loyal.serving.campaign import Campaign, build, record
-    from loyal.serving.engine import missing_champions
-
     missing = missing_champions()
     if missing:
         return {"campaign": f"not made: no champion for {missing} (the decisions above say why)"}
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")  # a name of its own for each run of the job
-    plan = Campaign(name=f"demo-winback-{stamp}", budget=2000.0, max_contacts=500, control_fraction=0.1)
-    chosen, counts = build(home, plan)
+    plan = campaign.Campaign(name=f"demo-winback-{stamp}", budget=2000.0, max_contacts=500, control_fraction=0.1)
+    chosen, counts = campaign.build(home, plan)
     output = home / "campaigns" / f"{plan.name}.csv"
-    digest = record(home, plan, chosen, counts, output)
+    digest = campaign.record(home, plan, chosen, counts, output)
     return {"campaign": counts | {"name": plan.name, "output": str(output), "list_sha256": digest}}
 
 
 def _train_recommender(home: Path) -> dict:
     """Train on every purchase (no tuning: the main job shows the product working; tuning is `--trials`), then
     answer the for_you rail for three customers from the registered champion."""
-    import pandas as pd
-
-    from loyal.schema import CUSTOMER_ID, TIMESTAMP
-    from loyal.store import read_table
-    from loyal.training.rails import MODEL_NAME, recommend
-    from loyal.training.recommender_training import train_recommender
-    from loyal.training.registry import champion_version
-
-    transactions = read_table(home, "transactions")
-    train_end = (transactions[TIMESTAMP].max() + pd.Timedelta(days=1)).date()
+    train_end = day_after_last_purchase(home)
     summary = train_recommender(home, train_end, trials=0, draws=200)
     # The champion answers; where there is none yet (the model did not beat its baselines), the version just
     # trained answers, and the summary says which.
-    version = None if champion_version(MODEL_NAME) is not None else summary["version"]
-    sample = recommend(home, transactions[CUSTOMER_ID].drop_duplicates().head(3).tolist(), "for_you", 5, version)
+    version = None if champion_version(rails.MODEL_NAME) is not None else summary["version"]
+    first_three = pq.read_table(table_path(home, TRANSACTIONS), columns=[CUSTOMER_ID])[CUSTOMER_ID].unique()[:3]
+    sample = rails.recommend(home, first_three.to_pylist(), "for_you", 5, version)
     answered_by = "champion" if version is None else f"version {version} (no champion yet)"
     return {"recommender": summary, "recommendations": sample.to_dict(orient="records"), "answered_by": answered_by}
 
@@ -118,19 +115,10 @@ def _train_recommender(home: Path) -> dict:
 def _train_churn(home: Path) -> dict:
     """Train on every monthly snapshot whose 90-day window the data cover (no tuning), then score everyone known at
     the end of the data with the champion, or the version just trained where it was not promoted."""
-    import pandas as pd
-
-    from loyal.schema import TIMESTAMP
-    from loyal.store import read_table
-    from loyal.training.churn_scoring import MODEL_NAME, score
-    from loyal.training.churn_training import train_churn
-    from loyal.training.registry import champion_version
-
-    transactions = read_table(home, "transactions")
-    data_end = (transactions[TIMESTAMP].max() + pd.Timedelta(days=1)).date()
+    data_end = day_after_last_purchase(home)
     summary = train_churn(home, data_end, trials=0, draws=200)
-    version = None if champion_version(MODEL_NAME) is not None else summary["version"]
-    scores = score(home, data_end, version)
+    version = None if champion_version(churn_scoring.MODEL_NAME) is not None else summary["version"]
+    scores = churn_scoring.score(home, data_end, version)
     answered_by = "champion" if version is None else f"version {version} (no champion yet)"
     riskiest = scores.sort_values("churn_probability", ascending=False).head(3)
     return {"churn": summary, "churn_scores": {
@@ -142,13 +130,6 @@ def _train_churn(home: Path) -> dict:
 
 def _answer_an_offer(home: Path, customer_id: str) -> dict:
     """Start the offer service on a free loopback port, ask it for one offer, and stop it."""
-    import tempfile
-
-    import httpx
-
-    from loyal.serving.engine import missing_champions
-    from loyal.serving.launch import loyal_service
-
     missing = missing_champions()
     if missing:
         return {"offer": f"not served: no champion for {missing} (the decisions above say why)"}

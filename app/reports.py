@@ -6,19 +6,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import mlflow
 import pandas as pd
 
 from loyal.errors import LoyalError
+from loyal.serving.policy import choose, load_policy
+from loyal.store import day_after_last_purchase, read_table
+from loyal.tracking import use_home
+from loyal.training.churn_explain import PLAIN_NAMES, contributions
+from loyal.training.churn_scoring import risk_segment, scored_snapshot
 from loyal.training.evaluate import K
+from loyal.training.rails import recommend
+from loyal.training.registry import champion_version
 
 
 def champion_evaluation(home: Path, model_name: str) -> tuple[str, dict]:
     """(version, evaluation report) of the version carrying `champion`."""
-    import mlflow
-
-    from loyal.tracking import use_home
-    from loyal.training.registry import champion_version
-
     use_home(home)
     current = champion_version(model_name)
     if current is None:
@@ -49,9 +52,6 @@ def recommender_table(part: dict, view: str) -> pd.DataFrame:
 def example_rails(home: Path, customer_ids: list[str], rails: tuple[str, ...] = ("for_you", "buy_again", "discover"),
                   k: int = 5) -> pd.DataFrame:
     """For each customer: a few things they bought, then each rail's items from the champion, with descriptions."""
-    from loyal.store import read_table
-    from loyal.training.rails import recommend
-
     items = read_table(home, "items")
     names = dict(zip(items["item_id"], items["description"])) if items is not None else {}
     transactions = read_table(home, "transactions")
@@ -86,9 +86,6 @@ def churn_table(part: dict) -> pd.DataFrame:
 def _scored_snapshot(home: Path, as_of=None):
     """The churn champion, every customer's unlabelled snapshot at `as_of` (default: the day after the last
     purchase) and its predictions."""
-    from loyal.store import day_after_last_purchase
-    from loyal.training.churn_scoring import scored_snapshot
-
     return scored_snapshot(home, as_of or day_after_last_purchase(home))
 
 
@@ -96,9 +93,6 @@ def drivers_of_risk(home: Path, as_of=None, segment: str = "high") -> pd.DataFra
     """What drives the risk of a risk segment's customers: per input, its mean contribution (points of churn
     probability against the reference customer, the same ablation as each score's `top_drivers`) and the share of
     the segment whose risk it raises; the largest first."""
-    from loyal.training.churn_explain import PLAIN_NAMES, contributions
-    from loyal.training.churn_scoring import risk_segment
-
     model, frame, predicted = _scored_snapshot(home, as_of)
     chosen = frame[risk_segment(predicted["churn_probability"].to_numpy()) == segment]
     if chosen.empty:
@@ -113,8 +107,6 @@ def drivers_of_risk(home: Path, as_of=None, segment: str = "high") -> pd.DataFra
 def offers_for_everyone(home: Path, as_of=None) -> pd.DataFrame:
     """The offer policy's choice for every scored customer: churn_probability, expected_value and the policy's
     columns (incentive, expected_gain, expected_cost, ...), as the service and campaigns would make it."""
-    from loyal.serving.policy import choose, load_policy
-
     _, frame, predicted = _scored_snapshot(home, as_of)
     tier = frame["loyalty_tier"] if "loyalty_tier" in frame else pd.Series([None] * len(frame))
     offers = choose(load_policy(), predicted["churn_probability"].to_numpy(), predicted["expected_value"].to_numpy(),

@@ -14,7 +14,12 @@ from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueT
 from feast.types import Bool, Float64, Int64, String
 
 from loyal.errors import LoyalError
-from loyal.features.compute import CUSTOMER_BEHAVIOUR, CUSTOMER_PROFILE, EVENT_TIMESTAMP, ITEM_STATISTICS
+from loyal.features.compute import (
+    CUSTOMER_BEHAVIOUR,
+    CUSTOMER_PROFILE,
+    EVENT_TIMESTAMP,
+    ITEM_STATISTICS,
+)
 from loyal.noise import silence_third_parties
 from loyal.schema import CUSTOMER_ID, ITEM_ID
 

@@ -12,7 +12,8 @@ from datetime import datetime, timezone
 from typing import Any, Mapping
 
 from feast.infra.key_encoding_utils import serialize_entity_key
-from feast.infra.online_stores.helpers import get_online_store_from_config
+from feast.infra.online_stores.helpers import _redis_key, get_online_store_from_config
+from feast.infra.online_stores.redis import RedisOnlineStore
 from feast.infra.online_stores.sqlite import SqliteOnlineStore, _quote_id, _table_id
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import Value
@@ -125,9 +126,6 @@ def erase(store, join_key: str, ids: list[str]) -> int:
     """Delete these entities from the online store, every view keyed by `join_key`: Feast's OnlineStore interface
     has no per-entity delete, so this speaks to the two stores Loyal supports in their own layout (the one their
     `online_read` reads). Returns how many stored entries went (SQLite: rows, one per feature; Redis: keys)."""
-    from feast.infra.online_stores.helpers import _redis_key
-    from feast.infra.online_stores.redis import RedisOnlineStore
-
     config = store.config
     online_store = get_online_store_from_config(config.online_store)
     entities = [EntityKey(join_keys=[join_key], entity_values=[Value(string_val=str(i))]) for i in ids]

@@ -26,6 +26,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import yaml
+from feast import FeatureStore
+from feast.repo_config import RepoConfig
 
 from loyal.errors import LoyalError
 from loyal.features import compute, definitions
@@ -34,7 +36,7 @@ from loyal.features.online import OnlineReader, StaleFeaturesWarning
 from loyal.home import ONLINE_STORE_ENV
 from loyal.locking import writing
 from loyal.schema import CUSTOMER_ID, CUSTOMERS, EVENTS, ITEM_ID, TIMESTAMP, TRANSACTIONS
-from loyal.store import read_table, table_path
+from loyal.store import read_table, table_path, without_customers
 
 TEMPLATE = Path(__file__).with_name("feature_store.yaml")
 LINEAGE = "lineage.jsonl"
@@ -98,9 +100,6 @@ def open_store(home: Path, built: bool = True):
     """The FeatureStore of the repo under `home`; `built`: it must have been built already. Its configuration is
     made in memory from the environment (a password is never read back from disk); a store whose home was moved
     or copied is first pointed at its own offline files."""
-    from feast import FeatureStore
-    from feast.repo_config import RepoConfig
-
     if built and not (feast_dir(home) / "registry.db").exists():
         raise LoyalError(f"no feature store under {home}: run `loyal features build` first")
     folder = feast_dir(home)
@@ -466,8 +465,6 @@ def show(home: Path, customer_id: str, now: datetime | None = None) -> dict:
 def forget_offline(home: Path, customer_ids: set[str]) -> int:
     """Remove these customers' rows from every kept build's offline data (each customer view's file); rows
     removed."""
-    from loyal.store import without_customers
-
     root = feast_dir(home) / definitions.OFFLINE_DIR
     return sum(without_customers(path, customer_ids)
                for view in definitions.CUSTOMER_VIEWS for path in sorted(root.glob(f"*/{view.name}.parquet")))

@@ -8,6 +8,7 @@ A file that cannot be read at all raises LoyalError before anything is written.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -27,7 +28,13 @@ from loyal.readers import read_raw
 from loyal.store import Staging, to_arrow
 from loyal.suppression import suppressed
 from loyal.synthetic import (
-    SyntheticConfig, activity_blocks, build_world, customers_table, ground_truth, items_table, save_truth,
+    SyntheticConfig,
+    activity_blocks,
+    build_world,
+    customers_table,
+    ground_truth,
+    items_table,
+    save_truth,
 )
 
 FORMATS = ("online-retail", "canonical", "synthetic")
@@ -155,8 +162,6 @@ def _typed(values: pd.Series, arrow_type: pa.DataType, column: str, source: Path
 def _shown(columns) -> str:
     """The columns a file has, for a one-line message: a header may hold a line break or a tab, so those are
     written escaped (as JSON writes them), and the list is cut at 200 characters."""
-    import json
-
     return ", ".join(json.dumps(str(c), ensure_ascii=False)[1:-1] for c in columns)[:200]
 
 

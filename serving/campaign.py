@@ -18,15 +18,20 @@ from dataclasses import asdict, dataclass
 from datetime import date
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pandas as pd
 
 from loyal.errors import LoyalError
-from loyal.features.compute import EVENT_TIMESTAMP
+from loyal.features.compute import EVENT_TIMESTAMP, midnight
+from loyal.features.repo import customer_features_at_last_snapshot, historical_features
 from loyal.locking import writes_home
 from loyal.schema import CUSTOMER_ID, EMAIL_OPT_IN, QUANTITY, TIMESTAMP, UNIT_PRICE
-from loyal.store import day_after_last_purchase, write_atomically
+from loyal.serving.policy import choose, load_policy
+from loyal.store import day_after_last_purchase, read_table, write_atomically
 from loyal.suppression import Suppression, suppressed
+from loyal.tracking import use_home
+from loyal.training import churn_scoring, rails
 
 CONTACTS = "contacts.parquet"  # in $LOYAL_HOME: one row per customer per campaign
 ITEMS_PER_CONTACT = 4
@@ -76,19 +81,13 @@ def contact_history(home: Path) -> pd.DataFrame:
 
 def build(home: Path, campaign: Campaign, policy_path: Path | None = None) -> tuple[pd.DataFrame, dict]:
     """(the list, in LIST_COLUMNS, best first; the counts at each step)."""
-    from loyal.features.compute import midnight
-    from loyal.features.repo import customer_features_at_last_snapshot, historical_features
-    from loyal.serving.policy import choose, load_policy
-    from loyal.store import read_table
-    from loyal.training.churn_scoring import load_model
-
     campaign.check()
     policy = load_policy(policy_path)
     history = contact_history(home)
     if campaign.name in set(history["campaign"]):
         raise LoyalError(f"a campaign named {campaign.name!r} was already recorded: choose another name")
     as_of = campaign.as_of or day_after_last_purchase(home)
-    model = load_model(home)
+    model = churn_scoring.load_model(home)
     customers = customer_features_at_last_snapshot(home, as_of)
     if customers is None:  # a date between snapshots: Feast's point-in-time join, an entity row per customer
         transactions, cutoff = read_table(home, "transactions"), midnight(as_of)
@@ -172,12 +171,10 @@ def _fill(costs: np.ndarray, campaign: Campaign) -> np.ndarray:
 
 def _items(home: Path, customer_ids: pd.Series) -> list[str]:
     """Each customer's `for_you` items from the champion recommender, ";"-joined."""
-    from loyal.training.rails import Rails, load_model
-
     if customer_ids.empty:
         return []
-    rails = Rails(load_model(home).unwrap_python_model().recommender, Suppression(home))
-    rows = rails.table(customer_ids.tolist(), "for_you", ITEMS_PER_CONTACT)
+    answering = rails.Rails(rails.load_model(home).unwrap_python_model().recommender, Suppression(home))
+    rows = answering.table(customer_ids.tolist(), "for_you", ITEMS_PER_CONTACT)
     joined = rows.groupby("customer_id", sort=False)["item_id"].agg(";".join)
     return joined.reindex(customer_ids.to_numpy()).fillna("").tolist()
 
@@ -186,10 +183,6 @@ def _items(home: Path, customer_ids: pd.Series) -> list[str]:
 def record(home: Path, campaign: Campaign, chosen: pd.DataFrame, counts: dict, output: Path) -> str:
     """Write the list (atomically), append it to the contact history and log the campaign to MLflow; returns the
     list's SHA-256."""
-    import mlflow
-
-    from loyal.tracking import use_home
-
     write_atomically(chosen, output)
     digest = hashlib.sha256(chosen.to_csv(index=False).encode()).hexdigest()
     contacted_on = pd.Timestamp(counts["as_of"])
@@ -211,11 +204,6 @@ def measure(home: Path, name: str, days: int = 30) -> dict:
     """A recorded campaign's effect once its outcomes exist: the purchase rate and revenue per customer of treatment
     and control over the `days` from the campaign's date, and treatment's increments over control with 95%
     intervals (difference of means, Welch's normal approximation: the groups are large and independent)."""
-    import mlflow
-
-    from loyal.store import read_table
-    from loyal.tracking import use_home
-
     if days < 1:
         raise LoyalError(f"--days must be at least 1, not {days}")
     history = contact_history(home)

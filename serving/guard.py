@@ -25,6 +25,8 @@ import logging
 import os
 from dataclasses import dataclass
 
+from bentoml.exceptions import BentoMLException
+from pydantic import ValidationError
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 TOKEN_ENV = "LOYAL_API_TOKEN"
@@ -154,9 +156,6 @@ class ClientErrorsInOneLine(logging.Filter):
     the input, is dropped. Anything else, a real fault, passes as it was."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        from bentoml.exceptions import BentoMLException
-        from pydantic import ValidationError
-
         error = record.exc_info[1] if record.exc_info else None
         if isinstance(error, ValidationError):
             fields = sorted({".".join(str(part) for part in e["loc"] if not isinstance(part, int)) or "body"

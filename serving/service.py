@@ -27,7 +27,7 @@ import bentoml
 from bentoml.exceptions import NotFound
 from pydantic.warnings import PydanticDeprecatedSince211
 
-from loyal.home import OWNER_ONLY
+from loyal.home import OWNER_ONLY, loyal_home
 from loyal.noise import silence_third_parties
 from loyal.serving import schemas
 from loyal.serving.engine import Engine
@@ -66,8 +66,6 @@ def _one_line(error: Exception) -> str:
 )
 class Loyal:
     def __init__(self) -> None:
-        from loyal.home import loyal_home
-
         os.umask(OWNER_ONLY)
         silence_third_parties()
         log_client_errors_in_one_line()

@@ -14,6 +14,11 @@ import warnings
 
 import numpy as np
 import pandas as pd
+from pymc_marketing.clv import BetaGeoModel, GammaGammaModel
+from pymc_marketing.clv.utils import rfm_summary
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from loyal.schema import CUSTOMER_ID, QUANTITY, TIMESTAMP, UNIT_PRICE
 
@@ -34,8 +39,6 @@ class Recency:
     name = "recency"
 
     def fit(self, train: pd.DataFrame) -> Recency:
-        from sklearn.linear_model import LogisticRegression
-
         self.model = LogisticRegression().fit(_matrix(train, ["recency_days"]), train["churned"])
         return self
 
@@ -50,10 +53,6 @@ class RFMLogistic:
     name = "rfm_logistic"
 
     def fit(self, train: pd.DataFrame) -> RFMLogistic:
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.pipeline import make_pipeline
-        from sklearn.preprocessing import StandardScaler
-
         self.model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
         self.model.fit(_matrix(train, RFM_FEATURES), train["churned"])
         return self
@@ -91,9 +90,6 @@ class BGNBD:
         return self  # unsupervised: it fits on the scored cutoff's own history
 
     def predict(self, frame: pd.DataFrame, transactions: pd.DataFrame, horizon_days: int) -> pd.DataFrame:
-        from pymc_marketing.clv import BetaGeoModel, GammaGammaModel
-        from pymc_marketing.clv.utils import rfm_summary
-
         cutoff = frame["cutoff"].iloc[0]
         before = transactions[(transactions[TIMESTAMP] < cutoff) & (transactions[QUANTITY] > 0)]
         purchases = pd.DataFrame({

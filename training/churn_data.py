@@ -17,6 +17,7 @@ import pandas as pd
 
 from loyal.errors import LoyalError
 from loyal.features.compute import EVENT_TIMESTAMP, midnight
+from loyal.features.repo import historical_features
 from loyal.schema import CUSTOMER_ID, QUANTITY, TIMESTAMP, UNIT_PRICE
 
 HORIZON_DAYS = 90
@@ -70,8 +71,6 @@ def training_cutoffs(transactions: pd.DataFrame, train_end, horizon_days: int = 
 def snapshot(home: Path, transactions: pd.DataFrame, cutoff, horizon_days: int = HORIZON_DAYS,
              labelled: bool = True) -> pd.DataFrame:
     """The customers known before `cutoff` with their churn_v1 features at it (and their labels when asked)."""
-    from loyal.features.repo import historical_features
-
     cutoff = midnight(cutoff)
     if labelled:
         rows = labels(transactions, cutoff, horizon_days)

@@ -21,6 +21,8 @@ from typing import Mapping, Sequence, Union
 import numpy as np
 import pandas as pd
 import torch
+from scipy.optimize import minimize_scalar
+from scipy.special import expit
 
 from loyal.training.optimise import train_epochs
 
@@ -206,14 +208,10 @@ class ChurnModel:
         return logit.numpy().astype(np.float64), spend.numpy().astype(np.float64)
 
     def churn_of_logit(self, logit: np.ndarray) -> np.ndarray:
-        from scipy.special import expit
-
         return expit(logit / self.temperature)
 
     def _temperature(self, calibration: pd.DataFrame) -> float:
         """The temperature that minimises the calibration snapshot's log loss (one number: ranks do not move)."""
-        from scipy.optimize import minimize_scalar
-
         logit, _ = self._outputs(calibration)
         churned = calibration["churned"].to_numpy(dtype=float)
 

@@ -19,11 +19,15 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pandas as pd
+from mlflow.models import infer_signature
 
 from loyal.errors import LoyalError
 from loyal.features.compute import EVENT_TIMESTAMP, midnight
 from loyal.locking import writes_home
 from loyal.schema import TIMESTAMP
+from loyal.store import read_table
+from loyal.tracking import use_home
+from loyal.training import plots
 from loyal.training.churn_baselines import CHURN_BASELINES, VALUE_BASELINES
 from loyal.training.churn_data import FEATURE_SERVICE, HORIZON_DAYS, snapshot, training_cutoffs
 from loyal.training.churn_evaluate import (
@@ -37,8 +41,16 @@ from loyal.training.churn_evaluate import (
 )
 from loyal.training.churn_model import CATEGORICAL_FEATURES, ChurnConfig, ChurnModel
 from loyal.training.churn_scoring import MODEL_NAME, ChurnPyfunc
-from loyal.training.registry import Champion, Decision, champion_version, decided, load_champion, load_gate
-from loyal.training.registry import record_decision, seal
+from loyal.training.registry import (
+    Champion,
+    Decision,
+    champion_version,
+    decided,
+    load_champion,
+    load_gate,
+    record_decision,
+    seal,
+)
 from loyal.training.tuning import churn_from, tune_churn
 
 log = logging.getLogger(__name__)
@@ -125,8 +137,6 @@ def fit_and_evaluate(home: Path, train_end, horizon_days: int = HORIZON_DAYS, tr
                      champion: Champion | None = None) -> Trained:
     """Fit on the monthly snapshots before the last (tuned with `trials`, or with `config` as given), measure on
     the last beside the baselines and `champion`, and on the test snapshot when the data reach it."""
-    from loyal.store import read_table
-
     began = time.perf_counter()
     transactions = read_table(home, "transactions")
     if transactions.empty:
@@ -243,11 +253,6 @@ def train_churn(home: Path, train_end, horizon_days: int = HORIZON_DAYS, trials:
                 config: ChurnConfig | None = None, gate: dict | None = None) -> dict:
     """Train, log, register `loyal-churn` and decide on `champion` (measured against the current one). Returns a
     summary for the command line."""
-    from mlflow.models import infer_signature
-
-    from loyal.tracking import use_home
-    from loyal.training import plots
-
     use_home(home)
     gate = gate or load_gate()
     trained = fit_and_evaluate(home, train_end, horizon_days, trials, draws, config, load_champion(MODEL_NAME))

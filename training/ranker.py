@@ -17,8 +17,12 @@ from typing import Callable, Protocol
 
 import numpy as np
 import pandas as pd
+import torch
 
+from loyal.features.repo import features_by_entity
+from loyal.schema import CUSTOMER_ID, ITEM_ID
 from loyal.training.evaluate import Interactions, top_k
+from loyal.training.optimise import train_epochs
 from loyal.training.recommenders import (
     ALS,
     EASE,
@@ -62,9 +66,6 @@ class FeastFeatures:
         self.home = home
 
     def __call__(self, at, customers, items):
-        from loyal.features.repo import features_by_entity
-        from loyal.schema import CUSTOMER_ID, ITEM_ID
-
         frames = features_by_entity(self.home, "offers_v1", at, {CUSTOMER_ID: customers, ITEM_ID: items})
         return frames[CUSTOMER_ID], frames[ITEM_ID]
 
@@ -257,8 +258,6 @@ class LabelledStage:
 
 
 def _network(features: int, hidden: int):
-    import torch
-
     return torch.nn.Sequential(
         torch.nn.Linear(features, hidden),
         torch.nn.ReLU(),
@@ -286,10 +285,6 @@ class Reranker:
     def fit_stages(self, labelled: LabelledStage, current: Stage, epoch_callback=None) -> Reranker:
         """Learn on `labelled`, then score with `current`. `epoch_callback(epoch, reranker)` runs after each epoch
         (Optuna's pruning); it may raise to stop."""
-        import torch
-
-        from loyal.training.optimise import train_epochs
-
         c = self.config
         torch.manual_seed(c.seed)
         features, mask, labels = labelled.lists(c.view, c.candidates_per_source)
@@ -317,8 +312,6 @@ class Reranker:
         """(items [n, C], scores [n, C]): each customer's candidates in item order (-1 pads a row) and their scores,
         the network's less the popularity penalty (-inf where a row is padded). A customer with at least k
         candidates has its k best among them: `score` ranks every other item below every candidate."""
-        import torch
-
         items, features, mask = self.stage.candidates(customers, self.config.view, self.config.candidates_per_source)
         with torch.no_grad():
             out = self.network(torch.from_numpy((features - self.mean) / self.std)).squeeze(-1).numpy()

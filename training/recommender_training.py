@@ -20,14 +20,17 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pandas as pd
+from mlflow.models import infer_signature
 
 from loyal.errors import LoyalError
 from loyal.locking import writes_home
 from loyal.schema import TIMESTAMP
 from loyal.store import read_table
+from loyal.tracking import use_home
+from loyal.training import plots
 from loyal.training.evaluate import (
-    K,
     TEST_DAYS,
+    K,
     difference_interval,
     evaluate_recommenders,
     report_markdown,
@@ -36,8 +39,16 @@ from loyal.training.evaluate import (
 from loyal.training.rails import MODEL_NAME, Recommender, RecommenderPyfunc
 from loyal.training.ranker import VIEWS, FeastFeatures, FeatureSource, LabelledStage, RankerConfig, Reranker, Stage
 from loyal.training.recommenders import BASELINES
-from loyal.training.registry import Champion, Decision, champion_version, decided, load_champion, load_gate
-from loyal.training.registry import record_decision, seal
+from loyal.training.registry import (
+    Champion,
+    Decision,
+    champion_version,
+    decided,
+    load_champion,
+    load_gate,
+    record_decision,
+    seal,
+)
 from loyal.training.tuning import (
     BASELINE_SPACES,
     Validation,
@@ -310,8 +321,6 @@ def _decide(name: str, report: dict, gate: dict | None = None) -> Decision:
 
 
 def _log_report(report: dict) -> None:
-    from loyal.training import plots
-
     metrics = {}
     for window in ("validation", "test"):
         if window not in report:
@@ -349,8 +358,6 @@ def _log_report(report: dict) -> None:
 def log_evaluation(home: Path, report: dict) -> str:
     """`loyal evaluate recommender`'s report as an MLflow run of its own (tag loyal.kind=evaluation): the same
     metrics, report and plots a training run logs, so the MLflow UI shows them side by side. Returns the run id."""
-    from loyal.tracking import use_home
-
     use_home(home)
     with mlflow.start_run(run_name=f"evaluate-recommender-{report['cutoff']}") as run:
         mlflow.set_tags({"loyal.kind": "evaluation", "model_family": "recommender", "cutoff": report["cutoff"]})
@@ -364,10 +371,6 @@ def train_recommender(home: Path, train_end, trials: int = 0, draws: int = 1000,
                       configs: dict[str, RankerConfig] | None = None, gate: dict | None = None) -> dict:
     """Train, log, register `loyal-recommender` and decide on `champion` (measured against the current one).
     Returns a summary for the command line."""
-    from mlflow.models import infer_signature
-
-    from loyal.tracking import use_home
-
     use_home(home)
     gate = gate or load_gate()
     trained = fit_and_evaluate(home, train_end, trials, draws, configs=configs,

@@ -10,6 +10,11 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse as sp
+from implicit.cpu.als import AlternatingLeastSquares
+from implicit.cpu.bpr import BayesianPersonalizedRanking
+from implicit.nearest_neighbours import BM25Recommender
+from threadpoolctl import threadpool_limits
 
 from loyal.training.evaluate import Interactions
 
@@ -58,8 +63,6 @@ class PersonalFrequency:
         self.config = config
 
     def fit(self, train: Interactions) -> PersonalFrequency:
-        import scipy.sparse as sp
-
         weight = np.power(0.5, train.purchases["age_days"].to_numpy() / self.config.half_life_days)
         self.personal = sp.csr_matrix(
             (weight, (train.purchases["customer"], train.purchases["item"])),
@@ -99,8 +102,6 @@ class ItemKNN:
         self.config = config
 
     def fit(self, train: Interactions) -> ItemKNN:
-        from implicit.nearest_neighbours import BM25Recommender
-
         self.user_items = train.counts.astype(np.float32).tocsr()
         self.model = BM25Recommender(K=self.config.neighbours, K1=self.config.k1, B=self.config.b, num_threads=1)
         with warnings.catch_warnings():
@@ -167,9 +168,6 @@ class ALS(_Factors):
         self.config = config
 
     def fit(self, train: Interactions) -> ALS:
-        from implicit.cpu.als import AlternatingLeastSquares
-        from threadpoolctl import threadpool_limits
-
         c = self.config
         # implicit parallelises itself; BLAS threads on top of it only contend (implicit checks and warns).
         with threadpool_limits(1, "blas"):
@@ -199,8 +197,6 @@ class BPR(_Factors):
         self.config = config
 
     def fit(self, train: Interactions) -> BPR:
-        from implicit.cpu.bpr import BayesianPersonalizedRanking
-
         c = self.config
         # One thread: implicit's BPR updates shared factors lock-free, so more threads give a different model each run.
         self.model = BayesianPersonalizedRanking(

@@ -25,8 +25,17 @@ import os
 from datetime import date
 from pathlib import Path
 
+import mlflow
+
 from loyal.errors import LoyalError
+from loyal.features.repo import build, materialize
+from loyal.ingest import ingest_file
 from loyal.locking import writing
+from loyal.schema import TABLES
+from loyal.store import day_after_last_purchase, table_path
+from loyal.tracking import use_home
+from loyal.training.churn_training import train_churn
+from loyal.training.recommender_training import train_recommender
 from loyal.training.registry import GATE, load_gate
 
 PROMOTED, KEPT, NOTHING_NEW, LOCKED = 0, 10, 11, 75  # 75: EX_TEMPFAIL, "try again later"
@@ -63,9 +72,6 @@ def exclusive(home: Path):
 def data_fingerprint(home: Path) -> str:
     """SHA-256 over the canonical tables' files: equal fingerprints, equal data (an ingest that adds nothing leaves
     the files as they were)."""
-    from loyal.schema import TABLES
-    from loyal.store import table_path
-
     digest = hashlib.sha256()
     for name, table in sorted(TABLES.items()):
         path = table_path(home, table)
@@ -80,15 +86,11 @@ def data_fingerprint(home: Path) -> str:
 
 def _as_of(home: Path, as_of: date | None) -> date:
     """The retrain's date: as given, or the day after the last purchase."""
-    from loyal.store import day_after_last_purchase
-
     return as_of or day_after_last_purchase(home)
 
 
 def _already_decided(key: str):
     """The finished retrain run that decided on exactly this key, if any."""
-    import mlflow
-
     runs = mlflow.search_runs(filter_string=f"tags.`loyal.kind` = '{KIND}' and tags.retrain_key = '{key}' "
                                             "and attributes.status = 'FINISHED'",
                               output_format="list", max_results=1)
@@ -98,14 +100,6 @@ def _already_decided(key: str):
 def retrain(home: Path, as_of: date | None = None, data: Path | None = None, data_format: str = "canonical",
             trials: int = 3, draws: int = 200, force: bool = False, gate_path: Path = GATE) -> dict:
     """Run one retrain and return its summary, whose `exit_code` is the outcome (see the module's docstring)."""
-    import mlflow
-
-    from loyal.features.repo import build, materialize
-    from loyal.ingest import ingest_file
-    from loyal.tracking import use_home
-    from loyal.training.churn_training import train_churn
-    from loyal.training.recommender_training import train_recommender
-
     gate = load_gate(gate_path)  # a broken gate is the user's mistake: say so before any work
     if trials < 0:
         raise LoyalError(f"--trials must be 0 or more, not {trials}")

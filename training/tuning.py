@@ -23,8 +23,9 @@ import numpy as np
 import optuna
 import pandas as pd
 
+from loyal.training.churn_evaluate import roc_auc
 from loyal.training.churn_model import ChurnConfig, ChurnModel
-from loyal.training.evaluate import K, TEST_DAYS, Interactions, TestSet, evaluate_scores, test_set
+from loyal.training.evaluate import TEST_DAYS, Interactions, K, TestSet, evaluate_scores, test_set
 from loyal.training.ranker import LABEL_DAYS, FeatureSource, LabelledStage, RankerConfig, Reranker, Stage
 from loyal.training.recommenders import (
     ALS,
@@ -198,8 +199,6 @@ def tune_churn(home: Path, train: pd.DataFrame, validation: pd.DataFrame, trials
 
 
 def _auc(model: ChurnModel, frame: pd.DataFrame) -> float:
-    from loyal.training.churn_evaluate import roc_auc
-
     return roc_auc(frame["churned"].to_numpy(), model.predict(frame)["churn_probability"].to_numpy())
 
 
