@@ -10,6 +10,7 @@ import mlflow
 import pandas as pd
 
 from loyal.errors import LoyalError
+from loyal.schema import CUSTOMER_ID, DESCRIPTION, ITEM_ID, LOYALTY_TIER, QUANTITY, TIMESTAMP
 from loyal.serving.policy import choose, load_policy
 from loyal.store import day_after_last_purchase, read_table
 from loyal.tracking import use_home
@@ -53,21 +54,21 @@ def example_rails(home: Path, customer_ids: list[str], rails: tuple[str, ...] = 
                   k: int = 5) -> pd.DataFrame:
     """For each customer: a few things they bought, then each rail's items from the champion, with descriptions."""
     items = read_table(home, "items")
-    names = dict(zip(items["item_id"], items["description"])) if items is not None else {}
+    names = dict(zip(items[ITEM_ID], items[DESCRIPTION])) if items is not None else {}
     transactions = read_table(home, "transactions")
     rows = []
     for customer in customer_ids:
-        theirs = transactions[(transactions["customer_id"] == customer) & (transactions["quantity"] > 0)]
-        latest = theirs.sort_values("timestamp", ascending=False)["item_id"].drop_duplicates().head(k)
-        rows += [{"customer_id": customer, "list": "bought lately", "rank": rank + 1, "item_id": item,
-                  "description": names.get(item)} for rank, item in enumerate(latest)]
+        theirs = transactions[(transactions[CUSTOMER_ID] == customer) & (transactions[QUANTITY] > 0)]
+        latest = theirs.sort_values(TIMESTAMP, ascending=False)[ITEM_ID].drop_duplicates().head(k)
+        rows += [{CUSTOMER_ID: customer, "list": "bought lately", "rank": rank + 1, ITEM_ID: item,
+                  DESCRIPTION: names.get(item)} for rank, item in enumerate(latest)]
     for rail in rails:
         answer = recommend(home, customer_ids, rail, k)
-        rows += [{"customer_id": r.customer_id, "list": rail, "rank": r.rank, "item_id": r.item_id,
-                  "description": names.get(r.item_id)} for r in answer.itertuples()]
+        rows += [{CUSTOMER_ID: r.customer_id, "list": rail, "rank": r.rank, ITEM_ID: r.item_id,
+                  DESCRIPTION: names.get(r.item_id)} for r in answer.itertuples()]
     order = {name: i for i, name in enumerate(("bought lately", *rails))}
     frame = pd.DataFrame(rows)
-    return frame.sort_values(["customer_id", "list", "rank"], key=lambda c: c.map(order) if c.name == "list" else c,
+    return frame.sort_values([CUSTOMER_ID, "list", "rank"], key=lambda c: c.map(order) if c.name == "list" else c,
                              ignore_index=True)
 
 
@@ -108,9 +109,9 @@ def offers_for_everyone(home: Path, as_of=None) -> pd.DataFrame:
     """The offer policy's choice for every scored customer: churn_probability, expected_value and the policy's
     columns (incentive, expected_gain, expected_cost, ...), as the service and campaigns would make it."""
     _, frame, predicted = _scored_snapshot(home, as_of)
-    tier = frame["loyalty_tier"] if "loyalty_tier" in frame else pd.Series([None] * len(frame))
+    tier = frame[LOYALTY_TIER] if LOYALTY_TIER in frame else pd.Series([None] * len(frame))
     offers = choose(load_policy(), predicted["churn_probability"].to_numpy(), predicted["expected_value"].to_numpy(),
                     tier.to_numpy(dtype=object))
-    return pd.concat([frame[["customer_id"]].reset_index(drop=True),
+    return pd.concat([frame[[CUSTOMER_ID]].reset_index(drop=True),
                       predicted[["churn_probability", "expected_value"]].reset_index(drop=True),
                       offers.reset_index(drop=True)], axis=1)

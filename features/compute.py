@@ -32,11 +32,14 @@ import pyarrow.compute as pc
 from loyal.schema import (
     CHANNEL,
     CHANNELS,
+    COUNTRY,
     CUSTOMER_ID,
     DEFAULT_CHANNEL,
+    EMAIL_OPT_IN,
     EVENT_TYPE,
     EVENT_TYPES,
     ITEM_ID,
+    LOYALTY_TIER,
     ORDER_ID,
     QUANTITY,
     SIGNUP_DATE,
@@ -82,9 +85,9 @@ CUSTOMER_BEHAVIOUR = {
     "cart_conversion_30d": "float",  # share of add-to-carts whose item was bought the same day
 }
 CUSTOMER_PROFILE = {
-    "country": "str",
-    "loyalty_tier": "str",
-    "email_opt_in": "bool",  # null where consent is unknown, which campaigns treat as no
+    COUNTRY: "str",
+    LOYALTY_TIER: "str",
+    EMAIL_OPT_IN: "bool",  # null where consent is unknown, which campaigns treat as no
 }
 ITEM_STATISTICS = {
     "item_buyers_7d": "int",  # distinct customers who bought the item in the window

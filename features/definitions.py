@@ -21,7 +21,7 @@ from loyal.features.compute import (
     ITEM_STATISTICS,
 )
 from loyal.noise import silence_third_parties
-from loyal.schema import CUSTOMER_ID, ITEM_ID
+from loyal.schema import COUNTRY, CUSTOMER_ID, ITEM_ID, LOYALTY_TIER
 
 # Importing Feast makes every library's DeprecationWarnings visible (`warnings.simplefilter("once",
 # DeprecationWarning)` in feast.feature_store, feature_view, ...): put the filters of third-party noise back in front.
@@ -79,7 +79,7 @@ VIEWS = (customer_behaviour, customer_profile, item_statistics)
 
 churn_v1 = FeatureService(
     name="churn_v1",
-    features=[customer_behaviour, customer_profile[["country", "loyalty_tier"]]],
+    features=[customer_behaviour, customer_profile[[COUNTRY, LOYALTY_TIER]]],
     description="Churn and value models: a customer's behaviour and profile",
 )
 offers_v1 = FeatureService(

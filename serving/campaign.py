@@ -26,7 +26,7 @@ from loyal.errors import LoyalError
 from loyal.features.compute import EVENT_TIMESTAMP, midnight
 from loyal.features.repo import customer_features_at_last_snapshot, historical_features
 from loyal.locking import writes_home
-from loyal.schema import CUSTOMER_ID, EMAIL_OPT_IN, QUANTITY, TIMESTAMP, UNIT_PRICE
+from loyal.schema import CUSTOMER_ID, EMAIL_OPT_IN, ITEM_ID, LOYALTY_TIER, QUANTITY, TIMESTAMP, UNIT_PRICE
 from loyal.serving.policy import choose, load_policy
 from loyal.store import day_after_last_purchase, read_table, write_atomically
 from loyal.suppression import Suppression, suppressed
@@ -35,7 +35,7 @@ from loyal.training import churn_scoring, rails
 
 CONTACTS = "contacts.parquet"  # in $LOYAL_HOME: one row per customer per campaign
 ITEMS_PER_CONTACT = 4
-LIST_COLUMNS = ["customer_id", "group", "incentive", "percent", "multiplier", "items", "churn_probability",
+LIST_COLUMNS = [CUSTOMER_ID, "group", "incentive", "percent", "multiplier", "items", "churn_probability",
                 "expected_value", "expected_gain", "expected_cost", "reason"]
 
 
@@ -107,7 +107,7 @@ def build(home: Path, campaign: Campaign, policy_path: Path | None = None) -> tu
     eligible = customers[keep].reset_index(drop=True)
 
     predicted = model.predict(eligible)
-    tier = eligible["loyalty_tier"] if "loyalty_tier" in eligible else pd.Series([None] * len(eligible))
+    tier = eligible[LOYALTY_TIER] if LOYALTY_TIER in eligible else pd.Series([None] * len(eligible))
     offers = choose(policy, predicted["churn_probability"].to_numpy(), predicted["expected_value"].to_numpy(),
                     tier.to_numpy(dtype=object))
     ranked = pd.DataFrame({
@@ -175,7 +175,7 @@ def _items(home: Path, customer_ids: pd.Series) -> list[str]:
         return []
     answering = rails.Rails(rails.load_model(home).unwrap_python_model().recommender, Suppression(home))
     rows = answering.table(customer_ids.tolist(), "for_you", ITEMS_PER_CONTACT)
-    joined = rows.groupby("customer_id", sort=False)["item_id"].agg(";".join)
+    joined = rows.groupby(CUSTOMER_ID, sort=False)[ITEM_ID].agg(";".join)
     return joined.reindex(customer_ids.to_numpy()).fillna("").tolist()
 
 

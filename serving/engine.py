@@ -20,7 +20,7 @@ import torch
 from loyal.errors import LoyalError
 from loyal.features.online import OnlineReader
 from loyal.features.repo import open_store
-from loyal.schema import CUSTOMER_ID, DESCRIPTION, ITEM_ID, MAX_TEXT_LENGTH
+from loyal.schema import CUSTOMER_ID, DESCRIPTION, ITEM_ID, LOYALTY_TIER, MAX_TEXT_LENGTH
 from loyal.serving import schemas
 from loyal.serving.policy import choose_columns, expires_at, load_policy
 from loyal.store import read_table
@@ -108,7 +108,7 @@ class Engine:
         n = len(customer_ids)
         out = {"known": known, "churn_probability": np.full(n, np.nan), "expected_value": np.full(n, np.nan),
                "risk_segment": np.full(n, "unknown", dtype=object),
-               "loyalty_tier": np.asarray(columns.get("loyalty_tier", [None] * n), dtype=object),
+               LOYALTY_TIER: np.asarray(columns.get(LOYALTY_TIER, [None] * n), dtype=object),
                "top_drivers": [[] for _ in range(n)]}
         if known.any():
             seen = columns if known.all() else {name: [v for v, k in zip(values, known) if k]
@@ -142,7 +142,7 @@ class Engine:
         known = bool(scores["known"][0])
         probability, value = scores["churn_probability"][0], scores["expected_value"][0]
         decision = {name: column[0] for name, column in
-                    choose_columns(self.policy, [probability], [value], [scores["loyalty_tier"][0]]).items()}
+                    choose_columns(self.policy, [probability], [value], [scores[LOYALTY_TIER][0]]).items()}
         items, cold_start = self._rail(request.customer_id, "for_you", request.k, [])
         kind = decision["incentive"]
         incentive = schemas.Incentive(

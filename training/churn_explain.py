@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from loyal.schema import COUNTRY, LOYALTY_TIER
 from loyal.training.churn_model import CATEGORICAL_FEATURES, ChurnModel
 
 PLAIN_NAMES = {
@@ -40,8 +41,8 @@ PLAIN_NAMES = {
     "app_share_365d": "share of orders in the app",
     "store_share_365d": "share of orders in store",
     "cart_conversion_30d": "add-to-carts that became purchases",
-    "country": "country",
-    "loyalty_tier": "loyalty tier",
+    COUNTRY: "country",
+    LOYALTY_TIER: "loyalty tier",
 }
 TOP_DRIVERS = 3
 

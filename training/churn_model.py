@@ -24,6 +24,7 @@ import torch
 from scipy.optimize import minimize_scalar
 from scipy.special import expit
 
+from loyal.schema import COUNTRY, LOYALTY_TIER
 from loyal.training.optimise import train_epochs
 
 LOG_FEATURES = [  # recency first: the network treats it apart (see _network)
@@ -33,7 +34,7 @@ LOG_FEATURES = [  # recency first: the network treats it apart (see _network)
     "lines_per_order_365d", "typical_quantity_per_line_365d", "typical_unit_price_365d",
 ]
 RAW_FEATURES = ["spend_trend", "web_share_365d", "app_share_365d", "store_share_365d", "cart_conversion_30d"]
-CATEGORICAL_FEATURES = ["country", "loyalty_tier"]
+CATEGORICAL_FEATURES = [COUNTRY, LOYALTY_TIER]
 MAX_CATEGORIES = 12  # per categorical feature, the rest is "other"
 
 

@@ -16,6 +16,7 @@ import pandas as pd
 
 from loyal.errors import LoyalError
 from loyal.features.compute import midnight
+from loyal.schema import CUSTOMER_ID
 from loyal.store import read_table
 from loyal.tracking import use_home
 from loyal.training.churn_data import snapshot
@@ -71,7 +72,7 @@ def score(home: Path, as_of, version: str | None = None) -> pd.DataFrame:
     """Every customer known before `as_of`: churn probability, expected value over the horizon, segment, drivers."""
     model, frame, predicted = scored_snapshot(home, as_of, version)
     return pd.DataFrame({
-        "customer_id": frame["customer_id"].to_numpy(),
+        CUSTOMER_ID: frame[CUSTOMER_ID].to_numpy(),
         "churn_probability": predicted["churn_probability"].round(4).to_numpy(),
         "expected_value": predicted["expected_value"].round(2).to_numpy(),
         "risk_segment": risk_segment(predicted["churn_probability"].to_numpy()),

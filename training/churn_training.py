@@ -24,7 +24,7 @@ from mlflow.models import infer_signature
 from loyal.errors import LoyalError
 from loyal.features.compute import EVENT_TIMESTAMP, midnight
 from loyal.locking import writes_home
-from loyal.schema import TIMESTAMP
+from loyal.schema import CUSTOMER_ID, TIMESTAMP
 from loyal.store import read_table
 from loyal.tracking import use_home
 from loyal.training import plots
@@ -175,7 +175,7 @@ def fit_and_evaluate(home: Path, train_end, horizon_days: int = HORIZON_DAYS, tr
     report["seconds"] = round(time.perf_counter() - began, 1)
     inputs = [c for c in calibration.columns if c not in ("churned", "future_spend", "cutoff", EVENT_TIMESTAMP)]
     example = calibration[inputs].head(3).astype({c: "float64" for c in inputs if c not in CATEGORICAL_FEATURES
-                                                   and c != "customer_id"})
+                                                   and c != CUSTOMER_ID})
     return Trained(model, report, example)
 
 

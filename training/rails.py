@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from loyal.errors import LoyalError
+from loyal.schema import CUSTOMER_ID, ITEM_ID
 from loyal.suppression import Suppression
 from loyal.tracking import use_home
 from loyal.training.evaluate import K, top_k
@@ -34,7 +35,7 @@ from loyal.training.registry import champion_version, load_version
 MODEL_NAME = "loyal-recommender"
 RAILS = ("for_you", "buy_again", "discover", "similar_items", "trending")
 TRENDING_DAYS = 7
-COLUMNS = ["customer_id", "rank", "item_id", "score"]
+COLUMNS = [CUSTOMER_ID, "rank", ITEM_ID, "score"]
 
 
 class Recommender:
@@ -186,7 +187,7 @@ class Recommender:
         if len(unknown):
             raise LoyalError(f"unknown item id(s): {', '.join(map(str, unknown[:5]))}")
         frame = self._frame(ids, *self.rank_similar(positions, k))
-        return frame.rename(columns={"customer_id": "query_item_id"})
+        return frame.rename(columns={CUSTOMER_ID: "query_item_id"})
 
     def _best(self, positions: np.ndarray, rail: str, k: int, exclude: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Known customers' k best items on a rail and their scores (-1 where a rail has fewer than k)."""
@@ -211,9 +212,9 @@ class Recommender:
     def _frame(self, ids: pd.Index, ranked: np.ndarray, values: np.ndarray) -> pd.DataFrame:
         rows, ranks = np.nonzero(ranked >= 0)
         return pd.DataFrame({
-            "customer_id": ids.to_numpy()[rows],
+            CUSTOMER_ID: ids.to_numpy()[rows],
             "rank": ranks + 1,
-            "item_id": self.items.to_numpy()[ranked[rows, ranks]],
+            ITEM_ID: self.items.to_numpy()[ranked[rows, ranks]],
             "score": values[rows, ranks],
         })
 
@@ -377,9 +378,9 @@ class RecommenderPyfunc(mlflow.pyfunc.PythonModel):
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         params = params or {}
         rail, k = params.get("rail", "for_you"), int(params.get("k", K))
-        if rail == "similar_items" and "item_id" in model_input.columns:
-            return self.recommender.similar_to(model_input["item_id"], k)
-        return self.recommender.recommend(model_input["customer_id"], rail, k)
+        if rail == "similar_items" and ITEM_ID in model_input.columns:
+            return self.recommender.similar_to(model_input[ITEM_ID], k)
+        return self.recommender.recommend(model_input[CUSTOMER_ID], rail, k)
 
 
 def load_model(home: Path, version: str | None = None):

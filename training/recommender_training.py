@@ -24,7 +24,7 @@ from mlflow.models import infer_signature
 
 from loyal.errors import LoyalError
 from loyal.locking import writes_home
-from loyal.schema import TIMESTAMP
+from loyal.schema import CUSTOMER_ID, TIMESTAMP
 from loyal.store import read_table
 from loyal.tracking import use_home
 from loyal.training import plots
@@ -389,8 +389,8 @@ def train_recommender(home: Path, train_end, trials: int = 0, draws: int = 1000,
         _log_report(report)
         path = Path(tmp) / "recommender.pkl"
         path.write_bytes(pickle.dumps(recommender, protocol=pickle.HIGHEST_PROTOCOL))
-        example = pd.DataFrame({"customer_id": recommender.customers[:2].astype(str)})
-        signature = infer_signature(example, recommender.recommend(example["customer_id"], "for_you", 2),
+        example = pd.DataFrame({CUSTOMER_ID: recommender.customers[:2].astype(str)})
+        signature = infer_signature(example, recommender.recommend(example[CUSTOMER_ID], "for_you", 2),
                                     params={"rail": "for_you", "k": K})
         info = mlflow.pyfunc.log_model(
             name="model", python_model=RecommenderPyfunc(), artifacts={"recommender": str(path)},
