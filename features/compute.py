@@ -29,6 +29,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from loyal.dates import midnight
 from loyal.schema import (
     CHANNEL,
     CHANNELS,
@@ -128,13 +129,6 @@ class Snapshots:
         start = midnight(start) if start is not None else midnight(first_event) + pd.Timedelta(days=1)
         end = midnight(end) if end is not None else midnight(last_event) + pd.Timedelta(days=1)
         return cls(start=start, end=max(start, end), every=every)
-
-
-def midnight(moment) -> pd.Timestamp:
-    """The UTC midnight that starts the day of `moment` (naive times are UTC)."""
-    moment = pd.Timestamp(moment)
-    moment = moment.tz_localize("UTC") if moment.tzinfo is None else moment.tz_convert("UTC")
-    return moment.floor("D")
 
 
 def _micros(column: pa.ChunkedArray) -> np.ndarray:

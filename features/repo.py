@@ -29,6 +29,7 @@ import yaml
 from feast import FeatureStore
 from feast.repo_config import RepoConfig
 
+from loyal.dates import midnight
 from loyal.errors import LoyalError
 from loyal.features import compute, definitions
 from loyal.features.compute import EVENT_TIMESTAMP, FeatureInputs, Snapshots
@@ -235,7 +236,7 @@ def _remove_old_builds(offline_root: Path, keep: set[str]) -> None:
 
 
 def _timestamp(day: date | None) -> pd.Timestamp | None:
-    return None if day is None else pd.Timestamp(day, tz="UTC")
+    return None if day is None else midnight(day)
 
 
 def _time_range(table: pa.Table) -> dict:
@@ -477,7 +478,7 @@ def customer_features_at_last_snapshot(home: Path, at) -> pd.DataFrame | None:
     None when `at` is not that snapshot (then ask `historical_features`)."""
     build = latest_build(home)
     last = pd.Timestamp(build["snapshots"]["end"])
-    if compute.midnight(at) != last:
+    if midnight(at) != last:
         return None
     folder = feast_dir(home) / definitions.OFFLINE_DIR / build["build_id"]
     behaviour = pq.read_table(folder / "customer_behaviour.parquet", filters=[(EVENT_TIMESTAMP, "==", last)])

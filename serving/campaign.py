@@ -23,7 +23,8 @@ import numpy as np
 import pandas as pd
 
 from loyal.errors import LoyalError
-from loyal.features.compute import EVENT_TIMESTAMP, midnight
+from loyal.dates import midnight
+from loyal.features.compute import EVENT_TIMESTAMP
 from loyal.features.repo import customer_features_at_last_snapshot, historical_features
 from loyal.locking import writes_home
 from loyal.schema import CUSTOMER_ID, EMAIL_OPT_IN, ITEM_ID, LOYALTY_TIER, QUANTITY, TIMESTAMP, UNIT_PRICE

@@ -16,7 +16,8 @@ from pathlib import Path
 import pandas as pd
 
 from loyal.errors import LoyalError
-from loyal.features.compute import EVENT_TIMESTAMP, midnight
+from loyal.dates import midnight
+from loyal.features.compute import EVENT_TIMESTAMP
 from loyal.features.repo import historical_features
 from loyal.schema import CUSTOMER_ID, QUANTITY, TIMESTAMP, UNIT_PRICE
 

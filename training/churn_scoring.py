@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from loyal.errors import LoyalError
-from loyal.features.compute import midnight
+from loyal.dates import midnight
 from loyal.schema import CUSTOMER_ID
 from loyal.store import read_table
 from loyal.tracking import use_home

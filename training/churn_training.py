@@ -22,7 +22,8 @@ import pandas as pd
 from mlflow.models import infer_signature
 
 from loyal.errors import LoyalError
-from loyal.features.compute import EVENT_TIMESTAMP, midnight
+from loyal.dates import midnight
+from loyal.features.compute import EVENT_TIMESTAMP
 from loyal.locking import writes_home
 from loyal.schema import CUSTOMER_ID, TIMESTAMP
 from loyal.store import read_table

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from loyal.dates import utc
 from loyal.schema import CUSTOMER_ID, ITEM_ID, QUANTITY, TIMESTAMP
 
 TEST_DAYS = 30
@@ -83,7 +84,7 @@ class TestSet:
 
 def split(transactions: pd.DataFrame, cutoff, days: int = TEST_DAYS) -> tuple[Interactions, TestSet]:
     """Train before `cutoff`; test on purchases in [cutoff, cutoff + days) by customers seen in training."""
-    cutoff = pd.Timestamp(cutoff, tz="UTC") if pd.Timestamp(cutoff).tzinfo is None else pd.Timestamp(cutoff)
+    cutoff = utc(cutoff)
     train = Interactions.before(transactions, cutoff)
     window = transactions[
         (transactions[QUANTITY] > 0)

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 from mlflow.models import infer_signature
 
+from loyal.dates import midnight
 from loyal.errors import LoyalError
 from loyal.locking import writes_home
 from loyal.schema import CUSTOMER_ID, TIMESTAMP
@@ -77,8 +78,9 @@ def _transactions(home: Path) -> pd.DataFrame:
 
 
 def check_cutoff(transactions: pd.DataFrame, cutoff) -> pd.Timestamp:
-    """The cutoff as a UTC midnight, when it leaves at least two 30-day windows of data before it."""
-    cutoff = pd.Timestamp(cutoff).tz_localize("UTC") if pd.Timestamp(cutoff).tzinfo is None else pd.Timestamp(cutoff)
+    """The cutoff as a UTC midnight, when the data hold 90 days before it (three 30-day windows: the network's
+    labels, validation, and the history before them) and it is no later than the day after the data's last."""
+    cutoff = midnight(cutoff)
     first, last = transactions[TIMESTAMP].min(), transactions[TIMESTAMP].max()
     if cutoff - pd.Timedelta(days=90) < first or cutoff > last + pd.Timedelta(days=1):
         raise LoyalError(
