@@ -174,7 +174,7 @@ def _items(home: Path, customer_ids: pd.Series) -> list[str]:
     """Each customer's `for_you` items from the champion recommender, ";"-joined."""
     if customer_ids.empty:
         return []
-    answering = rails.Rails(rails.load_model(home).unwrap_python_model().recommender, Suppression(home))
+    answering = rails.Rails(rails.load_model(home), Suppression(home))
     rows = answering.table(customer_ids.tolist(), "for_you", ITEMS_PER_CONTACT)
     joined = rows.groupby(CUSTOMER_ID, sort=False)[ITEM_ID].agg(";".join)
     return joined.reindex(customer_ids.to_numpy()).fillna("").tolist()

@@ -49,7 +49,7 @@ class Engine:
         if missing:
             raise LoyalError(f"no champion for {missing}: train first (`loyal run`, or `loyal train recommender` "
                              "and `loyal train churn`)")
-        recommender = rails.load_model(home).unwrap_python_model().recommender
+        recommender = rails.load_model(home)
         self.churn = churn_scoring.load_model(home)
         versions = {name: champion_version(name) for name in (RECOMMENDER, CHURN)}
         self.model_versions = {name: str(version.version) for name, version in versions.items()}

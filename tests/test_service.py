@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import shutil
 import signal
 import socket
@@ -481,11 +480,11 @@ def _loyal(home: Path, *args: str, env: dict | None = None, timeout: float = 300
 @pytest.mark.integration
 def test_a_damaged_model_stops_the_service_in_one_line_and_readiness_says_why(copied_home, tmp_path):
     """On 8bbd558 a truncated churn.pkl made `loyal serve` restart its workers every 30 s forever while /readyz
-    hung."""
+    hung. The weights are arrays now; truncated, they are refused the same way."""
     from loyal.serving.launch import free_port
 
-    pickled = next(_champion_files(copied_home, CHURN).rglob("churn.pkl"))
-    pickled.write_bytes(pickled.read_bytes()[:1000])
+    weights = next(_champion_files(copied_home, CHURN).rglob("arrays.npz"))
+    weights.write_bytes(weights.read_bytes()[:1000])
     refused = _loyal(copied_home, "serve", "--port", str(free_port()))
     assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
     assert refused.stderr.startswith("loyal: loyal-churn version ") and "not the ones registered" in refused.stderr
@@ -519,23 +518,17 @@ def test_a_damaged_model_stops_the_service_in_one_line_and_readiness_says_why(co
 
 @pytest.mark.integration
 def test_a_replaced_model_file_is_never_run(copied_home, tmp_path):
-    """On 8bbd558 a replaced python_model.pkl ran a shell command as the service's user during `loyal recommend`."""
+    """On 8bbd558 a replaced python_model.pkl ran a shell command as the service's user during `loyal recommend`.
+    No model holds a pickle any more; the file that is run (the model's code) is checked like the rest."""
     marker = tmp_path / "pwned"
-    payload = pickle.dumps(_RunsACommand(f"touch {marker}"))
-    (_champion_files(copied_home, RECOMMENDER) / "python_model.pkl").write_bytes(payload)
+    code = _champion_files(copied_home, RECOMMENDER) / "recommender.py"
+    assert code.exists() and not list(_champion_files(copied_home, RECOMMENDER).rglob("*.pkl"))
+    code.write_text(f"import os\nos.system('touch {marker}')\n" + code.read_text())
     ids = tmp_path / "ids.txt"
     ids.write_text("17850\n")
     done = _loyal(copied_home, "recommend", "--customers", str(ids), "--output", str(tmp_path / "r.csv"))
     assert done.returncode == 2 and "refusing to load" in done.stderr and "Traceback" not in done.stderr
     assert not marker.exists()
-
-
-class _RunsACommand:
-    def __init__(self, command: str):
-        self.command = command
-
-    def __reduce__(self):
-        return os.system, (self.command,)
 
 
 @pytest.mark.integration
@@ -573,7 +566,7 @@ def test_serve_on_a_port_in_use_is_one_line(served_home):
 
 
 def test_the_service_loads_neither_optuna_nor_a_training_pipeline(served_home):
-    """What `lint-imports` holds for the code, at run time: the engine, its models unpickled, pulls in no tuning and
+    """What `lint-imports` holds for the code, at run time: the engine, its models loaded, pulls in no tuning and
     no training pipeline (on 8bbd558 the BentoML process loaded Optuna)."""
     script = ("import sys; from loyal.home import loyal_home; from loyal.serving.service import Loyal; "
               "from loyal.serving.engine import Engine; Engine(loyal_home()); "

@@ -15,7 +15,8 @@ rest as "other") and loyalty tier, one-hot. Every input comes from the snapshot 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Mapping, Sequence, Union
 
 import numpy as np
@@ -25,6 +26,7 @@ from scipy.optimize import minimize_scalar
 from scipy.special import expit
 
 from loyal.schema import COUNTRY, LOYALTY_TIER
+from loyal.training import artifacts
 from loyal.training.optimise import train_epochs
 
 LOG_FEATURES = [  # recency first: the network treats it apart (see _network)
@@ -174,7 +176,8 @@ class ChurnModel:
         # A customer unlike any in training (a year away, where training saw months) must not get an extrapolated
         # fortune: the value head's answer is kept within the spends training saw.
         self.max_log_spend = float(value.max()) if len(value) else 0.0
-        self.network = TwoHeads(x.shape[1], c)
+        self.encoded_width = int(x.shape[1])
+        self.network = TwoHeads(self.encoded_width, c)
         self.temperature, self.value_scale = 1.0, 1.0  # until the calibration snapshot sets them
         optimiser = torch.optim.AdamW(self.network.parameters(), lr=c.learning_rate, weight_decay=c.weight_decay)
 
@@ -221,6 +224,39 @@ class ChurnModel:
             return float(np.mean(np.logaddexp(0.0, z) - churned * z))
 
         return float(np.exp(minimize_scalar(log_loss, bounds=(-3.0, 3.0), method="bounded").x))
+
+    # ------------------------------------------------------------------------------------------- files
+    def save(self, folder: Path) -> Path:
+        """Write the fitted model into a new folder, without pickle (training/artifacts.py)."""
+        arrays = artifacts.Arrays()
+        encoder = self.encoder
+        arrays.put("encoder.mean", encoder.mean)
+        arrays.put("encoder.std", encoder.std)
+        arrays.put("encoder.varied", encoder.varied)
+        arrays.put_state("network", self.network)
+        reference = {name: None if pd.isna(value) else (value if isinstance(value, str) else float(value))
+                     for name, value in self.reference.iloc[0].items()}
+        config = {"kind": "loyal-churn", "config": asdict(self.config), "encoded_width": self.encoded_width,
+                  "categories": encoder.categories, "reference": reference, "temperature": self.temperature,
+                  "value_scale": self.value_scale, "max_log_spend": self.max_log_spend}
+        return artifacts.write(folder, config, arrays)
+
+    @classmethod
+    def load(cls, folder: Path) -> ChurnModel:
+        """The model `save` wrote: it answers exactly as the one that was saved."""
+        saved, arrays = artifacts.read(folder, "loyal-churn")
+        model = cls(ChurnConfig(**saved["config"]))
+        model.encoder = Encoder()
+        model.encoder.mean, model.encoder.std = arrays["encoder.mean"], arrays["encoder.std"]
+        model.encoder.varied, model.encoder.categories = arrays["encoder.varied"], saved["categories"]
+        model.encoded_width = saved["encoded_width"]
+        model.network = arrays.load_state("network", TwoHeads(model.encoded_width, model.config))
+        numbers = [*LOG_FEATURES, *RAW_FEATURES]
+        model.reference = pd.DataFrame([saved["reference"]]).astype(
+            {name: "float64" if name in numbers else "string" for name in saved["reference"]})
+        model.temperature, model.value_scale = saved["temperature"], saved["value_scale"]
+        model.max_log_spend = saved["max_log_spend"]
+        return model
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
         churn, value = self.predict_arrays(frame)

@@ -7,7 +7,6 @@ imports this module and nothing heavier.
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import mlflow
@@ -25,17 +24,18 @@ from loyal.training.churn_model import ChurnModel
 from loyal.training.registry import champion_version, load_version
 
 MODEL_NAME = "loyal-churn"
+ARTIFACT = "model"  # the saved model's folder among the registered model's artifacts
 # Risk segments by churn probability: stable thresholds, so that "high" means the same thing every week.
 RISK_SEGMENTS = ((0.6, "high"), (0.3, "medium"), (0.0, "low"))
 
 
 class ChurnPyfunc(mlflow.pyfunc.PythonModel):
     """`loyal-churn` as an MLflow pyfunc: input a snapshot frame of churn_v1 features; output churn_probability
-    and expected_value per row."""
+    and expected_value per row. Registered from code (training/model_code/churn.py): loading it reads the saved
+    model's arrays, never a pickle."""
 
     def load_context(self, context):
-        with open(context.artifacts["model"], "rb") as file:
-            self.model: ChurnModel = pickle.load(file)
+        self.model = ChurnModel.load(Path(context.artifacts[ARTIFACT]))
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         return self.model.predict(model_input)

@@ -10,8 +10,6 @@ days after it, which no training step has seen.
 from __future__ import annotations
 
 import logging
-import pickle
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +39,7 @@ from loyal.training.churn_evaluate import (
     with_intervals,
 )
 from loyal.training.churn_model import CATEGORICAL_FEATURES, ChurnConfig, ChurnModel
-from loyal.training.churn_scoring import MODEL_NAME, ChurnPyfunc
+from loyal.training.churn_scoring import ARTIFACT, MODEL_NAME
 from loyal.training.registry import (
     Champion,
     Decision,
@@ -50,7 +48,7 @@ from loyal.training.registry import (
     load_champion,
     load_gate,
     record_decision,
-    seal,
+    register,
 )
 from loyal.training.tuning import churn_from, tune_churn
 
@@ -260,8 +258,7 @@ def train_churn(home: Path, train_end, horizon_days: int = HORIZON_DAYS, trials:
     report, model = trained.report, trained.model
     # Under `loyal retrain` this is one step of the retrain's run.
     nested = mlflow.active_run() is not None
-    with mlflow.start_run(run_name=f"churn-{report['train_end']}", nested=nested) as run, \
-            tempfile.TemporaryDirectory() as tmp:
+    with mlflow.start_run(run_name=f"churn-{report['train_end']}", nested=nested) as run:
         tags = {"model_family": "churn", "feature_service": FEATURE_SERVICE, "horizon_days": str(horizon_days),
                 "training_cutoffs": ",".join(report["training_cutoffs"]),
                 "calibration_cutoff": report["calibration_cutoff"], "train_window_end": report["train_end"]}
@@ -286,17 +283,8 @@ def train_churn(home: Path, train_end, horizon_days: int = HORIZON_DAYS, trials:
         shown = report.get("test", report["validation"])["curves"]
         plots.log(plots.calibration({n: c["calibration"] for n, c in shown.items()}), "plots/calibration.png")
         plots.log(plots.lift({n: c["lift"] for n, c in shown.items()}), "plots/lift.png")
-        path = Path(tmp) / "churn.pkl"
-        path.write_bytes(pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL))
         example = trained.example
-        signature = infer_signature(example, model.predict(example))
-        info = mlflow.pyfunc.log_model(name="model", python_model=ChurnPyfunc(), artifacts={"model": str(path)},
-                                       signature=signature, registered_model_name=MODEL_NAME)
-        seal(info.model_uri)
-        version = str(info.registered_model_version)
-        client = mlflow.MlflowClient()
-        for key, value in tags.items():
-            client.set_model_version_tag(MODEL_NAME, version, key, value)
+        version = register(MODEL_NAME, model, ARTIFACT, infer_signature(example, model.predict(example)), tags)
         decision = _decide(report, gate)
         record_decision(MODEL_NAME, version, decision)
     summary = {"run_id": run.info.run_id, "model": MODEL_NAME, "version": version, "champion": decision.promote,

@@ -48,12 +48,15 @@ class Interactions:
         items = pd.Index(np.sort(bought[ITEM_ID].unique()))
         rows = customers.get_indexer(bought[CUSTOMER_ID])
         cols = items.get_indexer(bought[ITEM_ID])
-        counts = sp.csr_matrix(
-            (np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(len(customers), len(items))
-        )
-        counts.sum_duplicates()
         age = (cutoff - bought[TIMESTAMP]).dt.total_seconds().to_numpy() / 86_400
-        purchases = pd.DataFrame({"customer": rows, "item": cols, "age_days": age})
+        return cls.of(customers, items, pd.DataFrame({"customer": rows, "item": cols, "age_days": age}), cutoff)
+
+    @classmethod
+    def of(cls, customers: pd.Index, items: pd.Index, purchases: pd.DataFrame, cutoff: pd.Timestamp) -> Interactions:
+        """The matrix of these purchases (positions and ages): how a saved model gets back the one it was fitted on."""
+        counts = sp.csr_matrix((np.ones(len(purchases), dtype=np.float32), (purchases["customer"], purchases["item"])),
+                               shape=(len(customers), len(items)))
+        counts.sum_duplicates()
         return cls(customers, items, counts, purchases, cutoff)
 
     def earlier(self, days: float) -> tuple[Interactions, pd.DataFrame]:
@@ -63,14 +66,10 @@ class Interactions:
         on the earlier matrix scores the same positions. The second value holds the purchases (customer, item) in
         [cutoff - days, cutoff): the labels a re-ranker learns from, never reaching the earlier matrix."""
         old = self.purchases["age_days"] > days
-        earlier = self.purchases[old].assign(age_days=lambda p: p["age_days"] - days)
-        counts = sp.csr_matrix(
-            (np.ones(len(earlier), dtype=np.float32), (earlier["customer"], earlier["item"])), shape=self.counts.shape
-        )
-        counts.sum_duplicates()
+        earlier = self.purchases[old].assign(age_days=lambda p: p["age_days"] - days).reset_index(drop=True)
         later = self.purchases.loc[~old, ["customer", "item"]].drop_duplicates()
-        return Interactions(self.customers, self.items, counts, earlier.reset_index(drop=True),
-                            self.cutoff - pd.Timedelta(days=days)), later.reset_index(drop=True)
+        return (Interactions.of(self.customers, self.items, earlier, self.cutoff - pd.Timedelta(days=days)),
+                later.reset_index(drop=True))
 
 
 @dataclass

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import os
-import pickle
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,11 +27,13 @@ from loyal.errors import LoyalError
 from loyal.schema import CUSTOMER_ID, ITEM_ID
 from loyal.suppression import Suppression
 from loyal.tracking import use_home
-from loyal.training.evaluate import K, top_k
+from loyal.training import artifacts
+from loyal.training.evaluate import Interactions, K, top_k
 from loyal.training.ranker import Reranker, Stage
 from loyal.training.registry import champion_version, load_version
 
 MODEL_NAME = "loyal-recommender"
+ARTIFACT = "recommender"  # the saved bundle's folder among the registered model's artifacts
 RAILS = ("for_you", "buy_again", "discover", "similar_items", "trending")
 TRENDING_DAYS = 7
 COLUMNS = [CUSTOMER_ID, "rank", ITEM_ID, "score"]
@@ -63,6 +64,34 @@ class Recommender:
         self.latest_item = np.full(len(self.customers), -1)
         self.latest_item[latest["customer"].to_numpy()] = latest["item"].to_numpy()
         self.for_you.features = self.discover.features = None  # the bundle never reads the feature store again
+        self.similarity = stage.sources["item_knn"].similarity  # row i: the items like item i (BM25 item-kNN)
+
+    # ------------------------------------------------------------------------------------------- files
+    def save(self, folder: Path) -> Path:
+        """Write the bundle into a new folder, without pickle (training/artifacts.py)."""
+        arrays = artifacts.Arrays()
+        train = self.stage.train
+        arrays.put_ids("customers", train.customers)
+        arrays.put_ids("items", train.items)
+        for column in ("customer", "item", "age_days"):
+            arrays.put(f"purchases.{column}", train.purchases[column].to_numpy())
+        config = {"kind": MODEL_NAME, "cutoff": self.cutoff.isoformat(), "sources": self.stage.save(arrays),
+                  "for_you": self.for_you.save(arrays, "for_you"), "discover": self.discover.save(arrays, "discover")}
+        return artifacts.write(folder, config, arrays)
+
+    @classmethod
+    def load(cls, folder: Path) -> Recommender:
+        """The bundle `save` wrote: it answers exactly as the one that was saved."""
+        config, arrays = artifacts.read(folder, MODEL_NAME)
+        purchases = pd.DataFrame({column: arrays[f"purchases.{column}"] for column in ("customer", "item", "age_days")})
+        train = Interactions.of(arrays.ids("customers"), arrays.ids("items"), purchases, pd.Timestamp(config["cutoff"]))
+        stage = Stage.load(train, config["sources"], arrays)
+        return cls(Reranker.load(config["for_you"], arrays, "for_you", stage),
+                   Reranker.load(config["discover"], arrays, "discover", stage))
+
+    def purchase_lines(self) -> np.ndarray:
+        """How many distinct items each known customer bought before the cutoff (by position): their activity."""
+        return np.diff(self.stage.train.counts.tocsr().indptr)
 
     # ------------------------------------------------------------------------------------------- scores
     def scores(self, positions: np.ndarray, rail: str) -> np.ndarray:
@@ -82,8 +111,7 @@ class Recommender:
 
     def similar(self, item_positions: np.ndarray) -> np.ndarray:
         """Item-to-item similarity rows (BM25 item-kNN); the item itself and unrelated items are never shown."""
-        similarity = self.stage.sources["item_knn"].model.similarity.tocsr()
-        rows = similarity[np.maximum(item_positions, 0)].toarray().astype(np.float64)
+        rows = self.similarity[np.maximum(item_positions, 0)].toarray().astype(np.float64)
         rows[rows <= 0] = -np.inf
         rows[np.arange(len(item_positions)), np.maximum(item_positions, 0)] = -np.inf
         rows[item_positions < 0] = -np.inf
@@ -151,7 +179,7 @@ class Recommender:
     def _similarity_by_column(self):
         # Built on first use, by the process that answers (not by training: the registered bundle stays small).
         if getattr(self, "_similarity_csc", None) is None:
-            self._similarity_csc = self.stage.sources["item_knn"].model.similarity.tocsc()
+            self._similarity_csc = self.similarity.tocsc()
         return self._similarity_csc
 
     # ------------------------------------------------------------------------------------------- lists
@@ -318,8 +346,7 @@ class Rails:
         r = self.recommender
         customers = np.arange(len(r.customers))
         if len(customers) > CACHED_CUSTOMERS:
-            bought = r.stage.train.counts.tocsr()
-            customers = np.sort(np.argsort(-np.diff(bought.indptr), kind="stable")[:CACHED_CUSTOMERS])
+            customers = np.sort(np.argsort(-r.purchase_lines(), kind="stable")[:CACHED_CUSTOMERS])
         depth = min(CACHED_ITEMS, len(r.items))
         items = np.full((len(customers), depth), -1, dtype=np.int64)
         scores = np.full((len(customers), depth), -np.inf)
@@ -369,31 +396,31 @@ class Rails:
 # ------------------------------------------------------------------------------------------- registered
 class RecommenderPyfunc(mlflow.pyfunc.PythonModel):
     """`loyal-recommender` as an MLflow pyfunc: input a frame with `customer_id` (or, for similar_items given an
-    item, `item_id`), params `rail` and `k`; output rows (customer_id, rank, item_id, score)."""
+    item, `item_id`), params `rail` and `k`; output rows (customer_id, rank, item_id, score). Registered from code
+    (training/model_code/recommender.py): loading it reads the saved bundle's arrays, never a pickle."""
 
     def load_context(self, context):
-        with open(context.artifacts["recommender"], "rb") as file:
-            self.recommender: Recommender = pickle.load(file)
+        self.model = Recommender.load(Path(context.artifacts[ARTIFACT]))
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         params = params or {}
         rail, k = params.get("rail", "for_you"), int(params.get("k", K))
         if rail == "similar_items" and ITEM_ID in model_input.columns:
-            return self.recommender.similar_to(model_input[ITEM_ID], k)
-        return self.recommender.recommend(model_input[CUSTOMER_ID], rail, k)
+            return self.model.similar_to(model_input[ITEM_ID], k)
+        return self.model.recommend(model_input[CUSTOMER_ID], rail, k)
 
 
-def load_model(home: Path, version: str | None = None):
-    """The registered pyfunc that carries `champion` (or the given version), loaded from the registry."""
+def load_model(home: Path, version: str | None = None) -> Recommender:
+    """The registered bundle that carries `champion` (or the given version), loaded from the registry."""
     use_home(home)
     if version is None and champion_version(MODEL_NAME) is None:
         raise LoyalError(f"no {MODEL_NAME} carries the alias champion yet: run `loyal train recommender` first")
-    return load_version(MODEL_NAME, version)
+    return load_version(MODEL_NAME, version).unwrap_python_model().model
 
 
 def recommend(home: Path, customer_ids: list[str], rail: str, k: int, version: str | None = None) -> pd.DataFrame:
     """Rows (customer_id, rank, item_id, score) from the champion, or from `version`."""
     if rail not in RAILS:
         raise LoyalError(f"unknown rail {rail!r}: choose one of {', '.join(RAILS)}")
-    return Rails(load_model(home, version).unwrap_python_model().recommender, Suppression(home)).table(
+    return Rails(load_model(home, version), Suppression(home)).table(
         customer_ids, rail, int(k))

@@ -12,7 +12,7 @@ rail: only items new to the customer are candidates, and only those count as bou
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Callable, Protocol
 
 import numpy as np
@@ -21,6 +21,7 @@ import torch
 
 from loyal.features.repo import features_by_entity
 from loyal.schema import CUSTOMER_ID, ITEM_ID
+from loyal.training.artifacts import Arrays
 from loyal.training.evaluate import Interactions, top_k
 from loyal.training.optimise import train_epochs
 from loyal.training.recommenders import (
@@ -124,14 +125,37 @@ class Stage:
     One stage serves both views and every trial of a tuning run; only the network differs."""
 
     def __init__(self, train: Interactions, features: FeatureSource):
-        self.train = train
-        self.sources = {name: factory().fit(train) for name, factory in SOURCES.items()}
         customer_frame, item_frame = features(train.cutoff, train.customers, train.items)
-        self.customer_features = _transform(customer_frame, CUSTOMER_FEATURES, train.customers)
-        self.item_features = _transform(item_frame, ITEM_FEATURES, train.items)
+        self._set(train, {name: factory().fit(train) for name, factory in SOURCES.items()},
+                  _transform(customer_frame, CUSTOMER_FEATURES, train.customers),
+                  _transform(item_frame, ITEM_FEATURES, train.items))
+
+    def _set(self, train: Interactions, sources: dict, customer_features: np.ndarray, item_features: np.ndarray):
+        self.train, self.sources = train, sources
+        self.customer_features, self.item_features = customer_features, item_features
         # Per (customer, item): purchase lines and the days since the latest one.
         self.history = train.purchases.groupby(["customer", "item"])["age_days"].agg(["size", "min"])
         self.customer_items = np.diff(train.counts.indptr).astype(np.float32)
+
+    def save(self, arrays: Arrays) -> dict:
+        """Write the stage's fitted sources and features into `arrays`; returns its config (each source's)."""
+        arrays.put("stage.customer_features", self.customer_features)
+        arrays.put("stage.item_features", self.item_features)
+        for name, source in self.sources.items():
+            source.save(arrays, f"source.{name}")
+        return {name: asdict(source.config) for name, source in self.sources.items()}
+
+    @classmethod
+    def load(cls, train: Interactions, config: dict, arrays: Arrays) -> Stage:
+        """The stage `save` wrote, on the matrix it was fitted on: nothing is fitted again."""
+        sources = {}
+        for name, factory in SOURCES.items():
+            source = factory()
+            source.config = type(source.config)(**config[name])
+            sources[name] = source.load(train, arrays, f"source.{name}")
+        stage = cls.__new__(cls)
+        stage._set(train, sources, arrays["stage.customer_features"], arrays["stage.item_features"])
+        return stage
 
     def bought(self, customers: np.ndarray) -> np.ndarray:
         """Which items each customer bought before the cutoff, as a dense boolean matrix."""
@@ -204,8 +228,7 @@ class Stage:
     def _history_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """`history` as sorted (customer × catalogue + item) keys and their columns: looked up with a binary search,
         which, unlike pandas' lazily built index, is safe when blocks of customers are scored in threads. Built on
-        first use (bundles pickled before it existed hold only `history`); two threads building it at once build
-        the same arrays."""
+        first use; two threads building it at once build the same arrays."""
         cached = self.__dict__.get("_history_lookup")
         if cached is None:
             index = self.history.index
@@ -307,6 +330,21 @@ class Reranker:
         train_epochs(self.network, optimiser, len(x), 64, c.epochs, c.seed, listwise_loss,
                      None if epoch_callback is None else lambda epoch: epoch_callback(epoch, self))
         return self
+
+    def save(self, arrays: Arrays, prefix: str) -> dict:
+        """Write the network and its input scales into `arrays`; returns the config. The stage is saved apart."""
+        arrays.put(f"{prefix}.mean", self.mean)
+        arrays.put(f"{prefix}.std", self.std)
+        arrays.put_state(f"{prefix}.network", self.network)
+        return asdict(self.config)
+
+    @classmethod
+    def load(cls, config: dict, arrays: Arrays, prefix: str, stage: Stage) -> Reranker:
+        reranker = cls(RankerConfig(**config), features=no_features)
+        reranker.mean, reranker.std = arrays[f"{prefix}.mean"], arrays[f"{prefix}.std"]
+        reranker.network = arrays.load_state(f"{prefix}.network", _network(len(reranker.mean), reranker.config.hidden))
+        reranker.stage = stage
+        return reranker
 
     def candidate_scores(self, customers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(items [n, C], scores [n, C]): each customer's candidates in item order (-1 pads a row) and their scores,

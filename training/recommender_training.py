@@ -11,8 +11,6 @@ The current champion is measured on the same validation window, and the gate in 
 
 from __future__ import annotations
 
-import pickle
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +35,7 @@ from loyal.training.evaluate import (
     report_markdown,
     split,
 )
-from loyal.training.rails import MODEL_NAME, Recommender, RecommenderPyfunc
+from loyal.training.rails import ARTIFACT, MODEL_NAME, Recommender
 from loyal.training.ranker import VIEWS, FeastFeatures, FeatureSource, LabelledStage, RankerConfig, Reranker, Stage
 from loyal.training.recommenders import BASELINES
 from loyal.training.registry import (
@@ -48,7 +46,7 @@ from loyal.training.registry import (
     load_champion,
     load_gate,
     record_decision,
-    seal,
+    register,
 )
 from loyal.training.tuning import (
     BASELINE_SPACES,
@@ -380,8 +378,7 @@ def train_recommender(home: Path, train_end, trials: int = 0, draws: int = 1000,
     report, recommender = trained.report, trained.recommender
     # Under `loyal retrain` this is one step of the retrain's run.
     nested = mlflow.active_run() is not None
-    with mlflow.start_run(run_name=f"recommender-{report['cutoff']}", nested=nested) as run, \
-            tempfile.TemporaryDirectory() as tmp:
+    with mlflow.start_run(run_name=f"recommender-{report['cutoff']}", nested=nested) as run:
         tags = {"model_family": "recommender", "feature_service": FEATURE_SERVICE,
                 "train_window_start": report["train_window"]["start"], "train_window_end": report["cutoff"]}
         mlflow.set_tags(tags)
@@ -389,20 +386,10 @@ def train_recommender(home: Path, train_end, trials: int = 0, draws: int = 1000,
             f"{rail}.{key}": value for rail, config in report["configs"].items() for key, value in config.items()
         } | {f"{label}.{k}": v for label, params in report["tuned_baselines"].items() for k, v in params.items()})
         _log_report(report)
-        path = Path(tmp) / "recommender.pkl"
-        path.write_bytes(pickle.dumps(recommender, protocol=pickle.HIGHEST_PROTOCOL))
         example = pd.DataFrame({CUSTOMER_ID: recommender.customers[:2].astype(str)})
         signature = infer_signature(example, recommender.recommend(example[CUSTOMER_ID], "for_you", 2),
                                     params={"rail": "for_you", "k": K})
-        info = mlflow.pyfunc.log_model(
-            name="model", python_model=RecommenderPyfunc(), artifacts={"recommender": str(path)},
-            signature=signature, registered_model_name=MODEL_NAME,
-        )
-        seal(info.model_uri)
-        version = str(info.registered_model_version)
-        client = mlflow.MlflowClient()
-        for key, value in tags.items():
-            client.set_model_version_tag(MODEL_NAME, version, key, value)
+        version = register(MODEL_NAME, recommender, ARTIFACT, signature, tags)
         decision = _decide(MODEL_NAME, report, gate)
         record_decision(MODEL_NAME, version, decision)
     summary = {"run_id": run.info.run_id, "model": MODEL_NAME, "version": version,

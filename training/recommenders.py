@@ -2,6 +2,8 @@
 
 Every model has the same two methods, so the evaluation, the rails and the contract test treat them alike:
 `fit(train: Interactions) -> self` and `score(customers: positions) -> (customers, items) array`, higher is better.
+A candidate source of the re-ranker also writes what it learnt into named arrays (`save(arrays, prefix)`) and takes
+it back (`load(train, arrays, prefix)`, with the matrix it was fitted on): models are saved without pickle.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from implicit.cpu.bpr import BayesianPersonalizedRanking
 from implicit.nearest_neighbours import BM25Recommender
 from threadpoolctl import threadpool_limits
 
+from loyal.training.artifacts import Arrays
 from loyal.training.evaluate import Interactions
 
 
@@ -46,6 +49,13 @@ class Popularity:
 
     def score(self, customers: np.ndarray) -> np.ndarray:
         return np.tile(self.buyers, (len(customers), 1))
+
+    def save(self, arrays: Arrays, prefix: str) -> None:
+        arrays.put(f"{prefix}.buyers", self.buyers)
+
+    def load(self, train: Interactions, arrays: Arrays, prefix: str) -> Popularity:
+        self.buyers = arrays[f"{prefix}.buyers"]
+        return self
 
 
 @dataclass(frozen=True)
@@ -78,6 +88,14 @@ class PersonalFrequency:
         personal = self.personal[customers].toarray()
         return np.where(personal > 0, personal, self.fill[None, :])
 
+    def save(self, arrays: Arrays, prefix: str) -> None:
+        arrays.put_sparse(f"{prefix}.personal", self.personal)
+        arrays.put(f"{prefix}.fill", self.fill)
+
+    def load(self, train: Interactions, arrays: Arrays, prefix: str) -> PersonalFrequency:
+        self.personal, self.fill = arrays.sparse(f"{prefix}.personal"), arrays[f"{prefix}.fill"]
+        return self
+
 
 def _binary(train: Interactions):
     """Who bought what (1/0), as float32 CSR: the input of the item-item and factor models."""
@@ -103,16 +121,26 @@ class ItemKNN:
 
     def fit(self, train: Interactions) -> ItemKNN:
         self.user_items = train.counts.astype(np.float32).tocsr()
-        self.model = BM25Recommender(K=self.config.neighbours, K1=self.config.k1, B=self.config.b, num_threads=1)
+        model = BM25Recommender(K=self.config.neighbours, K1=self.config.k1, B=self.config.b, num_threads=1)
         with warnings.catch_warnings():
             # implicit weights the matrix into COO itself, then warns that it was not given CSR.
             warnings.filterwarnings("ignore", "Method expects CSR input", category=Warning)
-            self.model.fit(self.user_items, show_progress=False)
+            model.fit(self.user_items, show_progress=False)
+        # Row i: the items like item i, by BM25 similarity (CSR, as implicit leaves it).
+        self.similarity = sp.csr_matrix(model.similarity)
         return self
 
     def score(self, customers: np.ndarray) -> np.ndarray:
         # The user's purchases times the item-item similarity: implicit's own scoring, for the whole catalogue.
-        return np.asarray((self.user_items[customers] @ self.model.similarity).todense())
+        return np.asarray((self.user_items[customers] @ self.similarity).todense())
+
+    def save(self, arrays: Arrays, prefix: str) -> None:
+        arrays.put_sparse(f"{prefix}.similarity", self.similarity)
+
+    def load(self, train: Interactions, arrays: Arrays, prefix: str) -> ItemKNN:
+        self.user_items = train.counts.astype(np.float32).tocsr()
+        self.similarity = arrays.sparse(f"{prefix}.similarity")
+        return self
 
 
 @dataclass(frozen=True)
@@ -140,6 +168,13 @@ class EASE:
     def score(self, customers: np.ndarray) -> np.ndarray:
         return self.bought[customers] @ self.weights
 
+    def save(self, arrays: Arrays, prefix: str) -> None:
+        arrays.put(f"{prefix}.weights", self.weights)
+
+    def load(self, train: Interactions, arrays: Arrays, prefix: str) -> EASE:
+        self.bought, self.weights = _binary(train), arrays[f"{prefix}.weights"]
+        return self
+
 
 @dataclass(frozen=True)
 class ALSConfig:
@@ -153,10 +188,24 @@ class ALSConfig:
 class _Factors:
     """A matrix factorisation fitted by implicit: a customer's score for an item is the dot product of their factors."""
 
+    user_factors: np.ndarray
+    item_factors: np.ndarray
+
     def score(self, customers: np.ndarray) -> np.ndarray:
         # In float64: float32 products come out of BLAS differently for different batch shapes (2e-7 here), enough to
         # flip which items make a customer's candidate cut, so that their answer would depend on who else is scored.
-        return self.model.user_factors[customers].astype(np.float64) @ self.model.item_factors.T.astype(np.float64)
+        return self.user_factors[customers].astype(np.float64) @ self.item_factors.T.astype(np.float64)
+
+    def _keep(self, model) -> None:
+        self.user_factors, self.item_factors = np.asarray(model.user_factors), np.asarray(model.item_factors)
+
+    def save(self, arrays: Arrays, prefix: str) -> None:
+        arrays.put(f"{prefix}.user_factors", self.user_factors)
+        arrays.put(f"{prefix}.item_factors", self.item_factors)
+
+    def load(self, train: Interactions, arrays: Arrays, prefix: str):
+        self.user_factors, self.item_factors = arrays[f"{prefix}.user_factors"], arrays[f"{prefix}.item_factors"]
+        return self
 
 
 class ALS(_Factors):
@@ -171,11 +220,12 @@ class ALS(_Factors):
         c = self.config
         # implicit parallelises itself; BLAS threads on top of it only contend (implicit checks and warns).
         with threadpool_limits(1, "blas"):
-            self.model = AlternatingLeastSquares(
+            model = AlternatingLeastSquares(
                 factors=c.factors, regularization=c.regularization, alpha=c.alpha, iterations=c.iterations,
                 random_state=c.seed, num_threads=1,
             )
-            self.model.fit(train.counts.astype(np.float32).tocsr(), show_progress=False)
+            model.fit(train.counts.astype(np.float32).tocsr(), show_progress=False)
+        self._keep(model)
         return self
 
 
@@ -199,11 +249,12 @@ class BPR(_Factors):
     def fit(self, train: Interactions) -> BPR:
         c = self.config
         # One thread: implicit's BPR updates shared factors lock-free, so more threads give a different model each run.
-        self.model = BayesianPersonalizedRanking(
+        model = BayesianPersonalizedRanking(
             factors=c.factors, learning_rate=c.learning_rate, regularization=c.regularization,
             iterations=c.iterations, random_state=c.seed, num_threads=1,
         )
-        self.model.fit(_binary(train), show_progress=False)
+        model.fit(_binary(train), show_progress=False)
+        self._keep(model)
         return self
 
 

@@ -88,7 +88,7 @@ def record_decision(name: str, version: str, decision: Decision) -> None:
 
 
 def load_champion(name: str) -> Champion | None:
-    """The champion of `name` with its model object (the pyfunc's `model` or `recommender`), or None."""
+    """The champion of `name` with its model object (every family's pyfunc holds it as `model`), or None."""
     current = champion_version(name)
     if current is None:
         return None
@@ -98,14 +98,14 @@ def load_champion(name: str) -> Champion | None:
         # A champion that cannot be loaded cannot be measured, and must not stand in the way of one that can.
         warnings.warn(f"{error}; the challenger is measured against its baselines alone", LoyalWarning, stacklevel=2)
         return None
-    model = getattr(wrapper, "model", None) or getattr(wrapper, "recommender")
-    return Champion(str(current.version), current.tags.get("train_window_end", ""), model)
+    return Champion(str(current.version), current.tags.get("train_window_end", ""), wrapper.model)
 
 
 # ------------------------------------------------------------------------------------------- sealed artifacts
 # A registered model is loaded only if its files are the ones its training run logged: the run records their
-# SHA-256 (the tag below) and loading checks it before anything is unpickled. A replaced or damaged artifact is then
-# refused with one line naming it, instead of being run.
+# SHA-256 (the tag below) and loading checks it before any file is read. A replaced or damaged artifact is then
+# refused with one line naming it, instead of being run. A model is loaded only from code (its MLmodel names a code
+# file, and its weights are arrays): a version pickled by an older Loyal is refused, never unpickled.
 DIGEST_TAG = "loyal.model_sha256"
 
 
@@ -129,6 +129,26 @@ def artifact_digest(folder: Path) -> str:
                 digest.update(block)
         digest.update(b"\0")
     return digest.hexdigest()
+
+
+MODEL_CODE = Path(__file__).with_name("model_code")  # one file per family: what MLflow registers it with
+
+
+def register(name: str, model, artifact: str, signature, tags: dict[str, str]) -> str:
+    """Log `model` on the active run and register it as a version of `name`: its `save(folder)` files as the
+    artifact `artifact`, beside the family's code file (MLflow's models from code, so nothing is pickled), sealed
+    with their digest and tagged with `tags`. Returns the version."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = model.save(Path(tmp) / artifact)
+        info = mlflow.pyfunc.log_model(name="model", python_model=str(MODEL_CODE / f"{name.removeprefix('loyal-')}.py"),
+                                       artifacts={artifact: str(folder)}, signature=signature,
+                                       registered_model_name=name)
+    seal(info.model_uri)
+    version = str(info.registered_model_version)
+    client = MlflowClient()
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
+    return version
 
 
 def seal(model_uri: str) -> str:
@@ -167,10 +187,22 @@ def load_version(name: str, version: str | None = None):
         if artifact_digest(local) != expected:
             raise UnloadableModel(f"{label}: its files are not the ones registered (their SHA-256 differs); "
                                   "refusing to load them")
+        if "model_code_path" not in _pyfunc_flavour(local):
+            raise UnloadableModel(f"{label} was saved with pickle by an older Loyal, which no longer loads pickled "
+                                  "models: train it again")
         try:
             return mlflow.pyfunc.load_model(str(local))
-        except Exception as error:  # noqa: BLE001 - any failure to unpickle is a damaged artifact
+        except Exception as error:  # noqa: BLE001 - any failure to read the files is a damaged artifact
             raise UnloadableModel(f"cannot load {label}: {type(error).__name__}: {_first_line(error)}") from None
+
+
+def _pyfunc_flavour(folder: Path) -> dict:
+    """The python_function part of a model folder's MLmodel file ({} where there is none)."""
+    try:
+        described = yaml.safe_load((folder / "MLmodel").read_text())
+    except (OSError, yaml.YAMLError):
+        return {}
+    return ((described or {}).get("flavors") or {}).get("python_function") or {}
 
 
 def _first_line(error: BaseException) -> str:
