@@ -23,8 +23,9 @@ if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$VENV/.loyal-installed" 2>/dev/null)
   echo "loyal: installing into $VENV (a few minutes the first time)" >&2
   "$PYTHON" -m venv "$VENV"
   # torch is pinned to 2.13.0 in the lock: that is the CPU build; anything looser pulls CUDA packages.
-  "$VENV/bin/python" -m pip install --quiet --upgrade "pip==25.3"
-  "$VENV/bin/python" -m pip install --quiet -c requirements.lock -e ".[dev]"
+  # -qq: errors only (a machine's pip configuration may name index folders it lacks, and pip warns of each).
+  "$VENV/bin/python" -m pip install -qq --upgrade "pip==25.3"
+  "$VENV/bin/python" -m pip install -qq -c requirements.lock -e ".[dev]"
   echo "$stamp" > "$VENV/.loyal-installed"
 fi
 export PATH="$PWD/$VENV/bin:$PATH"

@@ -36,6 +36,9 @@ CHURN_REPORT = {
 
 RECOMMENDER_REPORT = {
     "cutoff": "2025-01-01",
+    "rails": {rail: {"recipe": recipe, "why": "the test's"} for rail, recipe in (
+        ("for_you", "for_you"), ("discover", "discover"), ("buy_again", "personal_frequency"),
+        ("similar_items", "item_knn_bm25"), ("trending", "trending_7d"))},
     "validation": {
         "comparison": {rail: {"model": 0.30, "best_baseline": "ease", "baseline": 0.25, "difference": _interval(0.05)}
                        for rail in ("for_you", "discover")},
@@ -82,7 +85,6 @@ def test_the_churn_gate_needs_the_margin_and_no_worse_calibration(empty_registry
     ("validation/champion/for_you/difference", _interval(0.001), "for_you is not better than the champion's"),
     ("validation/champion/discover/difference", _interval(-0.006), "discover would get worse"),
     ("validation/champion/discover/coverage", {"challenger": 0.27, "champion": 0.30}, "coverage of discover"),
-    ("validation/comparison/for_you/difference", _interval(0.0), "for_you does not beat its baselines"),
 ])
 def test_the_recommender_gate_needs_the_margin_and_no_worse_guardrail(empty_registry, path, value, says):
     from loyal.training.recommender_training import _decide
@@ -91,6 +93,31 @@ def test_the_recommender_gate_needs_the_margin_and_no_worse_guardrail(empty_regi
                        else _changed(RECOMMENDER_REPORT, path, value))
     assert decision.promote is (path is None)
     assert says in decision.reason and "against the champion (version 1" in decision.reason
+
+
+def test_a_first_recommender_is_always_promoted_naming_the_recipe_of_every_rail(empty_registry):
+    """On 8bbd558 a first model whose discover did not beat tuned EASE left the shop with no champion at all."""
+    from loyal.training.recommender_training import _decide
+
+    report = _changed(RECOMMENDER_REPORT, "rails/discover", {"recipe": "ease_tuned_explore", "why": "better"})
+    del report["validation"]["champion"]
+    decision = _decide("loyal-recommender", report)
+    assert decision.promote and "no champion before" in decision.reason
+    assert all(f"{rail}: {made['recipe']}" in decision.reason for rail, made in report["rails"].items())
+
+
+def test_each_re_ranked_rail_is_answered_by_its_best_recipe_on_the_validation_window():
+    from loyal.training.recommender_training import _choose
+
+    def figures(all_view: float, explore_view: float) -> dict:
+        return {"all": {"ndcg@10": {"value": all_view}}, "explore": {"ndcg@10": {"value": explore_view}}}
+
+    report = {"models": {"for_you": figures(0.30, 0.10), "discover": figures(0.20, 0.176),
+                         "ease": figures(0.25, 0.170), "ease_tuned_explore": figures(0.24, 0.181)}}
+    chosen = _choose(report, ["ease", "ease_tuned_explore"])
+    assert chosen["for_you"]["recipe"] == "for_you" and "best baseline ease 0.250" in chosen["for_you"]["why"]
+    assert chosen["discover"]["recipe"] == "ease_tuned_explore" and "0.176" in chosen["discover"]["why"]
+    assert set(chosen) == {"for_you", "discover", "buy_again", "similar_items", "trending"}
 
 
 def test_a_broken_gate_is_one_line_and_exit_2(home, tmp_path):

@@ -25,6 +25,7 @@ from loyal.training.churn_explain import top_drivers
 from loyal.training.evaluate import split
 from loyal.training.rails import RAILS, Recommender
 from loyal.training.ranker import LabelledStage, RankerConfig, Reranker, Stage, no_features
+from loyal.training.recommenders import EASE, EASEConfig
 from loyal.training.registry import UnloadableModel, load_version, seal
 
 from test_churn_model import _snapshot
@@ -48,8 +49,10 @@ def test_a_saved_recommender_answers_in_a_fresh_process_exactly_as_the_trained_o
     ingest_synthetic(SyntheticConfig(customers=300, days=150, seed=4), home)
     train, _ = split(read_table(home, "transactions"), "2024-04-15")
     stages = (LabelledStage.before(train, no_features), Stage(train, no_features))
+    # discover answered by a baseline, as where one did better on the validation window: it is saved and served too.
     trained = Recommender(*(Reranker(RankerConfig(view=view, candidates_per_source=20, epochs=5)).fit_stages(*stages)
-                            for view in ("all", "explore")))
+                            for view in ("all", "explore")), served={"discover": EASE(EASEConfig(l2=50.0)).fit(train)})
+    assert trained.recipes()["discover"] == "ease" and trained.recipes()["for_you"] == "reranker_for_you"
     folder = trained.save(tmp_path / "recommender")
     _no_pickle_in(folder)
 
@@ -62,6 +65,7 @@ def test_a_saved_recommender_answers_in_a_fresh_process_exactly_as_the_trained_o
         from loyal.training.rails import RAILS, Recommender
         ask = json.load(open("ask.json"))
         loaded = Recommender.load("{folder}")
+        assert loaded.served["discover"].config.l2 == 50.0
         assert "loyal.training.recommender_training" not in sys.modules and "optuna" not in sys.modules
         frames = [loaded.recommend(ask["customers"], rail, 10).assign(rail=rail) for rail in RAILS]
         frames.append(loaded.similar_to(ask["items"], 10).rename(columns={{"query_item_id": "customer_id"}})
@@ -71,6 +75,9 @@ def test_a_saved_recommender_answers_in_a_fresh_process_exactly_as_the_trained_o
     expected = pd.concat([trained.recommend(customers, rail, 10).assign(rail=rail) for rail in RAILS]
                          + [trained.similar_to(items, 10).rename(columns={"query_item_id": "customer_id"})
                             .assign(rail="similar_to")])
+    discover = expected[expected["rail"] == "discover"]
+    bought = set(zip(train.customers[train.purchases["customer"]].astype(str), train.items[train.purchases["item"]]))
+    assert len(discover) and not any(pair in bought for pair in zip(discover["customer_id"], discover["item_id"]))
     answered = pd.read_parquet(tmp_path / "answers.parquet")
     assert len(expected) > 60 * 10
     pd.testing.assert_frame_equal(answered.reset_index(drop=True), expected.reset_index(drop=True),

@@ -25,7 +25,6 @@ from loyal.features.compute import EVENT_TIMESTAMP
 from loyal.locking import writes_home
 from loyal.schema import CUSTOMER_ID, TIMESTAMP
 from loyal.store import read_table
-from loyal.tracking import use_home
 from loyal.training import plots
 from loyal.training.churn_baselines import CHURN_BASELINES, VALUE_BASELINES
 from loyal.training.churn_data import FEATURE_SERVICE, HORIZON_DAYS, snapshot, training_cutoffs
@@ -40,26 +39,17 @@ from loyal.training.churn_evaluate import (
 )
 from loyal.training.churn_model import CATEGORICAL_FEATURES, ChurnConfig, ChurnModel
 from loyal.training.churn_scoring import ARTIFACT, MODEL_NAME
+from loyal.training.family import Trained, train
 from loyal.training.registry import (
     Champion,
     Decision,
     champion_version,
     decided,
-    load_champion,
     load_gate,
-    record_decision,
-    register,
 )
 from loyal.training.tuning import churn_from, tune_churn
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Trained:
-    model: ChurnModel
-    report: dict
-    example: pd.DataFrame  # a few snapshot rows: the registered model's input signature
 
 
 def _measure(frame: pd.DataFrame, predictions: dict[str, pd.DataFrame], draws: int) -> dict:
@@ -247,24 +237,35 @@ def _decide(report: dict, gate: dict | None = None) -> Decision:
                    "without worse calibration")
 
 
-@writes_home("train churn")
-def train_churn(home: Path, train_end, horizon_days: int = HORIZON_DAYS, trials: int = 0, draws: int = 1000,
-                config: ChurnConfig | None = None, gate: dict | None = None) -> dict:
-    """Train, log, register `loyal-churn` and decide on `champion` (measured against the current one). Returns a
-    summary for the command line."""
-    use_home(home)
-    gate = gate or load_gate()
-    trained = fit_and_evaluate(home, train_end, horizon_days, trials, draws, config, load_champion(MODEL_NAME))
-    report, model = trained.report, trained.model
-    # Under `loyal retrain` this is one step of the retrain's run.
-    nested = mlflow.active_run() is not None
-    with mlflow.start_run(run_name=f"churn-{report['train_end']}", nested=nested) as run:
-        tags = {"model_family": "churn", "feature_service": FEATURE_SERVICE, "horizon_days": str(horizon_days),
-                "training_cutoffs": ",".join(report["training_cutoffs"]),
+@dataclass
+class ChurnFamily:
+    """`loyal-churn` on the model-family contract (training/family.py)."""
+    train_end: object
+    horizon_days: int = HORIZON_DAYS
+    trials: int = 0
+    draws: int = 1000
+    config: ChurnConfig | None = None
+    name: str = MODEL_NAME
+    family: str = "churn"
+    artifact: str = ARTIFACT
+
+    def fit_and_evaluate(self, home: Path, champion: Champion | None) -> Trained:
+        return fit_and_evaluate(home, self.train_end, self.horizon_days, self.trials, self.draws, self.config,
+                                champion)
+
+    def run_name(self, report: dict) -> str:
+        return f"churn-{report['train_end']}"
+
+    def tags(self, report: dict) -> dict[str, str]:
+        return {"model_family": self.family, "feature_service": FEATURE_SERVICE,
+                "horizon_days": str(self.horizon_days), "training_cutoffs": ",".join(report["training_cutoffs"]),
                 "calibration_cutoff": report["calibration_cutoff"], "train_window_end": report["train_end"]}
-        mlflow.set_tags(tags)
-        mlflow.log_params({"train_end": report["train_end"], "horizon_days": horizon_days, "trials": trials,
-                           "temperature": report["temperature"]} | report["config"])
+
+    def params(self, report: dict) -> dict:
+        return {"train_end": report["train_end"], "horizon_days": self.horizon_days, "trials": self.trials,
+                "temperature": report["temperature"]} | report["config"]
+
+    def log(self, report: dict) -> None:
         metrics = {}
         for window in ("validation", "test"):
             for name, figures in report.get(window, {}).get("models", {}).items():
@@ -283,15 +284,20 @@ def train_churn(home: Path, train_end, horizon_days: int = HORIZON_DAYS, trials:
         shown = report.get("test", report["validation"])["curves"]
         plots.log(plots.calibration({n: c["calibration"] for n, c in shown.items()}), "plots/calibration.png")
         plots.log(plots.lift({n: c["lift"] for n, c in shown.items()}), "plots/lift.png")
-        example = trained.example
-        version = register(MODEL_NAME, model, ARTIFACT, infer_signature(example, model.predict(example)), tags)
-        decision = _decide(report, gate)
-        record_decision(MODEL_NAME, version, decision)
-    summary = {"run_id": run.info.run_id, "model": MODEL_NAME, "version": version, "champion": decision.promote,
-               "reason": decision.reason, "seconds": report["seconds"]}
-    for window in ("validation", "test"):
-        if window in report:
-            summary[window] = report[window]["comparison"]
-    if "champion" in report["validation"]:
-        summary["against_champion"] = report["validation"]["champion"]
-    return summary
+
+    def signature(self, trained: Trained):
+        return infer_signature(trained.example, trained.model.predict(trained.example))
+
+    def decide(self, report: dict, gate: dict) -> Decision:
+        return _decide(report, gate)
+
+    def summary(self, report: dict) -> dict:
+        return {}
+
+
+@writes_home("train churn")
+def train_churn(home: Path, train_end, horizon_days: int = HORIZON_DAYS, trials: int = 0, draws: int = 1000,
+                config: ChurnConfig | None = None, gate: dict | None = None) -> dict:
+    """Train, log, register `loyal-churn` and decide on `champion` (measured against the current one). Returns a
+    summary for the command line."""
+    return train(ChurnFamily(train_end, horizon_days, trials, draws, config), home, gate)

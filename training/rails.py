@@ -30,23 +30,30 @@ from loyal.tracking import use_home
 from loyal.training import artifacts
 from loyal.training.evaluate import Interactions, K, top_k
 from loyal.training.ranker import Reranker, Stage
+from loyal.training.recommenders import from_recipe, recipe
 from loyal.training.registry import champion_version, load_version
 
 MODEL_NAME = "loyal-recommender"
 ARTIFACT = "recommender"  # the saved bundle's folder among the registered model's artifacts
 RAILS = ("for_you", "buy_again", "discover", "similar_items", "trending")
+RERANKED = {"for_you": "all", "discover": "explore"}  # the rails a re-ranker answers, and the view it is judged in
 TRENDING_DAYS = 7
 COLUMNS = [CUSTOMER_ID, "rank", ITEM_ID, "score"]
 
 
 class Recommender:
-    """The two re-rankers on one stage (the sources fitted on all purchases before the training cutoff)."""
+    """The two re-rankers on one stage (the sources fitted on all purchases before the training cutoff), and the
+    baselines chosen to answer a re-ranked rail instead where they did better on the validation window (`served`:
+    rail -> fitted baseline, fitted on the same purchases)."""
 
-    def __init__(self, for_you: Reranker, discover: Reranker):
+    def __init__(self, for_you: Reranker, discover: Reranker, served: Mapping[str, object] | None = None):
         if for_you.stage is not discover.stage:
             raise ValueError("both re-rankers must score with the same stage")
         stage: Stage = for_you.stage
         self.for_you, self.discover, self.stage = for_you, discover, stage
+        self.served = dict(served or {})
+        if not set(self.served) <= set(RERANKED):
+            raise ValueError(f"only {' and '.join(RERANKED)} can be answered by a baseline")
         self.customers, self.items = stage.train.customers, stage.train.items
         self.cutoff = stage.train.cutoff
         purchases = stage.train.purchases
@@ -76,7 +83,10 @@ class Recommender:
         for column in ("customer", "item", "age_days"):
             arrays.put(f"purchases.{column}", train.purchases[column].to_numpy())
         config = {"kind": MODEL_NAME, "cutoff": self.cutoff.isoformat(), "sources": self.stage.save(arrays),
-                  "for_you": self.for_you.save(arrays, "for_you"), "discover": self.discover.save(arrays, "discover")}
+                  "for_you": self.for_you.save(arrays, "for_you"), "discover": self.discover.save(arrays, "discover"),
+                  "served": {rail: recipe(model) for rail, model in self.served.items()}}
+        for rail, model in self.served.items():
+            model.save(arrays, f"served.{rail}")
         return artifacts.write(folder, config, arrays)
 
     @classmethod
@@ -86,8 +96,17 @@ class Recommender:
         purchases = pd.DataFrame({column: arrays[f"purchases.{column}"] for column in ("customer", "item", "age_days")})
         train = Interactions.of(arrays.ids("customers"), arrays.ids("items"), purchases, pd.Timestamp(config["cutoff"]))
         stage = Stage.load(train, config["sources"], arrays)
+        served = {rail: from_recipe(made).load(train, arrays, f"served.{rail}")
+                  for rail, made in config["served"].items()}
         return cls(Reranker.load(config["for_you"], arrays, "for_you", stage),
-                   Reranker.load(config["discover"], arrays, "discover", stage))
+                   Reranker.load(config["discover"], arrays, "discover", stage), served)
+
+    def recipes(self) -> dict[str, str]:
+        """Which recipe answers each rail."""
+        return {"for_you": self.served["for_you"].name if "for_you" in self.served else self.for_you.name,
+                "discover": self.served["discover"].name if "discover" in self.served else self.discover.name,
+                "buy_again": self.stage.sources["personal_frequency"].name,
+                "similar_items": self.stage.sources["item_knn"].name, "trending": f"trending_{TRENDING_DAYS}d"}
 
     def purchase_lines(self) -> np.ndarray:
         """How many distinct items each known customer bought before the cutoff (by position): their activity."""
@@ -96,6 +115,11 @@ class Recommender:
     # ------------------------------------------------------------------------------------------- scores
     def scores(self, positions: np.ndarray, rail: str) -> np.ndarray:
         """Whole-catalogue scores of known customers (positions) on one rail; -inf: never shown."""
+        if rail in self.served:
+            scores = np.asarray(self.served[rail].score(positions), dtype=np.float64)
+            if RERANKED[rail] == "explore":  # as the re-ranker it stands in for: only items new to the customer
+                scores[self.stage.bought(positions)] = -np.inf
+            return scores
         if rail == "for_you":
             return self.for_you.score(positions)
         if rail == "discover":
@@ -220,7 +244,7 @@ class Recommender:
     def _best(self, positions: np.ndarray, rail: str, k: int, exclude: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Known customers' k best items on a rail and their scores (-1 where a rail has fewer than k)."""
         reranker = {"for_you": self.for_you, "discover": self.discover}.get(rail)
-        if reranker is None:
+        if reranker is None or rail in self.served:
             return _cut(_without(self.scores(positions, rail), exclude), k)
         # A re-ranked rail's k best are candidates wherever a customer has k of them left after the exclusions
         # (everything else ranks below every candidate): ranking the candidates alone spares scoring the whole

@@ -9,7 +9,7 @@ it back (`load(train, arrays, prefix)`, with the matrix it was fitted on): model
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import scipy.sparse as sp
@@ -256,6 +256,22 @@ class BPR(_Factors):
         model.fit(_binary(train), show_progress=False)
         self._keep(model)
         return self
+
+
+# Every baseline is a recipe: its class and config name it, so that one chosen to answer a rail is saved and
+# served like the re-rankers (see Recommender.served).
+RECIPES = {cls.__name__: cls for cls in (Popularity, PersonalFrequency, ItemKNN, EASE, ALS, BPR)}
+
+
+def recipe(model) -> dict:
+    """What makes `model` again: its class and config."""
+    return {"class": type(model).__name__, "config": asdict(model.config)}
+
+
+def from_recipe(made: dict):
+    """An unfitted model from `recipe`'s answer."""
+    cls = RECIPES[made["class"]]
+    return cls(type(cls().config)(**made["config"]))
 
 
 BASELINES = (

@@ -140,9 +140,11 @@ def register(name: str, model, artifact: str, signature, tags: dict[str, str]) -
     with their digest and tagged with `tags`. Returns the version."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = model.save(Path(tmp) / artifact)
-        info = mlflow.pyfunc.log_model(name="model", python_model=str(MODEL_CODE / f"{name.removeprefix('loyal-')}.py"),
-                                       artifacts={artifact: str(folder)}, signature=signature,
-                                       registered_model_name=name)
+        # A copy written under the home's umask: MLflow keeps the mode of the file it is given (0644 in a checkout).
+        code = Path(tmp) / f"{name.removeprefix('loyal-')}.py"
+        code.write_bytes((MODEL_CODE / code.name).read_bytes())
+        info = mlflow.pyfunc.log_model(name="model", python_model=str(code), artifacts={artifact: str(folder)},
+                                       signature=signature, registered_model_name=name)
     seal(info.model_uri)
     version = str(info.registered_model_version)
     client = MlflowClient()
