@@ -19,7 +19,7 @@ from typing import Optional
 import typer
 
 from loyal.errors import LoyalError
-from loyal.home import ONLINE_STORE_ENV, OWNER_ONLY, loyal_home
+from loyal.home import ONLINE_STORE_ENV, OWNER_ONLY, Home, loyal_home
 from loyal.locking import BUSY_EXIT_CODE, HomeBusy, writing
 from loyal.noise import silence_third_parties
 
@@ -279,7 +279,7 @@ def evaluate_recommender(
         with writing(loyal_home(), "evaluate recommender"):
             with _stale_warnings_to_stderr():
                 report = fit_and_evaluate(loyal_home(), cutoff.date(), trials, draws).report
-            folder = output or loyal_home() / "reports"
+            folder = output or Home(loyal_home()).reports
             folder.mkdir(parents=True, exist_ok=True)
             (folder / f"recommender-{report['cutoff']}.json").write_text(json.dumps(report, indent=2) + "\n")
             (folder / f"recommender-{report['cutoff']}.md").write_text(markdown(report))
@@ -546,7 +546,7 @@ def serve(
     from loyal.serving.engine import CHURN, RECOMMENDER, missing_champions
     from loyal.serving.launch import port_is_free
     from loyal.serving.policy import load_policy
-    from loyal.tracking import use_home
+    from loyal.tracking import client
     from loyal.training.registry import load_version
 
     home = loyal_home()
@@ -554,13 +554,13 @@ def serve(
         if not port_is_free(port):
             raise LoyalError(f"port {port} on 127.0.0.1 is in use: choose another with --port")
         load_policy(policy)
-        use_home(home)
-        missing = missing_champions()
+        registry = client(home)
+        missing = missing_champions(registry)
         if missing:
             raise LoyalError(f"no champion for {missing} in {home}: run `loyal run` (or `loyal train "
                              "recommender` and `loyal train churn`) first")
         for name in (RECOMMENDER, CHURN):  # a damaged or altered artifact is refused here, in one line
-            load_version(name)
+            load_version(name, client=registry)
     except LoyalError as error:
         raise _fail(error) from None
     environment = dict(os.environ, LOYAL_HOME=str(home))

@@ -12,7 +12,7 @@ import pandas as pd
 
 from loyal.errors import LoyalError
 from loyal.features.repo import customer_features_at_last_snapshot, latest_build
-from loyal.home import quarantine_dir
+from loyal.home import Home
 from loyal.schema import CHANNEL, CUSTOMER_ID, ORDER_ID, QUANTITY, TIMESTAMP, UNIT_PRICE
 from loyal.store import read_table
 
@@ -28,7 +28,7 @@ def _purchases(home: Path) -> pd.DataFrame:
 
 def quarantine_reasons(home: Path) -> pd.DataFrame:
     """Rows set aside by ingest, per reason (most first): `reason`, `rows`."""
-    files = sorted(quarantine_dir(home).glob("*.csv"))
+    files = sorted(Home(home).quarantine.glob("*.csv"))
     reasons = [pd.read_csv(path, usecols=["reason"], dtype=str)["reason"] for path in files]
     if not reasons:
         return pd.DataFrame({"reason": pd.Series(dtype=str), "rows": pd.Series(dtype="int64")})

@@ -20,16 +20,15 @@ from pathlib import Path
 
 from loyal.errors import LoyalError
 from loyal.features.online import erase
-from loyal.features.repo import feast_dir, forget_offline, open_store
+from loyal.features.repo import forget_offline, open_store
 from loyal.ingest import normal_id, scrub_quarantine
+from loyal.home import Home
 from loyal.locking import writing
 from loyal.schema import CUSTOMER_ID
 from loyal.serving.campaign import forget_contacts
 from loyal.store import drop_customers
 from loyal.suppression import suppress
 
-AUDIT_LOG = "erasures.jsonl"  # in $LOYAL_HOME
-PENDING = "erasure.pending"  # in $LOYAL_HOME while an erasure runs: a count and a time, never ids
 
 
 def forget(home: Path, customer_ids: list[str]) -> dict:
@@ -40,7 +39,7 @@ def forget(home: Path, customer_ids: list[str]) -> dict:
     if not ids:
         raise LoyalError("name at least one customer id to forget")
     with writing(home, "forget"):
-        pending = home / PENDING
+        pending = Home(home).erasure_pending
         interrupted = pending.exists()
         started = datetime.now(timezone.utc).isoformat(timespec="seconds")
         pending.write_text(json.dumps({"started_at": started, "customers": len(ids)}) + "\n")
@@ -51,11 +50,11 @@ def forget(home: Path, customer_ids: list[str]) -> dict:
         removed["quarantine_rows"] = scrub_quarantine(home, ids)
         removed["offline_feature_rows"] = forget_offline(home, ids)
         removed["online_store_entries"] = (erase(open_store(home), CUSTOMER_ID, sorted(ids))
-                                           if (feast_dir(home) / "registry.db").exists() else 0)
+                                           if (Home(home).feast / "registry.db").exists() else 0)
         removed["contact_history_rows"] = forget_contacts(home, ids)
         entry = {"erased_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "customers": len(ids)}
         entry |= removed | ({"after_an_interrupted_erasure": True} if interrupted else {})
-        with (home / AUDIT_LOG).open("a") as log:
+        with Home(home).erasures.open("a") as log:
             log.write(json.dumps(entry) + "\n")
         pending.unlink()
     return entry

@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 
 from loyal.features.repo import build, materialize
 from loyal.ingest import ingest_file, ingest_synthetic
+from loyal.home import Home
 from loyal.locking import writing
 from loyal.schema import CUSTOMER_ID, EMAIL_OPT_IN, TRANSACTIONS
 from loyal.serving import campaign
@@ -76,7 +77,7 @@ def _demo_consent(home: Path) -> dict:
     customers = read_table(home, "customers")[CUSTOMER_ID].sort_values().to_numpy()
     answers = np.random.default_rng(0).choice(np.array(list(DEMO_CONSENT_SHARES), dtype=object), len(customers),
                                               p=list(DEMO_CONSENT_SHARES.values()))
-    path = home / "demo" / "customers.csv"
+    path = Home(home).demo / "customers.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame({CUSTOMER_ID: customers, EMAIL_OPT_IN: answers}).to_csv(path, index=False)
     summary = ingest_file("canonical", path, home)
@@ -93,7 +94,7 @@ def _make_a_campaign(home: Path) -> dict:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")  # a name of its own for each run of the job
     plan = campaign.Campaign(name=f"demo-winback-{stamp}", budget=2000.0, max_contacts=500, control_fraction=0.1)
     chosen, counts = campaign.build(home, plan)
-    output = home / "campaigns" / f"{plan.name}.csv"
+    output = Home(home).campaigns / f"{plan.name}.csv"
     digest = campaign.record(home, plan, chosen, counts, output)
     return {"campaign": counts | {"name": plan.name, "output": str(output), "list_sha256": digest}}
 
@@ -103,8 +104,8 @@ def _train_recommender(home: Path) -> dict:
     answer the for_you rail for three customers from the registered champion."""
     train_end = day_after_last_purchase(home)
     summary = train_recommender(home, train_end, trials=0, draws=200)
-    # The champion answers; where there is none yet (the model did not beat its baselines), the version just
-    # trained answers, and the summary says which.
+    # The champion answers (a first recommender is always promoted: each rail has its best recipe); where the alias
+    # was taken away by hand, the version just trained answers, and the summary says which.
     version = None if champion_version(rails.MODEL_NAME) is not None else summary["version"]
     first_three = pq.read_table(table_path(home, TRANSACTIONS), columns=[CUSTOMER_ID])[CUSTOMER_ID].unique()[:3]
     sample = rails.recommend(home, first_three.to_pylist(), "for_you", 5, version)

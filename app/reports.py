@@ -4,6 +4,8 @@ figures are the champion run's own `evaluation.json`."""
 
 from __future__ import annotations
 
+import json
+import tempfile
 from pathlib import Path
 
 import mlflow
@@ -13,7 +15,7 @@ from loyal.errors import LoyalError
 from loyal.schema import CUSTOMER_ID, DESCRIPTION, ITEM_ID, LOYALTY_TIER, QUANTITY, TIMESTAMP
 from loyal.serving.policy import choose, load_policy
 from loyal.store import day_after_last_purchase, read_table
-from loyal.tracking import use_home
+from loyal.tracking import client
 from loyal.training.churn_explain import PLAIN_NAMES, contributions
 from loyal.training.churn_scoring import risk_segment, scored_snapshot
 from loyal.training.evaluate import K
@@ -23,11 +25,14 @@ from loyal.training.registry import champion_version
 
 def champion_evaluation(home: Path, model_name: str) -> tuple[str, dict]:
     """(version, evaluation report) of the version carrying `champion`."""
-    use_home(home)
-    current = champion_version(model_name)
+    registry = client(home)
+    current = champion_version(model_name, registry)
     if current is None:
         raise LoyalError(f"no {model_name} carries the alias champion yet: run `loyal run` or `loyal train` first")
-    return str(current.version), mlflow.artifacts.load_dict(f"runs:/{current.run_id}/evaluation.json")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = mlflow.artifacts.download_artifacts(run_id=current.run_id, artifact_path="evaluation.json",
+                                                   dst_path=tmp, tracking_uri=registry.tracking_uri)
+        return str(current.version), json.loads(Path(path).read_text())
 
 
 def window_of(report: dict) -> str:

@@ -34,7 +34,7 @@ from loyal.errors import LoyalError
 from loyal.features import compute, definitions
 from loyal.features.compute import EVENT_TIMESTAMP, FeatureInputs, Snapshots
 from loyal.features.online import OnlineReader, StaleFeaturesWarning
-from loyal.home import ONLINE_STORE_ENV
+from loyal.home import ONLINE_STORE_ENV, Home
 from loyal.locking import writing
 from loyal.schema import CUSTOMER_ID, CUSTOMERS, EVENTS, ITEM_ID, TIMESTAMP, TRANSACTIONS
 from loyal.store import read_table, table_path, without_customers
@@ -49,10 +49,6 @@ class BuildConfig:
     start: date | None = None  # first snapshot; default: the day after the first event
     end: date | None = None  # last snapshot; default: the day after the last event (sees all the data)
     every: int = 1  # days between snapshots
-
-
-def feast_dir(home: Path) -> Path:
-    return home / "feast"
 
 
 def online_store_config(setting: str | None) -> dict:
@@ -86,7 +82,7 @@ def write_repo_config(home: Path) -> Path:
     if "password=" in store.get("connection_string", ""):
         parts = [p for p in store["connection_string"].split(",") if not p.startswith("password=")]
         store["connection_string"] = ",".join([*parts, "password=${LOYAL_REDIS_PASSWORD}"])
-    folder = feast_dir(home)
+    folder = Home(home).feast
     folder.mkdir(parents=True, exist_ok=True)
     text = yaml.safe_dump(config, sort_keys=False)
     path = folder / "feature_store.yaml"
@@ -101,9 +97,9 @@ def open_store(home: Path, built: bool = True):
     """The FeatureStore of the repo under `home`; `built`: it must have been built already. Its configuration is
     made in memory from the environment (a password is never read back from disk); a store whose home was moved
     or copied is first pointed at its own offline files."""
-    if built and not (feast_dir(home) / "registry.db").exists():
+    if built and not (Home(home).feast / "registry.db").exists():
         raise LoyalError(f"no feature store under {home}: run `loyal features build` first")
-    folder = feast_dir(home)
+    folder = Home(home).feast
     folder.mkdir(parents=True, exist_ok=True)
     config = RepoConfig(**_repo_config(home))
     config.repo_path = folder
@@ -118,7 +114,7 @@ def _follow_a_moved_home(home: Path, store) -> None:
     """Feast's registry names each view's offline file by its absolute path (the DuckDB offline store reads a path
     as given, relative to the working directory). Where those paths lie outside this home, the home was moved or
     copied: the views are applied again, reading the same build's files under this home (under the write lock)."""
-    offline = feast_dir(home) / definitions.OFFLINE_DIR
+    offline = Home(home).feast / definitions.OFFLINE_DIR
     if all(Path(view.batch_source.path).is_relative_to(offline) for view in store.list_feature_views()):
         return
     with writing(home, "relocate"):
@@ -176,7 +172,7 @@ def _build(home: Path, config: BuildConfig) -> dict:
     # later build replaced can answer for it.
     built_at = datetime.now(timezone.utc)
     build_id = f"{built_at:%Y%m%dT%H%M%S%fZ}"
-    offline_root = feast_dir(home) / definitions.OFFLINE_DIR
+    offline_root = Home(home).feast / definitions.OFFLINE_DIR
     staging = offline_root / f".{build_id}.partial"
     staging.mkdir(parents=True)
     try:
@@ -213,7 +209,7 @@ def _build(home: Path, config: BuildConfig) -> dict:
     with _feast_quiet():
         store.apply([definitions.customer, definitions.item, *views, *definitions.SERVICES])
     # Recorded once applied: the lineage lists only builds the registry has pointed at.
-    with open(feast_dir(home) / LINEAGE, "a") as log:
+    with open(Home(home).feast / LINEAGE, "a") as log:
         log.write(json.dumps(record) + "\n")
     _remove_old_builds(offline_root, keep={build_id, *(r["build_id"] for r in lineage(home)[-2:])})
     return record | {"feature_services": [s.name for s in definitions.SERVICES]}
@@ -262,7 +258,7 @@ def _write(folder: Path, view: str, key: str, catalogue: dict[str, str], frames)
 
 def lineage(home: Path) -> list[dict]:
     """Every build's record, oldest first."""
-    path = feast_dir(home) / LINEAGE
+    path = Home(home).feast / LINEAGE
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -270,7 +266,7 @@ def lineage(home: Path) -> list[dict]:
 
 def offline_file(home: Path, view: str) -> Path:
     """The latest build's offline data of one view."""
-    return feast_dir(home) / definitions.OFFLINE_DIR / latest_build(home)["build_id"] / f"{view}.parquet"
+    return Home(home).feast / definitions.OFFLINE_DIR / latest_build(home)["build_id"] / f"{view}.parquet"
 
 
 def latest_build(home: Path) -> dict:
@@ -466,7 +462,7 @@ def show(home: Path, customer_id: str, now: datetime | None = None) -> dict:
 def forget_offline(home: Path, customer_ids: set[str]) -> int:
     """Remove these customers' rows from every kept build's offline data (each customer view's file); rows
     removed."""
-    root = feast_dir(home) / definitions.OFFLINE_DIR
+    root = Home(home).feast / definitions.OFFLINE_DIR
     return sum(without_customers(path, customer_ids)
                for view in definitions.CUSTOMER_VIEWS for path in sorted(root.glob(f"*/{view.name}.parquet")))
 
@@ -480,7 +476,7 @@ def customer_features_at_last_snapshot(home: Path, at) -> pd.DataFrame | None:
     last = pd.Timestamp(build["snapshots"]["end"])
     if midnight(at) != last:
         return None
-    folder = feast_dir(home) / definitions.OFFLINE_DIR / build["build_id"]
+    folder = Home(home).feast / definitions.OFFLINE_DIR / build["build_id"]
     behaviour = pq.read_table(folder / "customer_behaviour.parquet", filters=[(EVENT_TIMESTAMP, "==", last)])
     profile = pq.read_table(folder / "customer_profile.parquet", filters=[(EVENT_TIMESTAMP, "<=", last)])
     profile = profile.to_pandas().sort_values(EVENT_TIMESTAMP).drop_duplicates(CUSTOMER_ID, keep="last")

@@ -11,11 +11,11 @@ from __future__ import annotations
 import os
 import secrets
 import stat
+from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_HOME = ".loyal"  # inside the working directory, and git-ignored
 ONLINE_STORE_ENV = "LOYAL_ONLINE_STORE"  # "sqlite" (default) or redis://[:PASSWORD@]HOST:PORT[/DB]
-SECRET_KEY = "secret.key"
 OWNER_ONLY = 0o077  # the umask: files 0600, folders 0700
 
 
@@ -24,17 +24,98 @@ def loyal_home() -> Path:
     return Path(os.environ.get("LOYAL_HOME") or DEFAULT_HOME).absolute()
 
 
-def canonical_dir(home: Path) -> Path:
-    return home / "canonical"
+@dataclass(frozen=True)
+class Home:
+    """Every path under LOYAL_HOME, named here and nowhere else: `Home(home).contacts`."""
 
+    root: Path
 
-def quarantine_dir(home: Path) -> Path:
-    return home / "quarantine"
+    def __post_init__(self):
+        object.__setattr__(self, "root", Path(self.root).absolute())
 
+    # ------------------------------------------------------------------ the data (personal: see `private`)
+    @property
+    def canonical(self) -> Path:
+        """The canonical tables and their manifest (loyal/store.py)."""
+        return self.root / "canonical"
 
-def ground_truth_dir(home: Path) -> Path:
-    """What the synthetic generator planted (taste groups, churners), kept for tests and model reports."""
-    return home / "ground_truth"
+    @property
+    def quarantine(self) -> Path:
+        """Rows ingest set aside, with their reasons."""
+        return self.root / "quarantine"
+
+    @property
+    def ground_truth(self) -> Path:
+        """What the synthetic generator planted (taste groups, churners), kept for tests and model reports."""
+        return self.root / "ground_truth"
+
+    @property
+    def feast(self) -> Path:
+        """Feast's repository: its configuration, registry, offline builds and the SQLite online store."""
+        return self.root / "feast"
+
+    @property
+    def contacts(self) -> Path:
+        """One row per customer per campaign: who was emailed or held out, and when."""
+        return self.root / "contacts.parquet"
+
+    @property
+    def suppression(self) -> Path:
+        """The keyed hashes of forgotten customers (loyal/suppression.py)."""
+        return self.root / "suppression.parquet"
+
+    @property
+    def erasures(self) -> Path:
+        """The audit log of erasures: counts and times, never ids."""
+        return self.root / "erasures.jsonl"
+
+    @property
+    def erasure_pending(self) -> Path:
+        """Present while an erasure runs: a count and a time, never ids."""
+        return self.root / "erasure.pending"
+
+    @property
+    def secret_key(self) -> Path:
+        return self.root / "secret.key"
+
+    # ------------------------------------------------------------------ the models
+    @property
+    def mlflow_db(self) -> Path:
+        """MLflow's tracking store and registry, unless MLFLOW_TRACKING_URI names another."""
+        return self.root / "mlflow.db"
+
+    @property
+    def mlartifacts(self) -> Path:
+        return self.root / "mlartifacts"
+
+    @property
+    def optuna_db(self) -> Path:
+        return self.root / "optuna.db"
+
+    # ------------------------------------------------------------------ what commands write for people
+    @property
+    def campaigns(self) -> Path:
+        return self.root / "campaigns"
+
+    @property
+    def reports(self) -> Path:
+        return self.root / "reports"
+
+    @property
+    def demo(self) -> Path:
+        """What the main job makes up for its demonstration (consent answers)."""
+        return self.root / "demo"
+
+    # ------------------------------------------------------------------ coordination
+    @property
+    def lock(self) -> Path:
+        """Every writer's lock (loyal/locking.py)."""
+        return self.root / ".lock"
+
+    @property
+    def retrain_lock(self) -> Path:
+        """One scheduled retrain at a time."""
+        return self.root / "retrain.lock"
 
 
 def private(home: Path) -> None:
@@ -55,14 +136,14 @@ def private(home: Path) -> None:
 def secret_key(home: Path) -> bytes:
     """The home's secret key, made on first use: 32 random bytes in a file only its owner can read. Created with
     O_EXCL, so two processes asking at once agree on one key."""
-    path = home / SECRET_KEY
+    path = Home(home).secret_key
     try:
         return path.read_bytes()
     except FileNotFoundError:
         pass
-    home.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     key = secrets.token_bytes(32)
-    tmp = home / f".{SECRET_KEY}.{os.getpid()}.tmp"
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         os.write(fd, key)

@@ -22,7 +22,7 @@ from loyal import contract
 from loyal import schema as s
 from loyal.contract import Limits
 from loyal.errors import LoyalError
-from loyal.home import quarantine_dir
+from loyal.home import Home
 from loyal.locking import writing
 from loyal.readers import read_raw
 from loyal.store import Staging, to_arrow
@@ -383,7 +383,7 @@ def _write_quarantine(batch: Batch, fmt: str, home: Path) -> Path | None:
     if rows.empty:
         return None
     stem = batch.source.name.split(".")[0]
-    target = quarantine_dir(home) / f"{fmt}-{stem}-{_sha256(batch.source)[:12]}.csv"
+    target = Home(home).quarantine / f"{fmt}-{stem}-{_sha256(batch.source)[:12]}.csv"
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp")
     rows.to_csv(tmp, index=False)
@@ -463,7 +463,7 @@ def _erased(home: Path, frame: pd.DataFrame) -> np.ndarray:
 def scrub_quarantine(home: Path, customer_ids: set[str]) -> int:
     """Remove these customers' rows from every quarantine file; rows removed."""
     removed = 0
-    for path in sorted(quarantine_dir(home).glob("*.csv")):
+    for path in sorted(Home(home).quarantine.glob("*.csv")):
         rows = pd.read_csv(path, dtype=str, keep_default_na=False)
         column = customer_column(rows)
         if column is None:

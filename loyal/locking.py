@@ -29,10 +29,9 @@ from pathlib import Path
 from typing import Iterator
 
 from loyal.errors import LoyalError
-from loyal.home import private
+from loyal.home import Home, private
 from loyal.store import discard_unreferenced_tables
 
-LOCK = ".lock"
 TIMEOUT_ENV = "LOYAL_LOCK_TIMEOUT"
 DEFAULT_TIMEOUT_SECONDS = 1800.0
 BUSY_EXIT_CODE = 75  # EX_TEMPFAIL
@@ -103,7 +102,7 @@ def writes_home(command: str):
 
 def _take(home: Path, command: str, timeout: float):
     private(home)
-    lock_file = open(home / LOCK, "a+")
+    lock_file = open(Home(home).lock, "a+")
     deadline, said = time.monotonic() + timeout, False
     while True:
         try:

@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from loyal.errors import LoyalError
-from loyal.home import canonical_dir
+from loyal.home import Home
 from loyal.schema import CUSTOMER_ID, TABLES, TIMESTAMP, TRANSACTIONS, Table
 
 BATCH_ROWS = 1 << 20
@@ -34,9 +34,9 @@ def manifest(home: Path) -> dict:
     """{"generation": n, "tables": {table name: file name under canonical/}}. A home written before manifests holds
     one file per table, named after it: generation 0."""
     try:
-        return json.loads((canonical_dir(home) / MANIFEST).read_text())
+        return json.loads((Home(home).canonical / MANIFEST).read_text())
     except FileNotFoundError:
-        folder = canonical_dir(home)
+        folder = Home(home).canonical
         return {"generation": 0,
                 "tables": {name: f"{name}.parquet" for name in TABLES if (folder / f"{name}.parquet").exists()}}
 
@@ -44,12 +44,12 @@ def manifest(home: Path) -> dict:
 def table_path(home: Path, table: Table) -> Path | None:
     """The file holding a canonical table now, or None when nothing has been ingested into it yet."""
     name = manifest(home)["tables"].get(table.name)
-    return None if name is None else canonical_dir(home) / name
+    return None if name is None else Home(home).canonical / name
 
 
 def _write_manifest(home: Path, tables: dict[str, str], generation: int) -> None:
     """Switch to a new manifest: written beside the old one, flushed, renamed over it (the commit)."""
-    folder = canonical_dir(home)
+    folder = Home(home).canonical
     for name in tables.values():
         _flush(folder / name)
     tmp = folder / f".{MANIFEST}.tmp"
@@ -73,7 +73,7 @@ def _flush(path: Path) -> None:
 def discard_unreferenced_tables(home: Path, keep: set[str] = frozenset()) -> int:
     """Remove the table files under canonical/ that the manifest does not name (and that `keep` does not): older
     generations, and what a writer killed before its commit left. Only a holder of the write lock calls this."""
-    folder = canonical_dir(home)
+    folder = Home(home).canonical
     if not folder.exists():
         return 0
     wanted = set(manifest(home)["tables"].values()) | set(keep) | {MANIFEST}
@@ -207,10 +207,10 @@ class Staging:
 
     def _old(self, name: str) -> Path | None:
         file = self.current["tables"].get(name)
-        return None if file is None else canonical_dir(self.home) / file
+        return None if file is None else Home(self.home).canonical / file
 
     def _target(self, name: str) -> Path:
-        folder = canonical_dir(self.home)
+        folder = Home(self.home).canonical
         folder.mkdir(parents=True, exist_ok=True)
         return folder / f"{name}.{self.generation}.parquet"
 
@@ -281,7 +281,7 @@ def drop_customers(home: Path, customer_ids: set[str]) -> dict[str, int]:
     this."""
     current = manifest(home)
     generation, tables, removed = current["generation"] + 1, dict(current["tables"]), {}
-    folder = canonical_dir(home)
+    folder = Home(home).canonical
     for name, table in TABLES.items():
         if CUSTOMER_ID not in table.columns or name not in tables:
             continue

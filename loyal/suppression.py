@@ -15,10 +15,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from loyal.home import SECRET_KEY, secret_key
+from loyal.home import Home, secret_key
 from loyal.store import write_atomically
 
-SUPPRESSION = "suppression.parquet"  # in $LOYAL_HOME
 KEYED = "customer_hmac"
 UNKEYED = "customer_hash"  # lists written before the key
 
@@ -28,7 +27,7 @@ class Suppression:
     so a long-running process (the service) obeys a `loyal forget` from its next answer on, with no restart."""
 
     def __init__(self, home: Path):
-        self.path, self.key_path = home / SUPPRESSION, home / SECRET_KEY
+        self.path, self.key_path = Home(home).suppression, Home(home).secret_key
         self.stamp: tuple[int, int] | None = None
         self.key, self.keyed, self.unkeyed = b"", frozenset(), frozenset()
         self._read_if_changed()
@@ -88,5 +87,5 @@ def suppress(home: Path, customer_ids: set[str]) -> int:
         frame = pd.DataFrame({KEYED: keyed + [None] * (rows - len(keyed))})
         if unkeyed:
             frame[UNKEYED] = unkeyed + [None] * (rows - len(unkeyed))
-        write_atomically(frame, home / SUPPRESSION)
+        write_atomically(frame, Home(home).suppression)
     return len(new)

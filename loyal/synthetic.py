@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from loyal import schema as s
-from loyal.home import ground_truth_dir
+from loyal.home import Home
 
 CHANNELS = np.array(["web", "app", "store"])
 TIERS = np.array(["bronze", "silver", "gold"])
@@ -262,7 +262,7 @@ def ground_truth(world: World) -> dict[str, pd.DataFrame]:
 
 
 def save_truth(truth: dict[str, pd.DataFrame], home: Path) -> None:
-    folder = ground_truth_dir(home)
+    folder = Home(home).ground_truth
     folder.mkdir(parents=True, exist_ok=True)
     for name, frame in truth.items():
         pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), folder / f"{name}.parquet")

@@ -9,7 +9,9 @@ import sqlite3
 from pathlib import Path
 
 import mlflow
+from mlflow import MlflowClient
 
+from loyal.home import Home
 from loyal.locking import writing
 
 
@@ -33,9 +35,26 @@ def log_counts(summary: dict, prefix: str) -> None:
 
 
 EXPERIMENT = "loyal"
-DATABASE = "mlflow.db"  # in $LOYAL_HOME
-ARTIFACTS = "mlartifacts"  # in $LOYAL_HOME
 _SET_BY_US: str | None = None  # MLflow exports the URI it is given to MLFLOW_TRACKING_URI: not the user's choice
+
+
+def tracking_uri(home) -> str:
+    """Where the home's runs and registry are, without changing anything of this process: MLFLOW_TRACKING_URI when
+    the user set it, else the home's SQLite store (pointed at its own artifacts first, `follow_a_moved_home`)."""
+    given = os.environ.get("MLFLOW_TRACKING_URI")
+    if given and given != _SET_BY_US:
+        return given
+    home = Path(home).absolute()
+    home.mkdir(parents=True, exist_ok=True)
+    follow_a_moved_home(home)
+    return f"sqlite:///{Home(home).mlflow_db}"
+
+
+def client(home) -> MlflowClient:
+    """An MLflow client of the home's tracking store and registry: what loading and serving use, so that neither
+    changes the process-wide tracking URI, environment or experiment."""
+    uri = tracking_uri(home)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
 def use_home(home) -> None:
@@ -53,10 +72,10 @@ def use_home(home) -> None:
         home = Path(home).absolute()
         home.mkdir(parents=True, exist_ok=True)
         follow_a_moved_home(home)
-        _SET_BY_US = f"sqlite:///{home / DATABASE}"
+        _SET_BY_US = f"sqlite:///{Home(home).mlflow_db}"
         mlflow.set_tracking_uri(_SET_BY_US)
         if mlflow.get_experiment_by_name(EXPERIMENT) is None:
-            mlflow.create_experiment(EXPERIMENT, artifact_location=(home / ARTIFACTS).as_uri())
+            mlflow.create_experiment(EXPERIMENT, artifact_location=Home(home).mlartifacts.as_uri())
     else:
         mlflow.set_tracking_uri(given)  # the user's, over any this process set before
     if not os.environ.get("MLFLOW_RUN_ID"):  # under `mlflow run` the run, and its experiment, are given
@@ -68,10 +87,10 @@ def follow_a_moved_home(home: Path) -> bool:
     would read and write the original's artifacts. Where the home's store names another place than the home's own
     `mlartifacts/`, every location under that place is rewritten to the same path under this home, under the home's
     write lock. Whether anything was rewritten."""
-    database = home / DATABASE
+    database = Home(home).mlflow_db
     if not database.exists():
         return False
-    own = (home / ARTIFACTS).as_uri()
+    own = Home(home).mlartifacts.as_uri()
     recorded = _recorded_artifacts(database)
     if recorded is None or recorded == own:
         return False

@@ -26,6 +26,7 @@ from loyal.errors import LoyalError
 from loyal.dates import midnight
 from loyal.features.compute import EVENT_TIMESTAMP
 from loyal.features.repo import customer_features_at_last_snapshot, historical_features
+from loyal.home import Home
 from loyal.locking import writes_home
 from loyal.schema import CUSTOMER_ID, EMAIL_OPT_IN, ITEM_ID, LOYALTY_TIER, QUANTITY, TIMESTAMP, UNIT_PRICE
 from loyal.serving.policy import choose, load_policy
@@ -34,7 +35,6 @@ from loyal.suppression import Suppression, suppressed
 from loyal.tracking import use_home
 from loyal.training import churn_scoring, rails
 
-CONTACTS = "contacts.parquet"  # in $LOYAL_HOME: one row per customer per campaign
 ITEMS_PER_CONTACT = 4
 LIST_COLUMNS = [CUSTOMER_ID, "group", "incentive", "percent", "multiplier", "items", "churn_probability",
                 "expected_value", "expected_gain", "expected_cost", "reason"]
@@ -68,12 +68,12 @@ def forget_contacts(home: Path, customer_ids: set[str]) -> int:
     history = contact_history(home)
     theirs = history[CUSTOMER_ID].isin(customer_ids)
     if theirs.any():
-        write_atomically(history[~theirs], home / CONTACTS)
+        write_atomically(history[~theirs], Home(home).contacts)
     return int(theirs.sum())
 
 
 def contact_history(home: Path) -> pd.DataFrame:
-    path = home / CONTACTS
+    path = Home(home).contacts
     if not path.exists():
         return pd.DataFrame({"campaign": pd.Series(dtype="string"), CUSTOMER_ID: pd.Series(dtype="string"),
                              "group": pd.Series(dtype="string"), "contacted_on": pd.Series(dtype="datetime64[us]")})
@@ -190,7 +190,7 @@ def record(home: Path, campaign: Campaign, chosen: pd.DataFrame, counts: dict, o
     new = pd.DataFrame({"campaign": campaign.name, CUSTOMER_ID: chosen[CUSTOMER_ID].astype(str),
                         "group": chosen["group"], "contacted_on": contacted_on})
     history = contact_history(home)
-    write_atomically(pd.concat([history, new], ignore_index=True) if len(history) else new, home / CONTACTS)
+    write_atomically(pd.concat([history, new], ignore_index=True) if len(history) else new, Home(home).contacts)
 
     use_home(home)
     with mlflow.start_run(run_name=f"campaign {campaign.name}"):

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from mlflow import MlflowClient
 
 from loyal.errors import LoyalError
 from loyal.features.online import OnlineReader
@@ -25,7 +26,7 @@ from loyal.serving import schemas
 from loyal.serving.policy import choose_columns, expires_at, load_policy
 from loyal.store import read_table
 from loyal.suppression import Suppression
-from loyal.tracking import use_home
+from loyal.tracking import client
 from loyal.training import churn_scoring, rails
 from loyal.training.churn_explain import top_drivers
 from loyal.training.churn_scoring import risk_segment
@@ -36,22 +37,23 @@ RECOMMENDER = rails.MODEL_NAME
 CHURN = churn_scoring.MODEL_NAME
 
 
-def missing_champions() -> str:
-    """The models the service needs that carry no `champion` alias in the current registry ("" when none)."""
-    return " and ".join(name for name in (RECOMMENDER, CHURN) if champion_version(name) is None)
+def missing_champions(registry: MlflowClient | None = None) -> str:
+    """The models the service needs that carry no `champion` alias in `registry` (default: this process's) ("" when
+    none)."""
+    return " and ".join(name for name in (RECOMMENDER, CHURN) if champion_version(name, registry) is None)
 
 
 class Engine:
     def __init__(self, home: Path, policy: Path | None = None):
         torch.set_num_threads(1)  # one request is a few small matrix products; threads only contend
-        use_home(home)
-        missing = missing_champions()
+        self.registry = client(home)  # explicit: serving changes no process-wide MLflow setting
+        missing = missing_champions(self.registry)
         if missing:
             raise LoyalError(f"no champion for {missing}: train first (`loyal run`, or `loyal train recommender` "
                              "and `loyal train churn`)")
         recommender = rails.load_model(home)
         self.churn = churn_scoring.load_model(home)
-        versions = {name: champion_version(name) for name in (RECOMMENDER, CHURN)}
+        versions = {name: champion_version(name, self.registry) for name in (RECOMMENDER, CHURN)}
         self.model_versions = {name: str(version.version) for name, version in versions.items()}
         self.horizon_days = int(versions[CHURN].tags.get("horizon_days", 90))
         self.reader = OnlineReader(open_store(home))
@@ -69,7 +71,7 @@ class Engine:
     def champions_moved(self) -> str | None:
         """The versions `champion` now names ("loyal-recommender 3, loyal-churn 5") where they are not the ones
         loaded; None where nothing moved."""
-        now = {name: champion_version(name) for name in (RECOMMENDER, CHURN)}
+        now = {name: champion_version(name, self.registry) for name in (RECOMMENDER, CHURN)}
         if not any(version is not None and str(version.version) != self.model_versions[name]
                    for name, version in now.items()):
             return None

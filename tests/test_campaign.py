@@ -83,7 +83,7 @@ def test_measuring_recovers_a_planted_offer_effect(home, tmp_path):
     # 6,000 customers emailed or held out on 2024-06-01. Over the next 30 days a held-out customer buys with
     # probability 0.20, an emailed one 0.26, and a buyer spends 50 on average: +0.06 purchases and +3.0 revenue
     # per customer are planted.
-    from loyal.serving.campaign import CONTACTS
+    from loyal.home import Home
     from loyal.ingest import ingest_file
 
     rng = np.random.default_rng(11)
@@ -92,7 +92,7 @@ def test_measuring_recovers_a_planted_offer_effect(home, tmp_path):
     group = np.where(rng.random(n) < 0.5, "treatment", "control")
     home.mkdir(parents=True)
     pd.DataFrame({"campaign": "planted", "customer_id": ids, "group": group,
-                  "contacted_on": pd.Timestamp("2024-06-01")}).to_parquet(home / CONTACTS)
+                  "contacted_on": pd.Timestamp("2024-06-01")}).to_parquet(Home(home).contacts)
     bought = rng.random(n) < np.where(group == "treatment", 0.26, 0.20)
     buyers = np.flatnonzero(bought)
     when = pd.Timestamp("2024-06-01") + pd.to_timedelta(rng.integers(0, 30 * 24, len(buyers)), unit="h")
@@ -171,11 +171,12 @@ def test_a_campaign_reads_the_last_snapshot_straight_and_other_dates_through_fea
 
 
 def test_a_bigger_budget_lists_more_and_expects_more_without_recording_anything(shop):
-    from loyal.serving.campaign import CONTACTS, value_by_budget
+    from loyal.home import Home
+    from loyal.serving.campaign import value_by_budget
 
-    before = (shop / CONTACTS).read_bytes() if (shop / CONTACTS).exists() else None
+    before = (Home(shop).contacts).read_bytes() if (Home(shop).contacts).exists() else None
     curve = value_by_budget(shop, [10, 40, 160])
     assert (curve["budget_spent"] <= curve["budget"] + 0.01).all()
     assert curve["listed"].is_monotonic_increasing and curve["expected_gain"].is_monotonic_increasing
     assert curve["expected_gain"].iat[-1] > curve["expected_gain"].iat[0]
-    assert ((shop / CONTACTS).read_bytes() if (shop / CONTACTS).exists() else None) == before
+    assert ((Home(shop).contacts).read_bytes() if (Home(shop).contacts).exists() else None) == before

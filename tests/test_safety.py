@@ -26,7 +26,7 @@ import pytest
 from typer.testing import CliRunner
 
 from loyal.app.cli import app
-from loyal.home import SECRET_KEY
+from loyal.home import Home
 from loyal.schema import TRANSACTIONS
 from loyal.store import manifest, read_table, table_path
 
@@ -348,19 +348,19 @@ def test_the_home_and_everything_in_it_is_its_owners_alone(tmp_path, home):
     readable = [p for p in [home, *home.rglob("*")] if stat.S_IMODE(p.lstat().st_mode) & 0o077]
     assert readable == []
     assert stat.S_IMODE(home.stat().st_mode) == 0o700
-    assert stat.S_IMODE((home / SECRET_KEY).stat().st_mode) == 0o600
+    assert stat.S_IMODE(Home(home).secret_key.stat().st_mode) == 0o600
 
 
 def test_a_redis_password_is_never_written_to_disk(home, monkeypatch):
     """On 8bbd558 the password in LOYAL_ONLINE_STORE was written in clear into feast/feature_store.yaml."""
-    from loyal.features.repo import feast_dir, open_store, write_repo_config
+    from loyal.features.repo import open_store, write_repo_config
 
     secret = "s3cret-pa55word"
     monkeypatch.setenv("LOYAL_ONLINE_STORE", f"redis://:{secret}@127.0.0.1:6390/0")
     write_repo_config(home)  # as a build writes it
     store = open_store(home, built=False)
     assert f"password={secret}" in store.config.online_store.connection_string  # used, from the environment
-    assert "password=${LOYAL_REDIS_PASSWORD}" in (feast_dir(home) / "feature_store.yaml").read_text()
+    assert "password=${LOYAL_REDIS_PASSWORD}" in (Home(home).feast / "feature_store.yaml").read_text()
     for path in home.rglob("*"):
         if path.is_file():
             assert secret.encode() not in path.read_bytes(), path
@@ -383,10 +383,10 @@ def test_the_suppression_list_cannot_be_reversed_without_the_key(tmp_path, home)
 
 
 def test_a_list_written_before_the_key_is_still_obeyed(home):
-    from loyal.suppression import SUPPRESSION, suppress, suppressed
+    from loyal.suppression import suppress, suppressed
 
     home.mkdir(parents=True)
-    pd.DataFrame({"customer_hash": [hashlib.sha256(b"17850").hexdigest()]}).to_parquet(home / SUPPRESSION)
+    pd.DataFrame({"customer_hash": [hashlib.sha256(b"17850").hexdigest()]}).to_parquet(Home(home).suppression)
     assert suppressed(home, ["17850", "12583"]).tolist() == [True, False]
     assert suppress(home, {"12583", "17850"}) == 1
     assert suppressed(home, ["17850", "12583", "1"]).tolist() == [True, True, False]

@@ -284,7 +284,8 @@ def test_a_forgotten_customer_appears_nowhere_afterwards(served_home, client, kn
     from loyal.serving.campaign import Campaign, build
     from loyal.app.cli import app
     from loyal.features.online import OnlineReader
-    from loyal.features.repo import feast_dir, open_store
+    from loyal.features.repo import open_store
+    from loyal.home import Home
     from loyal.ingest import ingest_file
     from loyal.store import read_table
 
@@ -305,7 +306,7 @@ def test_a_forgotten_customer_appears_nowhere_afterwards(served_home, client, kn
 
     for table in ("transactions", "events", "customers"):
         assert gone not in set(read_table(served_home, table)["customer_id"]), table
-    for path in (feast_dir(served_home) / "offline").glob("*/*.parquet"):
+    for path in (Home(served_home).feast / "offline").glob("*/*.parquet"):
         frame = pq.read_table(path).to_pandas()
         assert "customer_id" not in frame or gone not in set(frame["customer_id"]), path
     _, known_online = OnlineReader(open_store(served_home)).read_many("customer_id", [gone])
@@ -567,12 +568,15 @@ def test_serve_on_a_port_in_use_is_one_line(served_home):
 
 def test_the_service_loads_neither_optuna_nor_a_training_pipeline(served_home):
     """What `lint-imports` holds for the code, at run time: the engine, its models loaded, pulls in no tuning and
-    no training pipeline (on 8bbd558 the BentoML process loaded Optuna)."""
-    script = ("import sys; from loyal.home import loyal_home; from loyal.serving.service import Loyal; "
-              "from loyal.serving.engine import Engine; Engine(loyal_home()); "
+    no training pipeline (on 8bbd558 the BentoML process loaded Optuna). Nor does it change MLflow's process-wide
+    settings (on 8bbd558 Engine.__init__ set the tracking URI, its environment variable and the experiment)."""
+    script = ("import os, sys, mlflow; from loyal.home import loyal_home; from loyal.serving.service import Loyal; "
+              "from loyal.serving.engine import Engine; before = mlflow.get_tracking_uri(); Engine(loyal_home()); "
+              "assert mlflow.get_tracking_uri() == before and 'MLFLOW_TRACKING_URI' not in os.environ; "
+              "assert 'MLFLOW_EXPERIMENT_NAME' not in os.environ and 'MLFLOW_EXPERIMENT_ID' not in os.environ; "
               "print([m for m in sys.modules if m.split('.')[0] == 'optuna' or m in "
               "('loyal.training.tuning', 'loyal.training.recommender_training', 'loyal.training.churn_training', "
-              "'loyal.training.retrain')])")
+              "'loyal.training.retrain', 'loyal.training.family')])")
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | {"LOYAL_HOME": str(served_home)}
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]

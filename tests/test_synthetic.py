@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from loyal.home import ground_truth_dir
+from loyal.home import Home
 from loyal.ingest import ingest_synthetic
 from loyal.store import read_table
 from loyal.synthetic import SyntheticConfig
@@ -21,7 +21,7 @@ def world(tmp_path_factory):
     home = tmp_path_factory.mktemp("synthetic")
     summary = ingest_synthetic(CONFIG, home)
     tables = {name: read_table(home, name) for name in ("transactions", "events", "customers", "items")}
-    truth = {name: pd.read_parquet(ground_truth_dir(home) / f"{name}.parquet")
+    truth = {name: pd.read_parquet(Home(home).ground_truth / f"{name}.parquet")
              for name in ("customers", "taste_groups", "staples")}
     return home, summary, tables, truth
 

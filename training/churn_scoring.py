@@ -17,7 +17,7 @@ from loyal.errors import LoyalError
 from loyal.dates import midnight
 from loyal.schema import CUSTOMER_ID
 from loyal.store import read_table
-from loyal.tracking import use_home
+from loyal.tracking import client
 from loyal.training.churn_data import snapshot
 from loyal.training.churn_explain import top_drivers
 from loyal.training.churn_model import ChurnModel
@@ -50,11 +50,11 @@ def risk_segment(probability: np.ndarray) -> np.ndarray:
 
 def load_model(home: Path, version: str | None = None) -> ChurnModel:
     """The registered model that carries `champion` (or the given version)."""
-    use_home(home)
-    if version is None and champion_version(MODEL_NAME) is None:
+    registry = client(home)
+    if version is None and champion_version(MODEL_NAME, registry) is None:
         raise LoyalError(f"no {MODEL_NAME} carries the alias champion yet: run `loyal train churn`, or pass "
                          "--version to score with a version that was not promoted")
-    return load_version(MODEL_NAME, version).unwrap_python_model().model
+    return load_version(MODEL_NAME, version, registry).unwrap_python_model().model
 
 
 def scored_snapshot(home: Path, as_of, version: str | None = None) -> tuple[ChurnModel, pd.DataFrame, pd.DataFrame]:

@@ -26,7 +26,7 @@ import pandas as pd
 from loyal.errors import LoyalError
 from loyal.schema import CUSTOMER_ID, ITEM_ID
 from loyal.suppression import Suppression
-from loyal.tracking import use_home
+from loyal.tracking import client
 from loyal.training import artifacts
 from loyal.training.evaluate import Interactions, K, top_k
 from loyal.training.ranker import Reranker, Stage
@@ -436,10 +436,10 @@ class RecommenderPyfunc(mlflow.pyfunc.PythonModel):
 
 def load_model(home: Path, version: str | None = None) -> Recommender:
     """The registered bundle that carries `champion` (or the given version), loaded from the registry."""
-    use_home(home)
-    if version is None and champion_version(MODEL_NAME) is None:
+    registry = client(home)
+    if version is None and champion_version(MODEL_NAME, registry) is None:
         raise LoyalError(f"no {MODEL_NAME} carries the alias champion yet: run `loyal train recommender` first")
-    return load_version(MODEL_NAME, version).unwrap_python_model().model
+    return load_version(MODEL_NAME, version, registry).unwrap_python_model().model
 
 
 def recommend(home: Path, customer_ids: list[str], rail: str, k: int, version: str | None = None) -> pd.DataFrame:

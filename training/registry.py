@@ -63,9 +63,9 @@ def decided(failures: list[str], against: str, current, beats: str, better: str)
     return Decision(True, f"{better} ({against})")
 
 
-def champion_version(name: str):
-    """The version that carries `champion`, or None."""
-    client = MlflowClient()
+def champion_version(name: str, client: MlflowClient | None = None):
+    """The version that carries `champion`, or None. `client`: the registry to ask (default: this process's)."""
+    client = client or MlflowClient()
     try:
         return client.get_model_version_by_alias(name, CHAMPION)
     except mlflow.exceptions.MlflowException:
@@ -87,13 +87,13 @@ def record_decision(name: str, version: str, decision: Decision) -> None:
                          "champion_reason": decision.reason})
 
 
-def load_champion(name: str) -> Champion | None:
+def load_champion(name: str, client: MlflowClient | None = None) -> Champion | None:
     """The champion of `name` with its model object (every family's pyfunc holds it as `model`), or None."""
-    current = champion_version(name)
+    current = champion_version(name, client)
     if current is None:
         return None
     try:
-        wrapper = load_version(name, str(current.version)).unwrap_python_model()
+        wrapper = load_version(name, str(current.version), client).unwrap_python_model()
     except UnloadableModel as error:
         # A champion that cannot be loaded cannot be measured, and must not stand in the way of one that can.
         warnings.warn(f"{error}; the challenger is measured against its baselines alone", LoyalWarning, stacklevel=2)
@@ -161,11 +161,11 @@ def seal(model_uri: str) -> str:
     return digest
 
 
-def load_version(name: str, version: str | None = None):
-    """The registered pyfunc `name` at `version` (default: the one carrying `champion`), loaded only after its
-    files are checked against the digest its training run recorded. UnloadableModel, naming the artifact,
-    otherwise."""
-    client = MlflowClient()
+def load_version(name: str, version: str | None = None, client: MlflowClient | None = None):
+    """The registered pyfunc `name` at `version` (default: the one carrying `champion`) from `client`'s registry
+    (default: this process's), loaded only after its files are checked against the digest its training run
+    recorded. UnloadableModel, naming the artifact, otherwise."""
+    client = client or MlflowClient()
     try:
         found = (client.get_model_version(name, version) if version is not None
                  else client.get_model_version_by_alias(name, CHAMPION))
@@ -179,8 +179,8 @@ def load_version(name: str, version: str | None = None):
     expected = client.get_run(found.run_id).data.tags.get(DIGEST_TAG) if found.run_id else None
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{found.version}",
-                                                             dst_path=tmp))
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=where, dst_path=tmp,
+                                                             tracking_uri=client.tracking_uri))
         except Exception as error:  # noqa: BLE001 - whatever the store says, the model cannot be had
             raise UnloadableModel(f"cannot read {label}: {_first_line(error)}") from None
         if expected is None:

@@ -30,6 +30,7 @@ import mlflow
 from loyal.errors import LoyalError
 from loyal.features.repo import build, materialize
 from loyal.ingest import ingest_file
+from loyal.home import Home
 from loyal.locking import writing
 from loyal.schema import TABLES
 from loyal.store import day_after_last_purchase, table_path
@@ -40,7 +41,6 @@ from loyal.training.registry import GATE, load_gate
 
 PROMOTED, KEPT, NOTHING_NEW, LOCKED = 0, 10, 11, 75  # 75: EX_TEMPFAIL, "try again later"
 OUTCOMES = {PROMOTED: "promoted", KEPT: "kept", NOTHING_NEW: "nothing new", LOCKED: "locked"}
-LOCK = "retrain.lock"
 KIND = "retrain"
 
 
@@ -52,7 +52,7 @@ class Locked(LoyalError):
 def exclusive(home: Path):
     """Hold $LOYAL_HOME/retrain.lock while the block runs, or raise Locked at once when another process holds it."""
     home.mkdir(parents=True, exist_ok=True)
-    with open(home / LOCK, "a+") as file:
+    with open(Home(home).retrain_lock, "a+") as file:
         try:
             fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -23,6 +23,7 @@ import numpy as np
 import optuna
 import pandas as pd
 
+from loyal.home import Home
 from loyal.training.churn_evaluate import roc_auc
 from loyal.training.churn_model import ChurnConfig, ChurnModel
 from loyal.training.evaluate import TEST_DAYS, Interactions, K, TestSet, evaluate_scores, test_set
@@ -97,7 +98,7 @@ class Validation:
 
 
 def storage(home: Path) -> str:
-    return f"sqlite:///{home / 'optuna.db'}"
+    return f"sqlite:///{Home(home).optuna_db}"
 
 
 def _study(home: Path, name: str, seed: int) -> optuna.Study:
