@@ -269,7 +269,7 @@ def evaluate_recommender(
     trained on the purchases before CUTOFF and measured on the next 30 days in the "all" and "explore" views;
     writes recommender-CUTOFF.md and .json, logs them with their plots to MLflow as a run of its own, and prints
     each rail's comparison with its best baseline."""
-    from loyal.training.recommender_training import (
+    from loyal.training.recommender.training import (
         fit_and_evaluate,
         log_evaluation,
         markdown,
@@ -304,7 +304,7 @@ def train_recommender(
 ) -> None:
     """Train the recommender on the purchases before TRAIN_END, measure it beside every baseline, register it in
     MLflow as loyal-recommender and move the alias champion to it when it beats them (the reason is recorded)."""
-    from loyal.training.recommender_training import train_recommender as train
+    from loyal.training.recommender.training import train_recommender as train
 
     try:
         with _stale_warnings_to_stderr():
@@ -327,7 +327,7 @@ def train_churn(
     """Train the churn and value model on monthly snapshots before TRAIN_END, measure it beside its baselines,
     register it in MLflow as loyal-churn and move the alias champion to it when it beats them (the reason is
     recorded)."""
-    from loyal.training.churn_training import train_churn as train
+    from loyal.training.churn.training import train_churn as train
 
     try:
         with _stale_warnings_to_stderr():
@@ -348,8 +348,8 @@ def recommend(
 ) -> None:
     """Recommendations from the champion loyal-recommender: one row per (customer_id, rank, item_id, score).
     Customers the model does not know get trending items."""
-    from loyal.training.rails import RAILS
-    from loyal.training.rails import recommend as answer
+    from loyal.training.recommender.rails import RAILS
+    from loyal.training.recommender.rails import recommend as answer
 
     try:
         if rail not in RAILS:
@@ -503,7 +503,7 @@ def score_churn(
 ) -> None:
     """Churn risk and expected value of every customer known before AS_OF, from the champion loyal-churn: one row
     per customer with customer_id, churn_probability, expected_value, risk_segment and top_drivers."""
-    from loyal.training.churn_scoring import score
+    from loyal.training.churn.scoring import score
 
     try:
         if output.suffix not in (".csv", ".parquet"):

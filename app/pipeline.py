@@ -27,9 +27,10 @@ from loyal.serving.engine import missing_champions
 from loyal.serving.launch import loyal_service
 from loyal.store import day_after_last_purchase, read_table, table_path
 from loyal.synthetic import SyntheticConfig
-from loyal.training import churn_scoring, rails
-from loyal.training.churn_training import train_churn
-from loyal.training.recommender_training import train_recommender
+from loyal.training.churn import scoring as churn_scoring
+from loyal.training.recommender import rails
+from loyal.training.churn.training import train_churn
+from loyal.training.recommender.training import train_recommender
 from loyal.training.registry import champion_version
 
 DEFAULT_DATA = "../shared/data/online_retail.csv.gz"  # relative to the repository root, where CI puts shared/

@@ -16,10 +16,10 @@ from loyal.schema import CUSTOMER_ID, DESCRIPTION, ITEM_ID, LOYALTY_TIER, QUANTI
 from loyal.serving.policy import choose, load_policy
 from loyal.store import day_after_last_purchase, read_table
 from loyal.tracking import client
-from loyal.training.churn_explain import PLAIN_NAMES, contributions
-from loyal.training.churn_scoring import risk_segment, scored_snapshot
-from loyal.training.evaluate import K
-from loyal.training.rails import recommend
+from loyal.training.churn.explain import PLAIN_NAMES, contributions
+from loyal.training.churn.scoring import risk_segment, scored_snapshot
+from loyal.training.recommender.evaluate import K
+from loyal.training.recommender.rails import recommend
 from loyal.training.registry import champion_version
 
 

@@ -54,7 +54,7 @@ class _EveryoneKnown:
 
 def _know_everyone() -> None:
     """Every champion recommender loaded from now on ranks every customer as a known one."""
-    from loyal.training import rails
+    from loyal.training.recommender import rails
 
     load_model = rails.load_model
 
@@ -73,8 +73,8 @@ def _train_models(home: Path, customers: int) -> None:
     from loyal.ingest import ingest_synthetic
     from loyal.store import read_table
     from loyal.synthetic import SyntheticConfig
-    from loyal.training.churn_training import train_churn
-    from loyal.training.recommender_training import train_recommender
+    from loyal.training.churn.training import train_churn
+    from loyal.training.recommender.training import train_recommender
 
     ingest_synthetic(SyntheticConfig(customers=customers, days=400, seed=1), home)
     build(home)

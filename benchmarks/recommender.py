@@ -47,9 +47,9 @@ def real(data: Path, repeats: int) -> dict:
     from loyal.ingest import ingest_file
     from loyal.schema import TIMESTAMP
     from loyal.store import read_table
-    from loyal.training.evaluate import Interactions
-    from loyal.training.rails import Recommender
-    from loyal.training.ranker import FeastFeatures, LabelledStage, RankerConfig, Reranker, Stage
+    from loyal.training.recommender.evaluate import Interactions
+    from loyal.training.recommender.rails import Recommender
+    from loyal.training.recommender.ranker import FeastFeatures, LabelledStage, RankerConfig, Reranker, Stage
 
     home = Path(tempfile.mkdtemp(prefix="loyal-bench-"))
     ingest_file("online-retail", data, home)
@@ -79,8 +79,8 @@ def real(data: Path, repeats: int) -> dict:
 def als(customers: int, home: Path | None) -> dict:
     from loyal.schema import TIMESTAMP
     from loyal.store import read_table
-    from loyal.training.evaluate import Interactions
-    from loyal.training.recommenders import ALS
+    from loyal.training.recommender.evaluate import Interactions
+    from loyal.training.recommender.models import ALS
 
     if home is None:
         home = Path(tempfile.mkdtemp(prefix="loyal-bench-"))

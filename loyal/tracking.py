@@ -53,6 +53,8 @@ def tracking_uri(home) -> str:
 def client(home) -> MlflowClient:
     """An MLflow client of the home's tracking store and registry: what loading and serving use, so that neither
     changes the process-wide tracking URI, environment or experiment."""
+    # MLflow draws a progress bar for every download of a model's few files (unless the user asks for them).
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     uri = tracking_uri(home)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 

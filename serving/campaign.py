@@ -33,7 +33,8 @@ from loyal.serving.policy import choose, load_policy
 from loyal.store import day_after_last_purchase, read_table, write_atomically
 from loyal.suppression import Suppression, suppressed
 from loyal.tracking import use_home
-from loyal.training import churn_scoring, rails
+from loyal.training.churn import scoring as churn_scoring
+from loyal.training.recommender import rails
 
 ITEMS_PER_CONTACT = 4
 LIST_COLUMNS = [CUSTOMER_ID, "group", "incentive", "percent", "multiplier", "items", "churn_probability",

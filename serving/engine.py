@@ -3,7 +3,7 @@ loaded once, answering the three requests of `schemas.py`. `service.py` only put
 
 The champions are the registered versions carrying the MLflow alias `champion` when the engine starts; customer
 features come from the Feast online store on every request (the churn model reads them as they are now, not as of
-its training). Rails are answered by `training.rails.Rails`, the one path `loyal recommend` and campaigns take too;
+its training). Rails are answered by `training.recommender.rails.Rails`, the one path `loyal recommend` and campaigns take too;
 the `for_you` rail depends on the model alone (its features are frozen at training), so it is ranked once for every
 customer when the engine starts and looked up.
 """
@@ -27,10 +27,11 @@ from loyal.serving.policy import choose_columns, expires_at, load_policy
 from loyal.store import read_table
 from loyal.suppression import Suppression
 from loyal.tracking import client
-from loyal.training import churn_scoring, rails
-from loyal.training.churn_explain import top_drivers
-from loyal.training.churn_scoring import risk_segment
-from loyal.training.rails import Rails
+from loyal.training.churn import scoring as churn_scoring
+from loyal.training.recommender import rails
+from loyal.training.churn.explain import top_drivers
+from loyal.training.churn.scoring import risk_segment
+from loyal.training.recommender.rails import Rails
 from loyal.training.registry import champion_version
 
 RECOMMENDER = rails.MODEL_NAME

@@ -18,7 +18,7 @@ from loyal.errors import LoyalError
 
 DEFAULT_POLICY = Path(__file__).with_name("policy.yaml")
 INCENTIVES = ("none", "percent_off", "free_shipping", "points_multiplier")
-HIGH_RISK = 0.6  # the churn model's "high" segment starts here (training.churn_scoring.RISK_SEGMENTS)
+HIGH_RISK = 0.6  # the churn model's "high" segment starts here (training.churn.scoring.RISK_SEGMENTS)
 
 Rate = Field(ge=0.0, le=1.0)
 

@@ -32,7 +32,7 @@ from loyal.noise import silence_third_parties
 from loyal.serving import schemas
 from loyal.serving.engine import Engine
 from loyal.serving.guard import AllowedHosts, Guard, log_client_errors_in_one_line, readiness
-from loyal.training.rails import UnknownItem
+from loyal.training.recommender.rails import UnknownItem
 
 logger = logging.getLogger("loyal.serving")
 POLICY_ENV = "LOYAL_POLICY"  # another offer policy file than the one shipped

@@ -26,9 +26,13 @@ NO_REAL_DATA = (
 
 @pytest.fixture
 def home(tmp_path, monkeypatch) -> Path:
-    """A fresh LOYAL_HOME for one test."""
+    """A fresh LOYAL_HOME for one test, tracked into its own MLflow store: a tracking URI another test left in the
+    environment (monkeypatch restores what it found, and MLflow exports every URI it is given) would otherwise read
+    as the user's choice."""
     folder = tmp_path / "home"
     monkeypatch.setenv("LOYAL_HOME", str(folder))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
     return folder
 
 
@@ -121,8 +125,8 @@ def trained_shop(home: Path, config, materialized: bool = False) -> Iterator[Pat
     from loyal.features.repo import build, materialize
     from loyal.ingest import ingest_synthetic
     from loyal.store import read_table
-    from loyal.training.churn_training import train_churn
-    from loyal.training.recommender_training import train_recommender
+    from loyal.training.churn.training import train_churn
+    from loyal.training.recommender.training import train_recommender
 
     patch = pytest.MonkeyPatch()
     patch.setenv("LOYAL_HOME", str(home))

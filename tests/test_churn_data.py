@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from loyal.errors import LoyalError
-from loyal.training.churn_data import labels, snapshot, training_cutoffs
-from loyal.training.churn_evaluate import (
+from loyal.training.churn.data import labels, snapshot, training_cutoffs
+from loyal.training.churn.evaluate import (
     churn_metrics,
     difference,
     expected_calibration_error,
@@ -70,7 +70,7 @@ def test_calibration_error_and_lift_by_hand():
 def test_rank_metrics_equal_scikit_learns_with_and_without_ties():
     from sklearn.metrics import average_precision_score, roc_auc_score
 
-    from loyal.training.churn_evaluate import average_precision, roc_auc
+    from loyal.training.churn.evaluate import average_precision, roc_auc
 
     rng = np.random.default_rng(0)
     for case in range(300):
@@ -85,7 +85,7 @@ def test_rank_metrics_equal_scikit_learns_with_and_without_ties():
 
 
 def test_calibration_and_lift_curves_by_hand():
-    from loyal.training.churn_evaluate import calibration_curve, lift_curve
+    from loyal.training.churn.evaluate import calibration_curve, lift_curve
 
     curve = calibration_curve(np.array([0, 1, 1, 1]), np.array([0.1, 0.1, 0.9, 0.9]))
     assert curve == {"predicted": [0.1, 0.9], "observed": [0.5, 1.0], "customers": [2, 2]}
@@ -119,8 +119,8 @@ def synthetic_home(tmp_path_factory):
 
 def test_snapshots_carry_churn_v1_features_and_the_baselines_rank_churners(synthetic_home):
     from loyal.store import read_table
-    from loyal.training.churn_baselines import BGNBD, LastSpend, Recency, RFMLogistic
-    from loyal.training.churn_evaluate import value_metrics
+    from loyal.training.churn.baselines import BGNBD, LastSpend, Recency, RFMLogistic
+    from loyal.training.churn.evaluate import value_metrics
 
     tx = read_table(synthetic_home, "transactions")
     end = tx["timestamp"].max().normalize() + pd.Timedelta(days=1)

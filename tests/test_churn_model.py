@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from loyal.training.churn_evaluate import churn_metrics, value_metrics
-from loyal.training.churn_model import LOG_FEATURES, RAW_FEATURES, ChurnConfig, ChurnModel
+from loyal.training.churn.evaluate import churn_metrics, value_metrics
+from loyal.training.churn.model import LOG_FEATURES, RAW_FEATURES, ChurnConfig, ChurnModel
 
 
 def _snapshot(n: int, seed: int) -> pd.DataFrame:
@@ -79,8 +79,8 @@ def test_a_requests_columns_score_exactly_like_a_snapshot_frame(fitted):
 
 
 def test_an_auc_too_good_for_transaction_data_raises_a_leakage_warning(caplog):
-    from loyal.training.churn_baselines import CHURN_BASELINES, VALUE_BASELINES
-    from loyal.training.churn_training import _decide, _measure
+    from loyal.training.churn.baselines import CHURN_BASELINES, VALUE_BASELINES
+    from loyal.training.churn.training import _decide, _measure
 
     rng = np.random.default_rng(0)
     frame = pd.DataFrame({"churned": rng.random(400) < 0.4, "future_spend": rng.gamma(2.0, 50.0, 400)})
@@ -98,7 +98,7 @@ def test_an_auc_too_good_for_transaction_data_raises_a_leakage_warning(caplog):
 
 
 def test_drivers_name_what_raises_a_risky_customers_risk_in_plain_words(fitted):
-    from loyal.training.churn_explain import top_drivers
+    from loyal.training.churn.explain import top_drivers
 
     customer = _snapshot(200, 6).iloc[[0]].assign(recency_days=400.0, mean_days_between_orders=10.0)
     assert fitted.predict(customer)["churn_probability"].iloc[0] > 0.5
@@ -108,7 +108,7 @@ def test_drivers_name_what_raises_a_risky_customers_risk_in_plain_words(fitted):
 
 
 def test_batched_ablation_equals_replacing_each_raw_input_in_turn(fitted):
-    from loyal.training.churn_explain import contributions
+    from loyal.training.churn.explain import contributions
 
     frame = _snapshot(40, 7)
     fast = contributions(fitted, frame)

@@ -11,8 +11,8 @@ import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from loyal.training.evaluate import bootstrap_interval, coverage, evaluate_scores, metrics_at_k, split, top_k
-from loyal.training.recommenders import PersonalFrequency, Popularity, PopularityConfig
+from loyal.training.recommender.evaluate import bootstrap_interval, coverage, evaluate_scores, metrics_at_k, split, top_k
+from loyal.training.recommender.models import PersonalFrequency, Popularity, PopularityConfig
 
 
 def test_metrics_match_hand_computed_cases():

@@ -8,11 +8,11 @@ import pandas as pd
 import pytest
 
 from loyal.features import compute, definitions
-from loyal.training.churn_baselines import RFM_FEATURES
-from loyal.training.churn_data import FEATURE_SERVICE as CHURN_SERVICE
-from loyal.training.churn_model import CATEGORICAL_FEATURES, LOG_FEATURES, RAW_FEATURES, Encoder
-from loyal.training.ranker import CUSTOMER_FEATURES, ITEM_FEATURES, _transform
-from loyal.training.recommender_training import FEATURE_SERVICE as RECOMMENDER_SERVICE
+from loyal.training.churn.baselines import RFM_FEATURES
+from loyal.training.churn.data import FEATURE_SERVICE as CHURN_SERVICE
+from loyal.training.churn.model import CATEGORICAL_FEATURES, LOG_FEATURES, RAW_FEATURES, Encoder
+from loyal.training.recommender.ranker import CUSTOMER_FEATURES, ITEM_FEATURES, _transform
+from loyal.training.recommender.training import FEATURE_SERVICE as RECOMMENDER_SERVICE
 
 CATALOGUE = compute.CUSTOMER_BEHAVIOUR | compute.CUSTOMER_PROFILE | compute.ITEM_STATISTICS
 

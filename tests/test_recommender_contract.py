@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from loyal.training.evaluate import Interactions
-from loyal.training.ranker import RankerConfig, Reranker
-from loyal.training.recommenders import BASELINES, PersonalFrequency, Popularity
+from loyal.training.recommender.evaluate import Interactions
+from loyal.training.recommender.ranker import RankerConfig, Reranker
+from loyal.training.recommender.models import BASELINES, PersonalFrequency, Popularity
 
 N = 20
 CUTOFF = pd.Timestamp("2024-03-01", tz="UTC")

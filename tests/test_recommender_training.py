@@ -15,9 +15,9 @@ from loyal.ingest import ingest_synthetic
 from loyal.schema import TIMESTAMP
 from loyal.store import read_table
 from loyal.synthetic import SyntheticConfig
-from loyal.training.evaluate import split
-from loyal.training.rails import Recommender, _cut
-from loyal.training.ranker import LabelledStage, RankerConfig, Reranker, Stage, no_features
+from loyal.training.recommender.evaluate import split
+from loyal.training.recommender.rails import Recommender, _cut
+from loyal.training.recommender.ranker import LabelledStage, RankerConfig, Reranker, Stage, no_features
 
 CUTOFF = "2024-04-15"
 SMALL = dict(candidates_per_source=20, epochs=5)

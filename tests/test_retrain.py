@@ -73,7 +73,7 @@ def empty_registry(home):
     ("validation/comparison/roc_auc/difference", _interval(0.0), "does not beat its baselines"),
 ])
 def test_the_churn_gate_needs_the_margin_and_no_worse_calibration(empty_registry, path, value, says):
-    from loyal.training.churn_training import _decide
+    from loyal.training.churn.training import _decide
 
     decision = _decide(CHURN_REPORT if path is None else _changed(CHURN_REPORT, path, value))
     assert decision.promote is (path is None)
@@ -87,7 +87,7 @@ def test_the_churn_gate_needs_the_margin_and_no_worse_calibration(empty_registry
     ("validation/champion/discover/coverage", {"challenger": 0.27, "champion": 0.30}, "coverage of discover"),
 ])
 def test_the_recommender_gate_needs_the_margin_and_no_worse_guardrail(empty_registry, path, value, says):
-    from loyal.training.recommender_training import _decide
+    from loyal.training.recommender.training import _decide
 
     decision = _decide("loyal-recommender", RECOMMENDER_REPORT if path is None
                        else _changed(RECOMMENDER_REPORT, path, value))
@@ -97,7 +97,7 @@ def test_the_recommender_gate_needs_the_margin_and_no_worse_guardrail(empty_regi
 
 def test_a_first_recommender_is_always_promoted_naming_the_recipe_of_every_rail(empty_registry):
     """On 8bbd558 a first model whose discover did not beat tuned EASE left the shop with no champion at all."""
-    from loyal.training.recommender_training import _decide
+    from loyal.training.recommender.training import _decide
 
     report = _changed(RECOMMENDER_REPORT, "rails/discover", {"recipe": "ease_tuned_explore", "why": "better"})
     del report["validation"]["champion"]
@@ -107,7 +107,7 @@ def test_a_first_recommender_is_always_promoted_naming_the_recipe_of_every_rail(
 
 
 def test_each_re_ranked_rail_is_answered_by_its_best_recipe_on_the_validation_window():
-    from loyal.training.recommender_training import _choose
+    from loyal.training.recommender.training import _choose
 
     def figures(all_view: float, explore_view: float) -> dict:
         return {"all": {"ndcg@10": {"value": all_view}}, "explore": {"ndcg@10": {"value": explore_view}}}
@@ -160,10 +160,10 @@ def _end(home: Path):
 
 
 def test_a_deliberately_worse_challenger_is_rejected_by_the_champion(shop):
-    from loyal.training.churn_model import ChurnConfig
-    from loyal.training.churn_training import train_churn
-    from loyal.training.ranker import RankerConfig
-    from loyal.training.recommender_training import train_recommender
+    from loyal.training.churn.model import ChurnConfig
+    from loyal.training.churn.training import train_churn
+    from loyal.training.recommender.ranker import RankerConfig
+    from loyal.training.recommender.training import train_recommender
 
     before = _champions()
     crippled = dict(epochs=1, learning_rate=1e-6, hidden=2)  # one epoch of a tiny network barely moved from random
@@ -180,7 +180,8 @@ def test_a_deliberately_worse_challenger_is_rejected_by_the_champion(shop):
 
 
 def test_a_champion_trained_before_the_window_is_measured_as_registered(shop):
-    from loyal.training import churn_training, recommender_training
+    from loyal.training.churn import training as churn_training
+    from loyal.training.recommender import training as recommender_training
     from loyal.training.registry import Champion, load_champion
 
     for module, trained in ((recommender_training, lambda m, c: m.fit_and_evaluate(shop, _end(shop), draws=50,

@@ -20,12 +20,12 @@ from loyal.ingest import ingest_synthetic
 from loyal.store import read_table
 from loyal.synthetic import SyntheticConfig
 from loyal.tracking import use_home
-from loyal.training.churn_model import ChurnConfig, ChurnModel
-from loyal.training.churn_explain import top_drivers
-from loyal.training.evaluate import split
-from loyal.training.rails import RAILS, Recommender
-from loyal.training.ranker import LabelledStage, RankerConfig, Reranker, Stage, no_features
-from loyal.training.recommenders import EASE, EASEConfig
+from loyal.training.churn.model import ChurnConfig, ChurnModel
+from loyal.training.churn.explain import top_drivers
+from loyal.training.recommender.evaluate import split
+from loyal.training.recommender.rails import RAILS, Recommender
+from loyal.training.recommender.ranker import LabelledStage, RankerConfig, Reranker, Stage, no_features
+from loyal.training.recommender.models import EASE, EASEConfig
 from loyal.training.registry import UnloadableModel, load_version, seal
 
 from test_churn_model import _snapshot
@@ -62,11 +62,11 @@ def test_a_saved_recommender_answers_in_a_fresh_process_exactly_as_the_trained_o
     _in_a_fresh_process(f"""
         import json, sys
         import pandas as pd
-        from loyal.training.rails import RAILS, Recommender
+        from loyal.training.recommender.rails import RAILS, Recommender
         ask = json.load(open("ask.json"))
         loaded = Recommender.load("{folder}")
         assert loaded.served["discover"].config.l2 == 50.0
-        assert "loyal.training.recommender_training" not in sys.modules and "optuna" not in sys.modules
+        assert "loyal.training.recommender.training" not in sys.modules and "optuna" not in sys.modules
         frames = [loaded.recommend(ask["customers"], rail, 10).assign(rail=rail) for rail in RAILS]
         frames.append(loaded.similar_to(ask["items"], 10).rename(columns={{"query_item_id": "customer_id"}})
                       .assign(rail="similar_to"))
@@ -92,8 +92,8 @@ def test_a_saved_churn_model_answers_in_a_fresh_process_exactly_as_the_trained_o
     frame.to_parquet(tmp_path / "frame.parquet")
     _in_a_fresh_process(f"""
         import pandas as pd
-        from loyal.training.churn_explain import top_drivers
-        from loyal.training.churn_model import ChurnModel
+        from loyal.training.churn.explain import top_drivers
+        from loyal.training.churn.model import ChurnModel
         loaded = ChurnModel.load("{folder}")
         frame = pd.read_parquet("frame.parquet")
         loaded.predict(frame).assign(drivers=top_drivers(loaded, frame).to_numpy()).to_parquet("answers.parquet")

@@ -254,7 +254,7 @@ def test_loyal_recommend_campaign_items_and_the_service_give_the_same_items(clie
 
     from loyal.app.cli import app
     from loyal.serving.campaign import ITEMS_PER_CONTACT, _items
-    from loyal.training.rails import RAILS
+    from loyal.training.recommender.rails import RAILS
 
     customers = [*known[:2], "never-seen"]
     ids = tmp_path / "ids.txt"
@@ -571,11 +571,12 @@ def test_the_service_loads_neither_optuna_nor_a_training_pipeline(served_home):
     no training pipeline (on 8bbd558 the BentoML process loaded Optuna). Nor does it change MLflow's process-wide
     settings (on 8bbd558 Engine.__init__ set the tracking URI, its environment variable and the experiment)."""
     script = ("import os, sys, mlflow; from loyal.home import loyal_home; from loyal.serving.service import Loyal; "
-              "from loyal.serving.engine import Engine; before = mlflow.get_tracking_uri(); Engine(loyal_home()); "
-              "assert mlflow.get_tracking_uri() == before and 'MLFLOW_TRACKING_URI' not in os.environ; "
-              "assert 'MLFLOW_EXPERIMENT_NAME' not in os.environ and 'MLFLOW_EXPERIMENT_ID' not in os.environ; "
+              "from loyal.serving.engine import Engine; names = ('MLFLOW_TRACKING_URI', 'MLFLOW_EXPERIMENT_NAME', "
+              "'MLFLOW_EXPERIMENT_ID'); before = (mlflow.get_tracking_uri(), [os.environ.get(n) for n in names]); "
+              "Engine(loyal_home()); "
+              "assert (mlflow.get_tracking_uri(), [os.environ.get(n) for n in names]) == before; "
               "print([m for m in sys.modules if m.split('.')[0] == 'optuna' or m in "
-              "('loyal.training.tuning', 'loyal.training.recommender_training', 'loyal.training.churn_training', "
+              "('loyal.training.tuning', 'loyal.training.recommender.training', 'loyal.training.churn.training', "
               "'loyal.training.retrain', 'loyal.training.family')])")
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | {"LOYAL_HOME": str(served_home)}
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
@@ -596,7 +597,7 @@ def test_serve_without_champions_is_one_line(home):
 def test_the_for_you_cache_answers_exactly_what_ranking_live_would(served_home, known):
     """The rail ranked at start-up, with and without exclusions, equals the rail ranked for the request."""
     from loyal.serving.engine import Engine
-    from loyal.training.rails import CACHED_ITEMS
+    from loyal.training.recommender.rails import CACHED_ITEMS
 
     rails = Engine(served_home).rails
     customers = list(rails.recommender.customers[:40]) + ["never-seen"]

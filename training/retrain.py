@@ -35,8 +35,8 @@ from loyal.locking import writing
 from loyal.schema import TABLES
 from loyal.store import day_after_last_purchase, table_path
 from loyal.tracking import use_home
-from loyal.training.churn_training import train_churn
-from loyal.training.recommender_training import train_recommender
+from loyal.training.churn.training import train_churn
+from loyal.training.recommender.training import train_recommender
 from loyal.training.registry import GATE, load_gate
 
 PROMOTED, KEPT, NOTHING_NEW, LOCKED = 0, 10, 11, 75  # 75: EX_TEMPFAIL, "try again later"

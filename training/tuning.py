@@ -24,11 +24,11 @@ import optuna
 import pandas as pd
 
 from loyal.home import Home
-from loyal.training.churn_evaluate import roc_auc
-from loyal.training.churn_model import ChurnConfig, ChurnModel
-from loyal.training.evaluate import TEST_DAYS, Interactions, K, TestSet, evaluate_scores, test_set
-from loyal.training.ranker import LABEL_DAYS, FeatureSource, LabelledStage, RankerConfig, Reranker, Stage
-from loyal.training.recommenders import (
+from loyal.training.churn.evaluate import roc_auc
+from loyal.training.churn.model import ChurnConfig, ChurnModel
+from loyal.training.recommender.evaluate import TEST_DAYS, Interactions, K, TestSet, evaluate_scores, test_set
+from loyal.training.recommender.ranker import LABEL_DAYS, FeatureSource, LabelledStage, RankerConfig, Reranker, Stage
+from loyal.training.recommender.models import (
     ALS,
     BPR,
     EASE,

@@ -3,6 +3,6 @@ own wrapper; the wrapper reads the saved network's arrays. No pickle is written 
 
 from mlflow.models import set_model
 
-from loyal.training.churn_scoring import ChurnPyfunc
+from loyal.training.churn.scoring import ChurnPyfunc
 
 set_model(ChurnPyfunc())

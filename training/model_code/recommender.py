@@ -3,6 +3,6 @@ Loyal's own wrapper; the wrapper reads the saved bundle's arrays. No pickle is w
 
 from mlflow.models import set_model
 
-from loyal.training.rails import RecommenderPyfunc
+from loyal.training.recommender.rails import RecommenderPyfunc
 
 set_model(RecommenderPyfunc())

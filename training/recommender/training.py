@@ -27,7 +27,7 @@ from loyal.schema import CUSTOMER_ID, TIMESTAMP
 from loyal.store import read_table
 from loyal.tracking import use_home
 from loyal.training import plots
-from loyal.training.evaluate import (
+from loyal.training.recommender.evaluate import (
     TEST_DAYS,
     K,
     difference_interval,
@@ -36,9 +36,9 @@ from loyal.training.evaluate import (
     split,
 )
 from loyal.training.family import Trained, train
-from loyal.training.rails import ARTIFACT, MODEL_NAME, RERANKED, Recommender
-from loyal.training.ranker import VIEWS, FeastFeatures, FeatureSource, LabelledStage, RankerConfig, Reranker, Stage
-from loyal.training.recommenders import BASELINES, from_recipe, recipe
+from loyal.training.recommender.rails import ARTIFACT, MODEL_NAME, RERANKED, Recommender
+from loyal.training.recommender.ranker import VIEWS, FeastFeatures, FeatureSource, LabelledStage, RankerConfig, Reranker, Stage
+from loyal.training.recommender.models import BASELINES, from_recipe, recipe
 from loyal.training.registry import (
     Champion,
     Decision,

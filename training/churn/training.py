@@ -26,9 +26,9 @@ from loyal.locking import writes_home
 from loyal.schema import CUSTOMER_ID, TIMESTAMP
 from loyal.store import read_table
 from loyal.training import plots
-from loyal.training.churn_baselines import CHURN_BASELINES, VALUE_BASELINES
-from loyal.training.churn_data import FEATURE_SERVICE, HORIZON_DAYS, snapshot, training_cutoffs
-from loyal.training.churn_evaluate import (
+from loyal.training.churn.baselines import CHURN_BASELINES, VALUE_BASELINES
+from loyal.training.churn.data import FEATURE_SERVICE, HORIZON_DAYS, snapshot, training_cutoffs
+from loyal.training.churn.evaluate import (
     LEAKAGE_AUC,
     calibration_curve,
     churn_metrics,
@@ -37,8 +37,8 @@ from loyal.training.churn_evaluate import (
     value_metrics,
     with_intervals,
 )
-from loyal.training.churn_model import CATEGORICAL_FEATURES, ChurnConfig, ChurnModel
-from loyal.training.churn_scoring import ARTIFACT, MODEL_NAME
+from loyal.training.churn.model import CATEGORICAL_FEATURES, ChurnConfig, ChurnModel
+from loyal.training.churn.scoring import ARTIFACT, MODEL_NAME
 from loyal.training.family import Trained, train
 from loyal.training.registry import (
     Champion,

@@ -22,9 +22,9 @@ import torch
 from loyal.features.repo import features_by_entity
 from loyal.schema import CUSTOMER_ID, ITEM_ID
 from loyal.training.artifacts import Arrays
-from loyal.training.evaluate import Interactions, top_k
+from loyal.training.recommender.evaluate import Interactions, top_k
 from loyal.training.optimise import train_epochs
-from loyal.training.recommenders import (
+from loyal.training.recommender.models import (
     ALS,
     EASE,
     ItemKNN,

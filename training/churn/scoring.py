@@ -18,9 +18,9 @@ from loyal.dates import midnight
 from loyal.schema import CUSTOMER_ID
 from loyal.store import read_table
 from loyal.tracking import client
-from loyal.training.churn_data import snapshot
-from loyal.training.churn_explain import top_drivers
-from loyal.training.churn_model import ChurnModel
+from loyal.training.churn.data import snapshot
+from loyal.training.churn.explain import top_drivers
+from loyal.training.churn.model import ChurnModel
 from loyal.training.registry import champion_version, load_version
 
 MODEL_NAME = "loyal-churn"

@@ -28,9 +28,9 @@ from loyal.schema import CUSTOMER_ID, ITEM_ID
 from loyal.suppression import Suppression
 from loyal.tracking import client
 from loyal.training import artifacts
-from loyal.training.evaluate import Interactions, K, top_k
-from loyal.training.ranker import Reranker, Stage
-from loyal.training.recommenders import from_recipe, recipe
+from loyal.training.recommender.evaluate import Interactions, K, top_k
+from loyal.training.recommender.ranker import Reranker, Stage
+from loyal.training.recommender.models import from_recipe, recipe
 from loyal.training.registry import champion_version, load_version
 
 MODEL_NAME = "loyal-recommender"

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from loyal.schema import COUNTRY, LOYALTY_TIER
-from loyal.training.churn_model import CATEGORICAL_FEATURES, ChurnModel
+from loyal.training.churn.model import CATEGORICAL_FEATURES, ChurnModel
 
 PLAIN_NAMES = {
     "recency_days": "days since the last purchase",

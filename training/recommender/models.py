@@ -19,7 +19,7 @@ from implicit.nearest_neighbours import BM25Recommender
 from threadpoolctl import threadpool_limits
 
 from loyal.training.artifacts import Arrays
-from loyal.training.evaluate import Interactions
+from loyal.training.recommender.evaluate import Interactions
 
 
 def _buyers(train: Interactions, max_age_days: float | None = None) -> np.ndarray:
