@@ -52,7 +52,8 @@ def test_a_saved_recommender_answers_in_a_fresh_process_exactly_as_the_trained_o
     # discover answered by a baseline, as where one did better on the validation window: it is saved and served too.
     trained = Recommender(*(Reranker(RankerConfig(view=view, candidates_per_source=20, epochs=5)).fit_stages(*stages)
                             for view in ("all", "explore")), served={"discover": EASE(EASEConfig(l2=50.0)).fit(train)})
-    assert trained.recipes()["discover"] == "ease" and trained.recipes()["for_you"] == "reranker_for_you"
+    trained.served["discover"].name = "ease_tuned_explore"
+    assert trained.recipes()["discover"] == "ease_tuned_explore" and trained.recipes()["for_you"] == "reranker_for_you"
     folder = trained.save(tmp_path / "recommender")
     _no_pickle_in(folder)
 
@@ -66,6 +67,7 @@ def test_a_saved_recommender_answers_in_a_fresh_process_exactly_as_the_trained_o
         ask = json.load(open("ask.json"))
         loaded = Recommender.load("{folder}")
         assert loaded.served["discover"].config.l2 == 50.0
+        assert loaded.recipes()["discover"] == "ease_tuned_explore"
         assert "loyal.training.recommender.training" not in sys.modules and "optuna" not in sys.modules
         frames = [loaded.recommend(ask["customers"], rail, 10).assign(rail=rail) for rail in RAILS]
         frames.append(loaded.similar_to(ask["items"], 10).rename(columns={{"query_item_id": "customer_id"}})

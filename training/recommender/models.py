@@ -264,14 +264,16 @@ RECIPES = {cls.__name__: cls for cls in (Popularity, PersonalFrequency, ItemKNN,
 
 
 def recipe(model) -> dict:
-    """What makes `model` again: its class and config."""
-    return {"class": type(model).__name__, "config": asdict(model.config)}
+    """What makes `model` again: its class, config and name (a tuned baseline's says which tuning)."""
+    return {"class": type(model).__name__, "config": asdict(model.config), "name": model.name}
 
 
 def from_recipe(made: dict):
     """An unfitted model from `recipe`'s answer."""
     cls = RECIPES[made["class"]]
-    return cls(type(cls().config)(**made["config"]))
+    model = cls(type(cls().config)(**made["config"]))
+    model.name = made.get("name", model.name)
+    return model
 
 
 BASELINES = (

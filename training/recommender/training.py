@@ -133,6 +133,7 @@ def _baselines(tuned: dict[str, dict]) -> dict:
     models = {make().name: make() for make in BASELINES}
     for label, (name, params) in tuned.items():
         models[label] = baseline_from(name, params)
+        models[label].name = label  # what the reports and a rail it answers call it
     return models
 
 
