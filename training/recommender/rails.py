@@ -108,9 +108,9 @@ class Recommender:
                 "buy_again": self.stage.sources["personal_frequency"].name,
                 "similar_items": self.stage.sources["item_knn"].name, "trending": f"trending_{TRENDING_DAYS}d"}
 
-    def purchase_lines(self) -> np.ndarray:
+    def items_bought(self) -> np.ndarray:
         """How many distinct items each known customer bought before the cutoff (by position): their activity."""
-        return np.diff(self.stage.train.counts.tocsr().indptr)
+        return self.stage.customer_items
 
     # ------------------------------------------------------------------------------------------- scores
     def scores(self, positions: np.ndarray, rail: str) -> np.ndarray:
@@ -370,7 +370,7 @@ class Rails:
         r = self.recommender
         customers = np.arange(len(r.customers))
         if len(customers) > CACHED_CUSTOMERS:
-            customers = np.sort(np.argsort(-r.purchase_lines(), kind="stable")[:CACHED_CUSTOMERS])
+            customers = np.sort(np.argsort(-r.items_bought(), kind="stable")[:CACHED_CUSTOMERS])
         depth = min(CACHED_ITEMS, len(r.items))
         items = np.full((len(customers), depth), -1, dtype=np.int64)
         scores = np.full((len(customers), depth), -np.inf)

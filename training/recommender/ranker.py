@@ -31,6 +31,8 @@ from loyal.training.recommender.models import (
     PersonalFrequency,
     Popularity,
     PopularityConfig,
+    from_recipe,
+    recipe,
 )
 
 VIEWS = ("all", "explore")
@@ -138,21 +140,17 @@ class Stage:
         self.customer_items = np.diff(train.counts.indptr).astype(np.float32)
 
     def save(self, arrays: Arrays) -> dict:
-        """Write the stage's fitted sources and features into `arrays`; returns its config (each source's)."""
+        """Write the stage's fitted sources and features into `arrays`; returns its config (each source's recipe)."""
         arrays.put("stage.customer_features", self.customer_features)
         arrays.put("stage.item_features", self.item_features)
         for name, source in self.sources.items():
             source.save(arrays, f"source.{name}")
-        return {name: asdict(source.config) for name, source in self.sources.items()}
+        return {name: recipe(source) for name, source in self.sources.items()}
 
     @classmethod
     def load(cls, train: Interactions, config: dict, arrays: Arrays) -> Stage:
         """The stage `save` wrote, on the matrix it was fitted on: nothing is fitted again."""
-        sources = {}
-        for name, factory in SOURCES.items():
-            source = factory()
-            source.config = type(source.config)(**config[name])
-            sources[name] = source.load(train, arrays, f"source.{name}")
+        sources = {name: from_recipe(config[name]).load(train, arrays, f"source.{name}") for name in SOURCES}
         stage = cls.__new__(cls)
         stage._set(train, sources, arrays["stage.customer_features"], arrays["stage.item_features"])
         return stage
