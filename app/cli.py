@@ -434,12 +434,41 @@ def campaign_measure(
     _print_json(result)
 
 
+events_app = typer.Typer(
+    help="The event log: views, add-to-carts, purchases and returns as they happen (the service's POST /events "
+    "takes the same). The next ingest or retrain folds them into the canonical tables, each once.",
+    no_args_is_help=True,
+)
+app.add_typer(events_app, name="events")
+
+
+@events_app.command(
+    "push",
+    epilog="Columns (CSV) or keys (JSON lines): event_id, customer_id, item_id, type (view, add_to_cart, purchase, "
+    "return), timestamp (ISO 8601; UTC without a zone), and for purchase and return quantity and unit_price; "
+    "optional channel (web, app, store) and order_id.\n\nExample:\n\n  loyal events push todays-events.csv",
+)
+def events_push(
+    path: Path = typer.Argument(..., help="a .csv or .jsonl file (or .gz of either)", metavar="FILE"),
+) -> None:
+    """Append a file's events to the event log and print a JSON summary: accepted, duplicates (an event_id already
+    in the log), rejected (index and problem of each malformed event; the others are kept), suppressed (events of
+    forgotten customers, not kept). Each accepted event is on disk before this returns."""
+    from loyal.events import push_file
+
+    try:
+        summary = push_file(loyal_home(), path)
+    except LoyalError as error:
+        raise _fail(error) from None
+    _print_json(summary)
+
+
 @app.command(epilog="Example:\n\n  loyal forget 17850 12583")
 def forget(
     customer_ids: list[str] = typer.Argument(..., help="the customers to erase", metavar="CUSTOMER_ID..."),
 ) -> None:
-    """Erase customers everywhere Loyal keeps them: canonical tables, quarantine, offline features, online store and
-    contact history. They go on the suppression list, so no later ingest, training set or campaign holds them and
+    """Erase customers everywhere Loyal keeps them: event log, canonical tables, quarantine, offline features, online
+    store and contact history. They go on the suppression list, so no later ingest, training set or campaign holds them and
     the service answers them as strangers. The audit log ($LOYAL_HOME/erasures.jsonl) records the erasure's time
     and counts, never the ids."""
     from loyal.app.forget import forget as erase

@@ -1,7 +1,7 @@
 """Forgetting customers (the right to erasure): `loyal forget CUSTOMER_ID...`.
 
-Their rows leave the canonical tables, the quarantine files, every kept build's offline features, the online store
-and the contact history. They join the suppression list (hashes, not ids), which keeps them out of every later
+Their rows leave the event log, the canonical tables, the quarantine files, every kept build's offline features,
+the online store and the contact history. They join the suppression list (hashes, not ids), which keeps them out of every later
 ingest, training set and campaign, and which the running service reads to answer them as strangers. The audit
 log records that an erasure happened, when, and how much it removed, never who.
 
@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from loyal.errors import LoyalError
+from loyal.events import EventLog
 from loyal.features.online import erase
 from loyal.features.repo import forget_offline, open_store
 from loyal.ingest import normal_id, scrub_quarantine
@@ -46,6 +47,7 @@ def forget(home: Path, customer_ids: list[str]) -> dict:
         # Suppressed first: should this erasure be interrupted, the customers are already left out of every later
         # ingest, campaign and answer, and running the same `loyal forget` again finishes the job.
         removed: dict = {"suppressed_now": suppress(home, ids)}
+        removed["event_log_rows"] = _forget_events(home, ids)
         removed["canonical_rows"] = drop_customers(home, ids)
         removed["quarantine_rows"] = scrub_quarantine(home, ids)
         removed["offline_feature_rows"] = forget_offline(home, ids)
@@ -58,3 +60,13 @@ def forget(home: Path, customer_ids: list[str]) -> dict:
             log.write(json.dumps(entry) + "\n")
         pending.unlink()
     return entry
+
+
+def _forget_events(home: Path, ids: set[str]) -> int:
+    if not Home(home).events.exists():
+        return 0
+    log = EventLog(home)
+    try:
+        return log.forget(ids)
+    finally:
+        log.close()

@@ -40,6 +40,12 @@ class Home:
         return self.root / "canonical"
 
     @property
+    def events(self) -> Path:
+        """The event log: every event the web shop or `loyal events push` sent; the canonical manifest says how far
+        it has been folded into the tables (events.py)."""
+        return self.root / "events.db"
+
+    @property
     def quarantine(self) -> Path:
         """Rows ingest set aside, with their reasons."""
         return self.root / "quarantine"

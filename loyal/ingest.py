@@ -22,6 +22,7 @@ from loyal import contract
 from loyal import schema as s
 from loyal.contract import Limits
 from loyal.errors import LoyalError
+from loyal.events import fold
 from loyal.home import Home
 from loyal.locking import writing
 from loyal.readers import read_raw
@@ -402,6 +403,7 @@ def _commit(batches: list[Batch], fmt: str, source: str, home: Path) -> dict:
     quarantine_tmp: list[Path] = []
     rows_erased = 0
     try:
+        folded = fold(staging, home)
         for batch in batches:
             for name, frame in batch.frames.items():
                 erased = _erased(home, frame)
@@ -430,7 +432,7 @@ def _commit(batches: list[Batch], fmt: str, source: str, home: Path) -> dict:
         entry = counts.setdefault(batch.table, {"rows_read": 0, "rows_kept": 0})
         entry["rows_read"] += batch.rows_read
         entry["rows_kept"] += int(batch.verdicts.kept.sum())
-    summary = _summary(fmt, source, home, counts, reasons, merged, quarantine_files)
+    summary = _summary(fmt, source, home, counts, reasons, merged, quarantine_files) | {"event_log": folded}
     if rows_erased:
         summary["rows_of_erased_customers_dropped"] = rows_erased
     return summary
@@ -522,6 +524,7 @@ def _commit_synthetic(world, config: SyntheticConfig, home: Path) -> dict:
         staging.add(name, chunk)
 
     try:
+        folded = fold(staging, home)
         add(s.CUSTOMERS.name, customers_table(world))
         add(s.ITEMS.name, items_table(world))
         for transactions, events in activity_blocks(world):
@@ -533,7 +536,21 @@ def _commit_synthetic(world, config: SyntheticConfig, home: Path) -> dict:
         raise
     save_truth(ground_truth(world), home)
     source = f"synthetic(customers={config.customers}, days={config.days}, seed={config.seed})"
-    return _summary("synthetic", source, home, counts, {}, merged, [])
+    return _summary("synthetic", source, home, counts, {}, merged, []) | {"event_log": folded}
+
+
+def fold_events(home: Path) -> dict[str, int]:
+    """Fold the event log's new events into the canonical tables alone (`loyal retrain` without a file): what was
+    folded, in counts."""
+    with writing(home, "ingest"):
+        staging = Staging(home)
+        try:
+            folded = fold(staging, home)
+            staging.commit()
+        except BaseException:
+            staging.abort()
+            raise
+    return folded
 
 
 def ingest_file(fmt: str, path: Path, home: Path, config: IngestConfig = IngestConfig()) -> dict:

@@ -7,8 +7,10 @@ names from this module instead of writing the strings keeps them from drifting a
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import pyarrow as pa
+from pydantic import StringConstraints
 
 CUSTOMER_ID = "customer_id"
 ITEM_ID = "item_id"
@@ -31,6 +33,8 @@ CHANNELS = ("web", "app", "store")  # where a purchase or a visit happened
 EVENT_TYPES = ("view", "add_to_cart")
 # The longest id (customer, item, order) that ingest keeps and the service accepts: ids are keys, not text.
 MAX_ID_LENGTH = 64
+# An id as the API and the event log take it: 1 to MAX_ID_LENGTH characters.
+Id = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH)]
 # Free text (an item's description, a category) is cut to this many characters at ingest: every answer that shows
 # it stays small whatever one row of a file held.
 MAX_TEXT_LENGTH = 200

@@ -31,14 +31,16 @@ MANIFEST = "manifest.json"
 
 
 def manifest(home: Path) -> dict:
-    """{"generation": n, "tables": {table name: file name under canonical/}}. A home written before manifests holds
-    one file per table, named after it: generation 0."""
+    """{"generation": n, "tables": {table name: file name under canonical/}, "events_folded": the sequence number of
+    the last event of the log in those tables}. A home written before manifests holds one file per table, named
+    after it: generation 0."""
     try:
-        return json.loads((Home(home).canonical / MANIFEST).read_text())
+        current = json.loads((Home(home).canonical / MANIFEST).read_text())
     except FileNotFoundError:
         folder = Home(home).canonical
-        return {"generation": 0,
-                "tables": {name: f"{name}.parquet" for name in TABLES if (folder / f"{name}.parquet").exists()}}
+        current = {"generation": 0,
+                   "tables": {name: f"{name}.parquet" for name in TABLES if (folder / f"{name}.parquet").exists()}}
+    return {"events_folded": 0} | current
 
 
 def table_path(home: Path, table: Table) -> Path | None:
@@ -47,14 +49,16 @@ def table_path(home: Path, table: Table) -> Path | None:
     return None if name is None else Home(home).canonical / name
 
 
-def _write_manifest(home: Path, tables: dict[str, str], generation: int) -> None:
+def _write_manifest(home: Path, tables: dict[str, str], generation: int, events_folded: int) -> None:
     """Switch to a new manifest: written beside the old one, flushed, renamed over it (the commit)."""
     folder = Home(home).canonical
+    folder.mkdir(parents=True, exist_ok=True)
     for name in tables.values():
         _flush(folder / name)
     tmp = folder / f".{MANIFEST}.tmp"
     with open(tmp, "w") as handle:
-        json.dump({"generation": generation, "tables": dict(sorted(tables.items()))}, handle)
+        json.dump({"generation": generation, "tables": dict(sorted(tables.items())), "events_folded": events_folded},
+                  handle)
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, folder / MANIFEST)
@@ -202,6 +206,7 @@ class Staging:
         self.home = home
         self.current = manifest(home)
         self.generation = self.current["generation"] + 1
+        self.events_folded = self.current["events_folded"]  # moved on by events.fold
         self.facts: dict[str, _FactWriter] = {}
         self.entities: dict[str, list[pa.Table]] = {}
 
@@ -236,9 +241,9 @@ class Staging:
                 changed, report[name] = _upsert_entities(self._old(name), self._target(name), TABLES[name], chunks)
                 if changed:
                     written.append(name)
-            if written:
+            if written or self.events_folded != self.current["events_folded"]:
                 tables = self.current["tables"] | {name: self._target(name).name for name in written}
-                _write_manifest(self.home, tables, self.generation)
+                _write_manifest(self.home, tables, self.generation, self.events_folded)
         except BaseException:
             self.abort()
             raise
@@ -292,7 +297,7 @@ def drop_customers(home: Path, customer_ids: set[str]) -> dict[str, int]:
         else:
             target.unlink()
     if any(removed.values()):
-        _write_manifest(home, tables, generation)
+        _write_manifest(home, tables, generation, current["events_folded"])
     discard_unreferenced_tables(home)  # the older generations still hold the erased rows
     return removed
 

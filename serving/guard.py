@@ -9,7 +9,8 @@ In order, for every request:
    `Authorization: Bearer <token>`, compared in constant time: 401 otherwise;
 3. a body must be `application/json` (415) and at most LOYAL_MAX_BODY_BYTES (default 1 MiB; 413), read before the
    request goes on, so a large body is refused without being held in memory whole;
-4. while the models are not loaded, /readyz answers 503 with the reason and the API routes 503;
+4. while the models are not loaded, /readyz answers 503 with the reason and the API routes 503, but for
+   /events, which needs no model;
 5. answers about customers carry `Cache-Control: no-store` and `X-Content-Type-Options: nosniff`.
 
 Refusals are logged by the access log as one line (route and status). BentoML logs a request its validation refuses
@@ -37,6 +38,7 @@ DEFAULT_MAX_BODY_BYTES = 1 << 20
 # Open without a token: probes, the metrics scraper, and the API's own documentation (which holds no data).
 OPEN_PATHS = ("/livez", "/readyz", "/healthz", "/metrics", "/docs.json", "/schema.json", "/static_content/")
 BODY_METHODS = ("POST", "PUT", "PATCH")
+WITHOUT_MODELS = ("/events",)  # routes that answer while the models load: the shop's events are never turned away
 PRIVATE_HEADERS = [(b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff")]
 
 
@@ -92,7 +94,7 @@ class Guard:
             if not complete:
                 return await _answer(send, 413, {"error": f"the body is over {self.max_body} bytes"})
             receive = _replay(body)
-        if not is_open and readiness.reason is not None:
+        if not is_open and readiness.reason is not None and path not in WITHOUT_MODELS:
             return await _answer(send, 503, {"error": f"not ready: {readiness.reason}"})
         await self.app(scope, receive, send if is_open else _private(send))
 

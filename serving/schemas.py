@@ -4,19 +4,18 @@ a 400 naming the field) and writes the OpenAPI page from their descriptions and 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal, Optional
+from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field
 
-from loyal.schema import MAX_ID_LENGTH
+from loyal.events import MAX_BATCH, Event
+from loyal.schema import Id
 
 Rail = Literal["for_you", "buy_again", "discover", "similar_items", "trending"]
 Channel = Literal["web", "app", "store", "email"]
 MAX_K = 100
 MAX_CHURN_IDS = 1_000
 MAX_EXCLUDED = 1_000
-# An id as the canonical tables hold it: 1 to 64 characters (the longest ingest keeps).
-Id = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH)]
 
 
 class _Request(BaseModel):
@@ -102,3 +101,27 @@ class OfferResponse(BaseModel):
     expected_value: Optional[float] = None
     expires_at: datetime
     model_versions: dict[str, str]
+
+
+class EventsRequest(_Request):
+    events: list[Any] = Field(min_length=1, max_length=MAX_BATCH, description=(
+        "Up to 1,000 events, each checked alone (see Event): a malformed one is rejected by its index, the others "
+        f"are kept. Each event: {', '.join(Event.model_fields)}."))
+
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"example": {"events": [
+        {"event_id": "e-1", "customer_id": "17850", "item_id": "85123A", "type": "view",
+         "timestamp": "2026-12-01T10:15:00Z", "channel": "web"},
+        {"event_id": "e-2", "customer_id": "17850", "item_id": "85123A", "type": "purchase", "quantity": 2,
+         "unit_price": 2.55, "timestamp": "2026-12-01T10:17:00Z", "order_id": "o-9"}]}})
+
+
+class Rejection(BaseModel):
+    index: int = Field(description="The event's position in the request, from 0.")
+    error: str = Field(description="The field and what is wrong with it.", examples=["quantity: required for a purchase"])
+
+
+class EventsResponse(BaseModel):
+    accepted: int = Field(description="Events now in the log, on disk.")
+    duplicates: int = Field(description="Events whose event_id the log already held (or held twice): not kept again.")
+    rejected: list[Rejection]
+    suppressed: int = Field(description="Events of customers erased by `loyal forget`: not kept.")

@@ -27,6 +27,7 @@ import bentoml
 from bentoml.exceptions import NotFound
 from pydantic.warnings import PydanticDeprecatedSince211
 
+from loyal.events import EventLog
 from loyal.home import OWNER_ONLY, loyal_home
 from loyal.noise import silence_third_parties
 from loyal.serving import schemas
@@ -40,7 +41,7 @@ RELOAD_ENV = "LOYAL_RELOAD_SECONDS"  # how often to look for a new champion (def
 TRACING_ENV = "LOYAL_TRACING"  # set to 1 to trace the API routes (with an exporter in a BentoML config file)
 ATTEMPTS_ENV = "LOYAL_LOAD_ATTEMPTS"  # tries at loading the models before the service stops (default 3)
 RETRY_ENV = "LOYAL_LOAD_RETRY_SECONDS"  # between those tries (default 10)
-API_ROUTES = ["/recommend", "/churn", "/offers"]
+API_ROUTES = ["/recommend", "/churn", "/offers", "/events"]
 # BentoML 1.4 reads `model_fields` from each request's instance; Pydantic 2.11 warns about it on every request.
 warnings.filterwarnings("ignore", category=PydanticDeprecatedSince211, module="_bentoml_impl")
 
@@ -71,6 +72,7 @@ class Loyal:
         log_client_errors_in_one_line()
         policy = os.environ.get(POLICY_ENV)
         self.home, self.policy = loyal_home(), Path(policy) if policy else None
+        self.event_log = EventLog(self.home)  # events need no model: taken even while the models load
         self.engine: Engine | None = None
         self.reload_seconds = float(os.environ.get(RELOAD_ENV, "30"))
         self._looked_at, self._reloading = time.monotonic(), threading.Lock()
@@ -158,6 +160,16 @@ class Loyal:
     async def offers(self, **request: Any) -> schemas.OfferResponse:
         """One personalised offer: recommended items and an incentive chosen by the offer policy."""
         return self._engine().offer(schemas.OfferRequest(**request))
+
+    # A thread, not the event loop: the answer waits for the disk (the events are durable before it is sent).
+    @bentoml.api(route="/events", input_spec=schemas.EventsRequest, output_spec=schemas.EventsResponse)
+    def events(self, ctx: bentoml.Context, **request: Any) -> schemas.EventsResponse:
+        """Up to 1,000 events (views, add-to-carts, purchases, returns), answered 202 once the accepted ones are on
+        disk. A repeated event_id is a duplicate; a malformed event is rejected by index, the others kept."""
+        receipt = self.event_log.append(schemas.EventsRequest(**request).events)
+        ctx.response.status_code = 202
+        return schemas.EventsResponse(accepted=receipt.accepted, duplicates=receipt.duplicates,
+                                      rejected=receipt.rejected, suppressed=receipt.suppressed)
 
 
 # Outermost first: the host is checked before the token, the token before the body is read.

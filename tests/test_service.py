@@ -337,7 +337,34 @@ def test_a_forgotten_customer_appears_nowhere_afterwards(served_home, client, kn
     assert gone not in set(read_table(served_home, "transactions")["customer_id"])
 
 
-@pytest.mark.parametrize("path", ["/recommend", "/churn", "/offers"])
+def test_events_are_answered_202_once_durable_with_duplicates_and_rejections_by_index(client, served_home):
+    """POST /events: the good events kept, a repeated id a duplicate, a malformed one rejected by index and field;
+    folded into the canonical tables by the next ingest."""
+    from loyal.ingest import fold_events
+
+    at, shopper = datetime.now(timezone.utc).isoformat(), "first-time-shopper"
+    events = [
+        {"event_id": "svc-1", "customer_id": shopper, "item_id": "i-seen", "type": "view", "timestamp": at},
+        {"event_id": "svc-2", "customer_id": shopper, "item_id": "i-seen", "type": "purchase", "quantity": 1,
+         "unit_price": 3.0, "timestamp": at, "channel": "app"},
+        {"event_id": "svc-2", "customer_id": shopper, "item_id": "i-seen", "type": "purchase", "quantity": 1,
+         "unit_price": 3.0, "timestamp": at},
+        {"event_id": "svc-3", "customer_id": shopper, "item_id": "i-seen", "type": "purchase", "timestamp": at},
+        ["not", "an", "object"],
+    ]
+    answer = client.post("/events", json={"events": events})
+    assert answer.status_code == 202, answer.text
+    assert answer.json() == {"accepted": 2, "duplicates": 1, "suppressed": 0, "rejected": [
+        {"index": 3, "error": "quantity: required for a purchase"}, {"index": 4, "error": "an event is a JSON object"}]}
+    again = client.post("/events", json={"events": events[:2]})
+    assert again.status_code == 202 and again.json()["duplicates"] == 2
+    for body in ({"events": []}, {"events": [events[0]] * 1001}, {"events": events[0]}, {"event": [events[0]]}):
+        assert client.post("/events", json=body).status_code == 400
+    folded = fold_events(served_home)
+    assert (folded["purchases"], folded["browsing"]) == (1, 1)
+
+
+@pytest.mark.parametrize("path", ["/recommend", "/churn", "/offers", "/events"])
 def test_fuzzed_requests_never_get_a_server_error(app, path):
     """Requests schemathesis makes from the OpenAPI spec, valid and invalid: any answer but a 5xx."""
     from hypothesis import strategies
@@ -354,7 +381,7 @@ def test_fuzzed_requests_never_get_a_server_error(app, path):
         assert response.status_code < 500, (case.body, response.text)
 
     call()
-    assert 200 in answers and 400 in answers  # valid bodies get through, invalid ones are told why
+    assert {200, 202} & set(answers) and 400 in answers  # valid bodies get through, invalid ones are told why
 
 
 PERSONAL = ["personal-4711", "personal-0815", "personal-1234"]  # ids that no log line can hold by chance
@@ -395,14 +422,16 @@ def test_a_real_server_with_a_token_fuzzed_answers_no_5xx_and_logs_no_customer_i
         offer = httpx.post(f"{base}/offers", json={"customer_id": known[0]}, headers=auth, timeout=10)
         assert offer.status_code == 200 and offer.json()["items"]
         # Every API route needs the token; health and metrics stay open.
+        view = {"event_id": "fuzz-view", "customer_id": known[0], "item_id": "i1", "type": "view",
+                "timestamp": datetime.now(timezone.utc).isoformat()}
         bodies = {"/recommend": {"customer_id": known[0]}, "/churn": {"customer_ids": [known[0]]},
-                  "/offers": {"customer_id": known[0]}}
+                  "/offers": {"customer_id": known[0]}, "/events": {"events": [view]}}
         for path, body in bodies.items():
             for headers in ({}, {"authorization": "Bearer wrong"}, {"authorization": token},
                             {"authorization": f"Basic {token}"}):
                 answer = httpx.post(f"{base}{path}", json=body, headers=headers, timeout=10)
                 assert answer.status_code == 401 and answer.headers["www-authenticate"] == "Bearer", (path, headers)
-            assert httpx.post(f"{base}{path}", json=body, headers=auth, timeout=10).status_code == 200
+            assert httpx.post(f"{base}{path}", json=body, headers=auth, timeout=10).status_code in (200, 202)
         for path in ("/readyz", "/livez", "/metrics"):
             assert httpx.get(f"{base}{path}", timeout=10).status_code == 200, path
         refused = [
@@ -423,7 +452,7 @@ def test_a_real_server_with_a_token_fuzzed_answers_no_5xx_and_logs_no_customer_i
         spec = httpx.get(f"{base}/docs.json", timeout=10).text
         schema = schemathesis.openapi.from_url(f"{base}/docs.json")
         before_fuzzing = log.read_text(errors="replace")  # what the server says of itself and of the requests above
-        for path in ("/recommend", "/churn", "/offers"):
+        for path in ("/recommend", "/churn", "/offers", "/events"):
             operation = schema[path]["POST"]
 
             @given(case=strategies.one_of(operation.as_strategy(schemathesis.GenerationMode.POSITIVE),

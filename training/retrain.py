@@ -1,5 +1,5 @@
-"""`loyal retrain`: the scheduled job that keeps both models fresh. It ingests what is new, rebuilds and
-materializes the features, trains a challenger of each family with a small tuning budget, and lets each take
+"""`loyal retrain`: the scheduled job that keeps both models fresh. It ingests what is new (a file, and the
+event log's new events), rebuilds and materializes the features, trains a challenger of each family with a small tuning budget, and lets each take
 `champion` only through the gate (`champion.yaml`): better than the current champion by the margin on the latest
 holdout window, no guardrail worse. The service picks up a moved alias by itself.
 
@@ -29,7 +29,7 @@ import mlflow
 
 from loyal.errors import LoyalError
 from loyal.features.repo import build, materialize
-from loyal.ingest import ingest_file
+from loyal.ingest import fold_events, ingest_file
 from loyal.home import Home
 from loyal.locking import writing
 from loyal.schema import TABLES
@@ -104,7 +104,8 @@ def retrain(home: Path, as_of: date | None = None, data: Path | None = None, dat
     if trials < 0:
         raise LoyalError(f"--trials must be 0 or more, not {trials}")
     with exclusive(home), writing(home, "retrain"):
-        summary = {"ingest": ingest_file(data_format, data, home)} if data is not None else {}
+        summary = ({"ingest": ingest_file(data_format, data, home)} if data is not None
+                   else {"event_log": fold_events(home)})
         as_of = _as_of(home, as_of)
         fingerprint = data_fingerprint(home)
         key = hashlib.sha256(json.dumps([fingerprint, str(as_of), trials, gate], sort_keys=True).encode()).hexdigest()
