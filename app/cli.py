@@ -455,9 +455,11 @@ def events_push(
     in the log), rejected (index and problem of each malformed event; the others are kept), suppressed (events of
     forgotten customers, not kept). Each accepted event is on disk before this returns."""
     from loyal.events import push_file
+    from loyal.features.repo import online_state
 
     try:
-        summary = push_file(loyal_home(), path)
+        state = online_state(loyal_home())
+        summary = push_file(loyal_home(), path, then=state.append_events if state is not None else None)
     except LoyalError as error:
         raise _fail(error) from None
     _print_json(summary)

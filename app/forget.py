@@ -21,7 +21,7 @@ from pathlib import Path
 from loyal.errors import LoyalError
 from loyal.events import EventLog
 from loyal.features.online import erase
-from loyal.features.repo import forget_offline, open_store
+from loyal.features.repo import forget_offline, online_state, open_store
 from loyal.ingest import normal_id, scrub_quarantine
 from loyal.home import Home
 from loyal.locking import writing
@@ -51,8 +51,9 @@ def forget(home: Path, customer_ids: list[str]) -> dict:
         removed["canonical_rows"] = drop_customers(home, ids)
         removed["quarantine_rows"] = scrub_quarantine(home, ids)
         removed["offline_feature_rows"] = forget_offline(home, ids)
-        removed["online_store_entries"] = (erase(open_store(home), CUSTOMER_ID, sorted(ids))
-                                           if (Home(home).feast / "registry.db").exists() else 0)
+        state = online_state(home)
+        removed["online_store_entries"] = erase(open_store(home), CUSTOMER_ID, sorted(ids)) if state else 0
+        removed["online_state_lines"] = state.erase(ids) if state else 0
         removed["contact_history_rows"] = forget_contacts(home, ids)
         entry = {"erased_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "customers": len(ids)}
         entry |= removed | ({"after_an_interrupted_erasure": True} if interrupted else {})

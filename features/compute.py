@@ -29,7 +29,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from loyal.dates import midnight
+from loyal.dates import midnight, utc
 from loyal.schema import (
     CHANNEL,
     CHANNELS,
@@ -541,3 +541,48 @@ def customer_profile(
 
 
 _PANDAS_KINDS = {"int": "int64", "float": "float64", "str": "string", "bool": "boolean"}
+
+
+# -------------------------------------------------------------------------------------------------- customer state
+# A customer's state, which the rails read at request time (features/state.py keeps it online): their purchase
+# history and their session. A line of history is a distinct (item, time, order) of a purchase (quantity > 0); the
+# latest are kept, in the order (time, item, order), the same order the online stores keep them in.
+HISTORY_LINES = 1_000
+SESSION_EVENTS = 20  # the latest views and add-to-carts
+HISTORY = (CUSTOMER_ID, ITEM_ID, TIMESTAMP, ORDER_ID)  # TIMESTAMP: microseconds since 1970, UTC
+SESSION = (CUSTOMER_ID, ITEM_ID, TIMESTAMP, EVENT_TYPE)
+
+
+def purchase_history(transactions: pd.DataFrame, before=None) -> pd.DataFrame:
+    """Every customer's history as of `before` (a time; None: all of it): their latest HISTORY_LINES purchase lines
+    before it, oldest first. An order id is "" where the line has none."""
+    bought = transactions[transactions[QUANTITY] > 0]
+    lines = _latest(bought, before, ORDER_ID, HISTORY_LINES)
+    return lines[list(HISTORY)]
+
+
+def session(events: pd.DataFrame | None, before=None) -> pd.DataFrame:
+    """Every customer's session as of `before`: their latest SESSION_EVENTS views and add-to-carts, oldest first."""
+    if events is None:
+        return pd.DataFrame({column: pd.Series(dtype="int64" if column == TIMESTAMP else "object")
+                             for column in SESSION})
+    return _latest(events, before, EVENT_TYPE, SESSION_EVENTS)[list(SESSION)]
+
+
+def _latest(rows: pd.DataFrame, before, last_key: str, keep: int) -> pd.DataFrame:
+    """The distinct (customer, item, time, last_key) of rows before `before`, each customer's latest `keep`, sorted
+    by customer, time, item and last_key."""
+    if before is not None:
+        rows = rows[rows[TIMESTAMP] < utc(before)]
+    frame = pd.DataFrame({
+        CUSTOMER_ID: rows[CUSTOMER_ID].astype(str).to_numpy(),
+        ITEM_ID: rows[ITEM_ID].astype(str).to_numpy(),
+        TIMESTAMP: _to_micros(rows[TIMESTAMP]),
+        last_key: rows[last_key].astype("string").fillna("").astype(str).to_numpy(),
+    }).drop_duplicates()
+    frame = frame.sort_values([CUSTOMER_ID, TIMESTAMP, ITEM_ID, last_key], kind="stable")
+    return frame.groupby(CUSTOMER_ID, sort=False).tail(keep).reset_index(drop=True)
+
+
+def _to_micros(times: pd.Series) -> np.ndarray:
+    return pd.to_datetime(times, utc=True).astype("datetime64[us, UTC]").astype("int64").to_numpy()

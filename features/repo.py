@@ -34,6 +34,7 @@ from loyal.errors import LoyalError
 from loyal.features import compute, definitions
 from loyal.features.compute import EVENT_TIMESTAMP, FeatureInputs, Snapshots
 from loyal.features.online import OnlineReader, StaleFeaturesWarning
+from loyal.features.state import CustomerState, unfolded_events
 from loyal.home import ONLINE_STORE_ENV, Home
 from loyal.locking import writing
 from loyal.schema import CUSTOMER_ID, CUSTOMERS, EVENTS, ITEM_ID, TIMESTAMP, TRANSACTIONS
@@ -311,7 +312,28 @@ def _materialize(home: Path, full: bool) -> dict:
                 mode = "incremental"
         done[view.name] = {"mode": mode, "from": start.isoformat(), "to": end.isoformat()}
     online = store.config.online_store.type
-    return {"online_store": online, "views": done, "data_until": build_record["data"]["transactions"]["last"]}
+    return {"online_store": online, "views": done, "customer_state": _write_state(home, store),
+            "data_until": build_record["data"]["transactions"]["last"]}
+
+
+def _write_state(home: Path, store) -> dict[str, int]:
+    """Every customer's state as the canonical tables hold it, then the events not folded into them yet."""
+    state = CustomerState(store)
+    history = compute.purchase_history(read_table(home, "transactions"))
+    session = compute.session(read_table(home, "events"))
+    state.replace(history, session)
+    later = unfolded_events(home)
+    state.append(*later)
+    return {"customers": int(history[CUSTOMER_ID].nunique()), "history_lines": len(history),
+            "session_events": len(session), "events_not_yet_folded": sum(len(frame) for frame in later)}
+
+
+def online_state(home: Path) -> CustomerState | None:
+    """The customers' state in the online store; None before the first build (events wait in the log, and the
+    first materialize writes them)."""
+    if not (Home(home).feast / "registry.db").exists():
+        return None
+    return CustomerState(open_store(home))
 
 
 def _earliest(path: Path) -> datetime | None:

@@ -25,7 +25,7 @@ import io
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -132,6 +132,7 @@ class Receipt:
     suppressed: int = 0  # events of forgotten customers: not kept
     rejected: list[dict] = field(default_factory=list)
     rejected_count: int = 0
+    kept: list[tuple] = field(default_factory=list, repr=False)  # the accepted events, as the log holds them
 
     def add(self, other: Receipt) -> None:
         self.accepted += other.accepted
@@ -215,7 +216,7 @@ class EventLog:
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
-        receipt.accepted = len(new)
+        receipt.accepted, receipt.kept = len(new), new
         return receipt
 
     def since(self, offset: int, limit: int = FOLD_ROWS) -> pd.DataFrame:
@@ -311,13 +312,18 @@ def _json_or_none(line: str):
         return None
 
 
-def push_file(home: Path, path: Path, limits: contract.Limits | None = None) -> dict:
-    """`loyal events push FILE`: every event of the file into the log, a batch per transaction; the summary."""
+def push_file(home: Path, path: Path, limits: contract.Limits | None = None,
+              then: Callable[[list[tuple]], None] | None = None) -> dict:
+    """`loyal events push FILE`: every event of the file into the log, a batch per transaction, each batch's kept
+    events then given to `then` (the customers' online state); the summary."""
     events, typed = read_file(path)
     log, receipt = EventLog(home, limits), Receipt()
     try:
         for start in range(0, len(events), MAX_BATCH):
-            receipt.add(log.append(events[start : start + MAX_BATCH], strict=typed, first_index=start))
+            batch = log.append(events[start : start + MAX_BATCH], strict=typed, first_index=start)
+            receipt.add(batch)
+            if then is not None:
+                then(batch.kept)
     finally:
         log.close()
     return {"file": str(path), "events_read": len(events)} | receipt.as_dict()

@@ -28,6 +28,7 @@ from bentoml.exceptions import NotFound
 from pydantic.warnings import PydanticDeprecatedSince211
 
 from loyal.events import EventLog
+from loyal.features.repo import online_state
 from loyal.home import OWNER_ONLY, loyal_home
 from loyal.noise import silence_third_parties
 from loyal.serving import schemas
@@ -73,6 +74,7 @@ class Loyal:
         policy = os.environ.get(POLICY_ENV)
         self.home, self.policy = loyal_home(), Path(policy) if policy else None
         self.event_log = EventLog(self.home)  # events need no model: taken even while the models load
+        self.state = online_state(self.home)
         self.engine: Engine | None = None
         self.reload_seconds = float(os.environ.get(RELOAD_ENV, "30"))
         self._looked_at, self._reloading = time.monotonic(), threading.Lock()
@@ -167,6 +169,8 @@ class Loyal:
         """Up to 1,000 events (views, add-to-carts, purchases, returns), answered 202 once the accepted ones are on
         disk. A repeated event_id is a duplicate; a malformed event is rejected by index, the others kept."""
         receipt = self.event_log.append(schemas.EventsRequest(**request).events)
+        if self.state is not None:  # the customers' state: the next answer follows what they just did
+            self.state.append_events(receipt.kept)
         ctx.response.status_code = 202
         return schemas.EventsResponse(accepted=receipt.accepted, duplicates=receipt.duplicates,
                                       rejected=receipt.rejected, suppressed=receipt.suppressed)

@@ -1,0 +1,240 @@
+"""Each customer's state in the online store: their purchase history and their session (`compute.purchase_history`
+and `compute.session` define both, as of any moment, from the canonical tables). `loyal features materialize` writes
+every customer's state as of the data; every event the service or `loyal events push` takes is appended at once; the
+rails read it at request time. So a purchase made now shows in the next answer, with no retraining.
+
+Why not Feast's push API: `FeatureStore.push` replaces a feature row, so two workers appending to one customer's
+history at the same moment would each write back what it read, and one purchase would be lost. The state lives in
+the online store's own structures behind this one small interface instead, each append one atomic step:
+- SQLite (Feast's online store file): a table of lines keyed by (customer, time, item, order); a transaction
+  inserts the new lines and trims the customer to the latest ones;
+- Redis (Feast's server): a sorted set per customer, scored by time, its members "time, item, order" (so equal
+  times order by item, then order, as in SQLite and in `compute`); a MULTI adds and trims.
+A line appended twice (a retried request, or a materialize meeting an event already appended) is kept once.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Iterable
+
+import pandas as pd
+from feast.infra.online_stores.helpers import get_online_store_from_config
+from feast.infra.online_stores.redis import RedisOnlineStore
+from feast.infra.online_stores.sqlite import SqliteOnlineStore
+
+from loyal.errors import LoyalError
+from loyal.events import BROWSING, COLUMNS, EventLog
+from loyal.features.compute import HISTORY, HISTORY_LINES, SESSION, SESSION_EVENTS
+from loyal.home import Home
+from loyal.schema import CUSTOMER_ID, EVENT_TYPE, ITEM_ID, ORDER_ID, TIMESTAMP
+from loyal.store import manifest
+
+SEPARATOR = "\x1f"  # between the parts of a Redis member: ids never hold control characters (contract.py)
+# name: (columns, the column after customer, item and time that makes a line unique, how many a customer keeps)
+KINDS = {"history": (HISTORY, ORDER_ID, HISTORY_LINES), "session": (SESSION, EVENT_TYPE, SESSION_EVENTS)}
+
+
+class CustomerState:
+    """The customers' state in the online store of a Feast FeatureStore (SQLite or Redis). Safe to share between
+    threads; processes share it through the store."""
+
+    def __init__(self, store):
+        self.project = store.config.project
+        online = get_online_store_from_config(store.config.online_store)
+        if isinstance(online, SqliteOnlineStore):
+            self.backend = _Sqlite(Path(SqliteOnlineStore._get_db_path(store.config)))
+        elif isinstance(online, RedisOnlineStore):
+            self.backend = _Redis(online._get_client(store.config.online_store), f"loyal:{self.project}")
+        else:
+            raise LoyalError(f"customer state needs a SQLite or Redis online store, not {type(online).__name__}")
+
+    def read(self, customer_ids: Iterable[str]) -> dict[str, pd.DataFrame]:
+        """{"history": ..., "session": ...}: the customers' lines (compute.HISTORY and compute.SESSION columns), each
+        customer's oldest first; a customer with none has no rows."""
+        ids = [str(c) for c in customer_ids]
+        return {kind: self.backend.read(kind, ids) for kind in KINDS}
+
+    def append(self, history: pd.DataFrame, session: pd.DataFrame) -> None:
+        """Add lines to the customers' state, each customer trimmed to their latest lines."""
+        for kind, frame in (("history", history), ("session", session)):
+            if len(frame):
+                self.backend.append(kind, frame)
+
+    def append_events(self, rows: list[tuple]) -> None:
+        """Add events as the log keeps them (events.COLUMNS): purchases to the history, browsing to the session."""
+        if rows:
+            self.append(*event_lines(rows))
+
+    def replace(self, history: pd.DataFrame, session: pd.DataFrame) -> None:
+        """Every customer's state, as `compute` gives it: what was there before goes."""
+        for kind, frame in (("history", history), ("session", session)):
+            self.backend.replace(kind, frame)
+
+    def erase(self, customer_ids: Iterable[str]) -> int:
+        """Delete these customers' state; how many lines went."""
+        ids = [str(c) for c in customer_ids]
+        return sum(self.backend.erase(kind, ids) for kind in KINDS)
+
+
+def event_lines(rows: list[tuple] | pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The state lines of events as the log keeps them (events.COLUMNS): purchases become history (an event without
+    an order is its own order, as the fold makes it), views and add-to-carts session. Returns are not history."""
+    frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows, columns=list(COLUMNS))
+    bought = frame[(frame["type"] == "purchase") & (frame["quantity"] > 0)]
+    history = pd.DataFrame({CUSTOMER_ID: bought[CUSTOMER_ID], ITEM_ID: bought[ITEM_ID],
+                            TIMESTAMP: bought[TIMESTAMP].astype("int64"),
+                            ORDER_ID: bought[ORDER_ID].fillna(bought["event_id"])})
+    browsed = frame[frame["type"].isin(BROWSING)]
+    session = pd.DataFrame({CUSTOMER_ID: browsed[CUSTOMER_ID], ITEM_ID: browsed[ITEM_ID],
+                            TIMESTAMP: browsed[TIMESTAMP].astype("int64"), EVENT_TYPE: browsed["type"]})
+    return history.reset_index(drop=True), session.reset_index(drop=True)
+
+
+def unfolded_events(home: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The state lines of the events the canonical tables do not hold yet (past the manifest's offset): what a
+    materialize adds back after writing the state from the tables."""
+    if not Home(home).events.exists():
+        return event_lines([])
+    log = EventLog(home)
+    try:
+        frames, offset = [], manifest(home)["events_folded"]
+        while True:
+            batch = log.since(offset)
+            if batch.empty:
+                break
+            frames.append(batch)
+            offset = int(batch["seq"].iloc[-1])
+    finally:
+        log.close()
+    return event_lines(pd.concat(frames) if frames else [])
+
+
+# -------------------------------------------------------------------------------------------------- SQLite
+class _Sqlite:
+    def __init__(self, path: Path):
+        self.path, self._lock, self._db = path, threading.Lock(), None
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._db is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            for kind, (columns, key, _) in KINDS.items():
+                db.execute(f"CREATE TABLE IF NOT EXISTS loyal_{kind} (customer_id TEXT NOT NULL, item_id TEXT NOT "
+                           f"NULL, timestamp INTEGER NOT NULL, {key} TEXT NOT NULL, PRIMARY KEY (customer_id, "
+                           f"timestamp, item_id, {key})) WITHOUT ROWID")
+            self._db = db
+        return self._db
+
+    def read(self, kind: str, ids: list[str]) -> pd.DataFrame:
+        columns, key, _ = KINDS[kind]
+        rows = []
+        with self._lock:
+            db = self._connection()
+            for start in range(0, len(ids), 500):
+                part = ids[start : start + 500]
+                rows += db.execute(f"SELECT customer_id, item_id, timestamp, {key} FROM loyal_{kind} WHERE customer_id"
+                                   f" IN ({','.join('?' * len(part))}) ORDER BY customer_id, timestamp, item_id, {key}",
+                                   part).fetchall()
+        return _frame(rows, columns)
+
+    def _write(self, kind: str, frame: pd.DataFrame, replace: bool) -> None:
+        columns, key, keep = KINDS[kind]
+        rows = list(frame[list(columns)].itertuples(index=False, name=None))
+        with self._lock:
+            db = self._connection()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                if replace:
+                    db.execute(f"DELETE FROM loyal_{kind}")
+                db.executemany(f"INSERT OR IGNORE INTO loyal_{kind} (customer_id, item_id, timestamp, {key}) "
+                               "VALUES (?, ?, ?, ?)", rows)
+                if not replace:  # compute's frames are trimmed already
+                    for customer in {row[0] for row in rows}:
+                        db.execute(f"DELETE FROM loyal_{kind} WHERE customer_id = ?1 AND (timestamp, item_id, {key}) "
+                                   f"NOT IN (SELECT timestamp, item_id, {key} FROM loyal_{kind} WHERE customer_id = ?1 "
+                                   f"ORDER BY timestamp DESC, item_id DESC, {key} DESC LIMIT ?2)", (customer, keep))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+    def append(self, kind: str, frame: pd.DataFrame) -> None:
+        self._write(kind, frame, replace=False)
+
+    def replace(self, kind: str, frame: pd.DataFrame) -> None:
+        self._write(kind, frame, replace=True)
+
+    def erase(self, kind: str, ids: list[str]) -> int:
+        removed = 0
+        with self._lock:
+            db = self._connection()
+            for start in range(0, len(ids), 500):
+                part = ids[start : start + 500]
+                removed += db.execute(f"DELETE FROM loyal_{kind} WHERE customer_id IN ({','.join('?' * len(part))})",
+                                      part).rowcount
+        return removed
+
+
+# -------------------------------------------------------------------------------------------------- Redis
+class _Redis:
+    def __init__(self, client, prefix: str):
+        self.client, self.prefix = client, prefix
+
+    def _key(self, kind: str, customer: str) -> str:
+        return f"{self.prefix}:{kind}:{customer}"
+
+    def read(self, kind: str, ids: list[str]) -> pd.DataFrame:
+        columns, _, _ = KINDS[kind]
+        pipe = self.client.pipeline(transaction=False)
+        for customer in ids:
+            pipe.zrange(self._key(kind, customer), 0, -1)
+        rows = []
+        for customer, members in sorted(zip(ids, pipe.execute())):
+            for member in members:
+                stamp, item, last = member.decode().split(SEPARATOR)
+                rows.append((customer, item, int(stamp), last))
+        return _frame(rows, columns)
+
+    def _write(self, kind: str, frame: pd.DataFrame, replace: bool) -> None:
+        columns, _, keep = KINDS[kind]
+        per_customer: dict[str, dict[str, int]] = {}
+        for customer, item, stamp, last in frame[list(columns)].itertuples(index=False, name=None):
+            per_customer.setdefault(customer, {})[f"{int(stamp):016d}{SEPARATOR}{item}{SEPARATOR}{last}"] = int(stamp)
+        if replace:
+            stale = {key for key in self.client.scan_iter(match=f"{self.prefix}:{kind}:*", count=1000)}
+            stale -= {self._key(kind, customer).encode() for customer in per_customer}
+            for key in stale:
+                self.client.delete(key)
+        customers = list(per_customer)
+        for start in range(0, len(customers), 1000):
+            pipe = self.client.pipeline(transaction=True)  # MULTI: each customer's add and trim are one step
+            for customer in customers[start : start + 1000]:
+                key = self._key(kind, customer)
+                if replace:
+                    pipe.delete(key)
+                pipe.zadd(key, per_customer[customer])
+                pipe.zremrangebyrank(key, 0, -(keep + 1))
+            pipe.execute()
+
+    def append(self, kind: str, frame: pd.DataFrame) -> None:
+        self._write(kind, frame, replace=False)
+
+    def replace(self, kind: str, frame: pd.DataFrame) -> None:
+        self._write(kind, frame, replace=True)
+
+    def erase(self, kind: str, ids: list[str]) -> int:
+        pipe = self.client.pipeline(transaction=False)
+        for customer in ids:
+            pipe.zcard(self._key(kind, customer))
+            pipe.delete(self._key(kind, customer))
+        answers = pipe.execute()
+        return int(sum(answers[0::2]))
+
+
+def _frame(rows: list[tuple], columns: tuple[str, ...]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=list(columns))
+    frame[TIMESTAMP] = frame[TIMESTAMP].astype("int64")
+    return frame
