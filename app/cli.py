@@ -342,12 +342,17 @@ def train_churn(
 )
 def recommend(
     customers: Path = typer.Option(..., help="a text file with one customer id per line"),
-    rail: str = typer.Option("for_you", help="for_you, buy_again, discover, similar_items or trending"),
+    rail: str = typer.Option("for_you", help="for_you, buy_again, discover, similar_items, trending or "
+                             "recently_viewed"),
     k: int = typer.Option(10, help="items per customer"),
     output: Path = typer.Option(..., help="where to write the rows (.csv or .parquet)"),
+    as_of: Optional[datetime] = typer.Option(None, formats=["%Y-%m-%d"],
+                                             help="the customers as they were at this day's start (default: the day after "
+                                                  "the last purchase)"),
 ) -> None:
-    """Recommendations from the champion loyal-recommender: one row per (customer_id, rank, item_id, score).
-    Customers the model does not know get trending items."""
+    """Recommendations from the champion loyal-recommender: one row per (customer_id, rank, item_id, score), from
+    each customer's history and features as of --as-of (the canonical tables and the offline features; events not
+    yet ingested are not seen). Customers without a history get trending items."""
     from loyal.training.recommender.rails import RAILS
     from loyal.training.recommender.rails import recommend as answer
 
@@ -359,7 +364,7 @@ def recommend(
         if output.suffix not in (".csv", ".parquet"):
             raise LoyalError(f"--output {output}: write .csv or .parquet")
         ids = _customer_ids(customers)
-        rows = answer(loyal_home(), ids, rail, k)
+        rows = answer(loyal_home(), ids, rail, k, as_of.replace(tzinfo=timezone.utc) if as_of else None)
     except LoyalError as error:
         raise _fail(error) from None
     _write_atomically(rows, output)

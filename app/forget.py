@@ -5,8 +5,9 @@ the online store and the contact history. They join the suppression list (hashes
 ingest, training set and campaign, and which the running service reads to answer them as strangers. The audit
 log records that an erasure happened, when, and how much it removed, never who.
 
-Models trained before the erasure still hold the ids among their parameters; the next training no longer sees the
-customers, and until then the suppression list masks them (in the service, `loyal recommend` and campaigns).
+Their state in the online store (history and session) goes too. Models hold items only, so nothing of them is left
+in one: every rail answers them as a stranger at once. The suppression list guards the moments in between (in the
+service, `loyal recommend` and campaigns).
 
 An erasure killed part way leaves `erasure.pending` (when and how many, never who); the customers are on the
 suppression list by then, and the same `loyal forget` run again removes what is left.

@@ -109,7 +109,7 @@ def _train_recommender(home: Path) -> dict:
     # was taken away by hand, the version just trained answers, and the summary says which.
     version = None if champion_version(rails.MODEL_NAME) is not None else summary["version"]
     first_three = pq.read_table(table_path(home, TRANSACTIONS), columns=[CUSTOMER_ID])[CUSTOMER_ID].unique()[:3]
-    sample = rails.recommend(home, first_three.to_pylist(), "for_you", 5, version)
+    sample = rails.recommend(home, first_three.to_pylist(), "for_you", 5, version=version)
     answered_by = "champion" if version is None else f"version {version} (no champion yet)"
     return {"recommender": summary, "recommendations": sample.to_dict(orient="records"), "answered_by": answered_by}
 

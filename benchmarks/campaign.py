@@ -1,7 +1,6 @@
 """Benchmark: an email campaign over a million customers, from their features to the written list.
 
     python benchmarks/campaign.py [--customers 1000000] [--model-customers 20000] [--work DIR] [--repeats 1]
-                                  [--as-trained]
 
 Not timed: the models are trained on a smaller synthetic shop (`--model-customers`; both families, no tuning,
 carrying `champion`) whose MLflow registry the big shop then reads (MLFLOW_TRACKING_URI, as a shared tracking
@@ -10,13 +9,10 @@ last four weeks, weekly, the campaign's date being the latest snapshot.
 
 Timed, `--repeats` times: `loyal.serving.campaign.build` and `record` for the whole population (scoring every
 customer from the offline store, consent, suppression, frequency cap, policy, ranking, budget, control group, items
-for the list, the CSV, MLflow and the contact history). Writes benchmarks/results/campaign.json (with
-`--as-trained`, campaign_as_trained.json) with the machine it ran on and this process's peak resident memory.
+for the list, the CSV, MLflow and the contact history). Writes benchmarks/results/campaign.json with the machine it ran on and this process's peak resident memory.
 
-Items: a recommender trained on the small shop knows few of the big shop's customers, and a customer it does not
-know gets trending items, which cost nothing. A retailer's recommender knows its customers, so by default every id
-is mapped onto one of the customers it knows (`_EveryoneKnown`), and every emailed customer's items are ranked at
-the cost of a known customer's. `--as-trained` leaves the recommender as it is.
+Items: the recommender holds items only and ranks each emailed customer from their history as of the campaign's date,
+so every customer with purchases is ranked as a known one, whichever shop the model was trained on.
 """
 
 from __future__ import annotations
@@ -36,34 +32,6 @@ from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results"
 TARGET_SECONDS = 60.0
-
-
-class _EveryoneKnown:
-    """Stands in for the recommender's customer index as if it had been trained on the whole big shop: each id maps
-    onto one of the customers it knows, so that every list costs what a known customer's costs."""
-
-    def __init__(self, known: int):
-        self.known = known
-
-    def get_indexer(self, ids):
-        import numpy as np
-        import pandas as pd
-
-        return (pd.util.hash_array(np.asarray(ids, dtype=object)) % np.uint64(self.known)).astype(np.int64)
-
-
-def _know_everyone() -> None:
-    """Every champion recommender loaded from now on ranks every customer as a known one."""
-    from loyal.training.recommender import rails
-
-    load_model = rails.load_model
-
-    def load_knowing_everyone(home, version=None):
-        recommender = load_model(home, version)
-        recommender.customers = _EveryoneKnown(len(recommender.customers))
-        return recommender
-
-    rails.load_model = load_knowing_everyone
 
 
 def _train_models(home: Path, customers: int) -> None:
@@ -91,9 +59,6 @@ def main() -> None:
     parser.add_argument("--model-customers", type=int, default=20_000)
     parser.add_argument("--work", type=Path, default=None, help="keep the shops here (reused when present)")
     parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--as-trained", action="store_true",
-                        help="leave the recommender as trained: listed customers it does not know get trending items, "
-                             "which cost nothing (by default every listed customer is ranked as a known one)")
     parser.add_argument("--train-models-into", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.train_models_into:  # in a process of its own: the registry it writes is not the one this one reads
@@ -119,8 +84,6 @@ def main() -> None:
         end = (read_table(big, "transactions")["timestamp"].max() + pd.Timedelta(days=1)).date()
         build(big, BuildConfig(start=end - timedelta(days=28), every=7))
 
-    if not args.as_trained:
-        _know_everyone()
     from loyal.serving.campaign import Campaign, build as build_list, record
     from loyal.tracking import use_home
 
@@ -141,14 +104,13 @@ def main() -> None:
     seconds = [run["seconds"] for run in runs]
     result = {
         "benchmark": "campaign", "customers": args.customers, "model_customers": args.model_customers,
-        "every_listed_customer_known": not args.as_trained,
         "repeats": args.repeats, "seconds_median": statistics.median(seconds), "seconds_max": max(seconds),
         "target_seconds": TARGET_SECONDS, "met": max(seconds) <= TARGET_SECONDS,
         "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2), "runs": runs,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
     }
     RESULTS.mkdir(exist_ok=True)
-    name = "campaign_as_trained.json" if args.as_trained else "campaign.json"
+    name = "campaign.json"
     (RESULTS / name).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 

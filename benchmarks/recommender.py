@@ -43,6 +43,7 @@ def _summary(seconds: list[float]) -> dict:
 
 
 def real(data: Path, repeats: int) -> dict:
+    from loyal.features.compute import purchase_history
     from loyal.features.repo import build
     from loyal.ingest import ingest_file
     from loyal.schema import TIMESTAMP
@@ -66,7 +67,7 @@ def real(data: Path, repeats: int) -> dict:
                                     for v in ("all", "explore")))
         fit_seconds.append(time.perf_counter() - began)
         began = time.perf_counter()
-        rows = recommender.recommend(train.customers, "for_you", 10)
+        rows = recommender.recommend(purchase_history(transactions, cutoff), train.customers, "for_you", 10, cutoff)
         recommend_seconds.append(time.perf_counter() - began)
     return {
         "data": str(data), "train_end": str(cutoff.date()), "customers": len(train.customers),

@@ -6,10 +6,11 @@ rails read it at request time. So a purchase made now shows in the next answer, 
 Why not Feast's push API: `FeatureStore.push` replaces a feature row, so two workers appending to one customer's
 history at the same moment would each write back what it read, and one purchase would be lost. The state lives in
 the online store's own structures behind this one small interface instead, each append one atomic step:
-- SQLite (Feast's online store file): a table of lines keyed by (customer, time, item, order); a transaction
-  inserts the new lines and trims the customer to the latest ones;
-- Redis (Feast's server): a sorted set per customer, scored by time, its members "time, item, order" (so equal
-  times order by item, then order, as in SQLite and in `compute`); a MULTI adds and trims.
+- SQLite (Feast's online store file): a table of lines keyed by their columns (customer, time, item, then order
+  and quantity, or event type); a transaction inserts the new lines and trims the customer to the latest ones;
+- Redis (Feast's server): a sorted set per customer, scored by time, its members the line's columns (numbers
+  zero-padded, so that equal times order by item, then order and quantity, as in SQLite and in `compute`); a MULTI
+  adds and trims.
 A line appended twice (a retried request, or a materialize meeting an event already appended) is kept once.
 """
 
@@ -29,12 +30,14 @@ from loyal.errors import LoyalError
 from loyal.events import BROWSING, COLUMNS, EventLog
 from loyal.features.compute import HISTORY, HISTORY_LINES, SESSION, SESSION_EVENTS
 from loyal.home import Home
-from loyal.schema import CUSTOMER_ID, EVENT_TYPE, ITEM_ID, ORDER_ID, TIMESTAMP
+from loyal.schema import CUSTOMER_ID, EVENT_TYPE, ITEM_ID, ORDER_ID, QUANTITY, TIMESTAMP
 from loyal.store import manifest
 
 SEPARATOR = "\x1f"  # between the parts of a Redis member: ids never hold control characters (contract.py)
-# name: (columns, the column after customer, item and time that makes a line unique, how many a customer keeps)
-KINDS = {"history": (HISTORY, ORDER_ID, HISTORY_LINES), "session": (SESSION, EVENT_TYPE, SESSION_EVENTS)}
+# name: (columns, the columns after customer, item and time that make a line unique, how many a customer keeps)
+KINDS = {"history": (HISTORY, (ORDER_ID, QUANTITY), HISTORY_LINES),
+         "session": (SESSION, (EVENT_TYPE,), SESSION_EVENTS)}
+NUMBERS = (TIMESTAMP, QUANTITY)  # integer columns
 
 
 class CustomerState:
@@ -83,10 +86,11 @@ def event_lines(rows: list[tuple] | pd.DataFrame) -> tuple[pd.DataFrame, pd.Data
     """The state lines of events as the log keeps them (events.COLUMNS): purchases become history (an event without
     an order is its own order, as the fold makes it), views and add-to-carts session. Returns are not history."""
     frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows, columns=list(COLUMNS))
-    bought = frame[(frame["type"] == "purchase") & (frame["quantity"] > 0)]
+    bought = frame[(frame["type"] == "purchase") & (frame[QUANTITY] > 0)]
     history = pd.DataFrame({CUSTOMER_ID: bought[CUSTOMER_ID], ITEM_ID: bought[ITEM_ID],
                             TIMESTAMP: bought[TIMESTAMP].astype("int64"),
-                            ORDER_ID: bought[ORDER_ID].fillna(bought["event_id"])})
+                            ORDER_ID: bought[ORDER_ID].fillna(bought["event_id"]),
+                            QUANTITY: bought[QUANTITY].astype("int64")})
     browsed = frame[frame["type"].isin(BROWSING)]
     session = pd.DataFrame({CUSTOMER_ID: browsed[CUSTOMER_ID], ITEM_ID: browsed[ITEM_ID],
                             TIMESTAMP: browsed[TIMESTAMP].astype("int64"), EVENT_TYPE: browsed["type"]})
@@ -121,41 +125,41 @@ class _Sqlite:
         if self._db is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-            for kind, (columns, key, _) in KINDS.items():
-                db.execute(f"CREATE TABLE IF NOT EXISTS loyal_{kind} (customer_id TEXT NOT NULL, item_id TEXT NOT "
-                           f"NULL, timestamp INTEGER NOT NULL, {key} TEXT NOT NULL, PRIMARY KEY (customer_id, "
-                           f"timestamp, item_id, {key})) WITHOUT ROWID")
+            for kind, (columns, _, _) in KINDS.items():
+                types = ", ".join(f"{c} {'INTEGER' if c in NUMBERS else 'TEXT'} NOT NULL" for c in columns)
+                db.execute(f"CREATE TABLE IF NOT EXISTS loyal_{kind} ({types}, PRIMARY KEY ({', '.join(_order(kind))})"
+                           ") WITHOUT ROWID")
             self._db = db
         return self._db
 
     def read(self, kind: str, ids: list[str]) -> pd.DataFrame:
-        columns, key, _ = KINDS[kind]
-        rows = []
+        columns, rows = KINDS[kind][0], []
         with self._lock:
             db = self._connection()
             for start in range(0, len(ids), 500):
                 part = ids[start : start + 500]
-                rows += db.execute(f"SELECT customer_id, item_id, timestamp, {key} FROM loyal_{kind} WHERE customer_id"
-                                   f" IN ({','.join('?' * len(part))}) ORDER BY customer_id, timestamp, item_id, {key}",
-                                   part).fetchall()
+                rows += db.execute(f"SELECT {', '.join(columns)} FROM loyal_{kind} WHERE customer_id IN "
+                                   f"({','.join('?' * len(part))}) ORDER BY {', '.join(_order(kind))}", part).fetchall()
         return _frame(rows, columns)
 
     def _write(self, kind: str, frame: pd.DataFrame, replace: bool) -> None:
-        columns, key, keep = KINDS[kind]
+        columns, _, keep = KINDS[kind]
         rows = list(frame[list(columns)].itertuples(index=False, name=None))
+        line = ", ".join(_order(kind)[1:])
         with self._lock:
             db = self._connection()
             db.execute("BEGIN IMMEDIATE")
             try:
                 if replace:
                     db.execute(f"DELETE FROM loyal_{kind}")
-                db.executemany(f"INSERT OR IGNORE INTO loyal_{kind} (customer_id, item_id, timestamp, {key}) "
-                               "VALUES (?, ?, ?, ?)", rows)
+                db.executemany(f"INSERT OR IGNORE INTO loyal_{kind} ({', '.join(columns)}) VALUES "
+                               f"({', '.join('?' * len(columns))})", rows)
                 if not replace:  # compute's frames are trimmed already
+                    newest_first = ", ".join(f"{c} DESC" for c in _order(kind)[1:])
                     for customer in {row[0] for row in rows}:
-                        db.execute(f"DELETE FROM loyal_{kind} WHERE customer_id = ?1 AND (timestamp, item_id, {key}) "
-                                   f"NOT IN (SELECT timestamp, item_id, {key} FROM loyal_{kind} WHERE customer_id = ?1 "
-                                   f"ORDER BY timestamp DESC, item_id DESC, {key} DESC LIMIT ?2)", (customer, keep))
+                        db.execute(f"DELETE FROM loyal_{kind} WHERE customer_id = ?1 AND ({line}) NOT IN (SELECT "
+                                   f"{line} FROM loyal_{kind} WHERE customer_id = ?1 ORDER BY {newest_first} "
+                                   "LIMIT ?2)", (customer, keep))
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
@@ -178,6 +182,11 @@ class _Sqlite:
         return removed
 
 
+def _order(kind: str) -> list[str]:
+    """A line's columns in the order lines sort by: customer, time, item, then the rest of its key."""
+    return [CUSTOMER_ID, TIMESTAMP, ITEM_ID, *KINDS[kind][1]]
+
+
 # -------------------------------------------------------------------------------------------------- Redis
 class _Redis:
     def __init__(self, client, prefix: str):
@@ -187,22 +196,23 @@ class _Redis:
         return f"{self.prefix}:{kind}:{customer}"
 
     def read(self, kind: str, ids: list[str]) -> pd.DataFrame:
-        columns, _, _ = KINDS[kind]
+        columns, order = KINDS[kind][0], _order(kind)
         pipe = self.client.pipeline(transaction=False)
         for customer in ids:
             pipe.zrange(self._key(kind, customer), 0, -1)
         rows = []
         for customer, members in sorted(zip(ids, pipe.execute())):
             for member in members:
-                stamp, item, last = member.decode().split(SEPARATOR)
-                rows.append((customer, item, int(stamp), last))
+                line = dict(zip(order[1:], member.decode().split(SEPARATOR)), customer_id=customer)
+                rows.append(tuple(int(line[c]) if c in NUMBERS else line[c] for c in columns))
         return _frame(rows, columns)
 
     def _write(self, kind: str, frame: pd.DataFrame, replace: bool) -> None:
-        columns, _, keep = KINDS[kind]
+        order, keep = _order(kind), KINDS[kind][2]
         per_customer: dict[str, dict[str, int]] = {}
-        for customer, item, stamp, last in frame[list(columns)].itertuples(index=False, name=None):
-            per_customer.setdefault(customer, {})[f"{int(stamp):016d}{SEPARATOR}{item}{SEPARATOR}{last}"] = int(stamp)
+        for line in frame[order].itertuples(index=False, name=None):
+            member = SEPARATOR.join(f"{v:020d}" if c in NUMBERS else str(v) for c, v in zip(order[1:], line[1:]))
+            per_customer.setdefault(line[0], {})[member] = int(line[1])
         if replace:
             stale = {key for key in self.client.scan_iter(match=f"{self.prefix}:{kind}:*", count=1000)}
             stale -= {self._key(kind, customer).encode() for customer in per_customer}
@@ -236,5 +246,7 @@ class _Redis:
 
 def _frame(rows: list[tuple], columns: tuple[str, ...]) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=list(columns))
-    frame[TIMESTAMP] = frame[TIMESTAMP].astype("int64")
+    for column in NUMBERS:
+        if column in frame:
+            frame[column] = frame[column].astype("int64")
     return frame

@@ -129,7 +129,7 @@ def build(home: Path, campaign: Campaign, policy_path: Path | None = None) -> tu
     chosen["group"] = np.where(control, "control", "treatment")
     # Items only for those emailed: the control group is sent nothing, so its lists would never be read.
     chosen["items"] = ""
-    chosen.loc[~control, "items"] = _items(home, chosen.loc[~control, CUSTOMER_ID])
+    chosen.loc[~control, "items"] = _items(home, chosen.loc[~control, CUSTOMER_ID], as_of)
     chosen["reason"] = chosen["reason_codes"].map(";".join)
     counts |= {"listed": size, "treatment": int((~control).sum()), "control": int(control.sum()),
                "budget": campaign.budget,
@@ -171,11 +171,12 @@ def _fill(costs: np.ndarray, campaign: Campaign) -> np.ndarray:
     return np.array(taken, dtype=np.int64)
 
 
-def _items(home: Path, customer_ids: pd.Series) -> list[str]:
-    """Each customer's `for_you` items from the champion recommender, ";"-joined."""
+def _items(home: Path, customer_ids: pd.Series, as_of) -> list[str]:
+    """Each customer's `for_you` items from the champion recommender, from their state as of the campaign's date,
+    ";"-joined."""
     if customer_ids.empty:
         return []
-    answering = rails.Rails(rails.load_model(home), Suppression(home))
+    answering = rails.Rails(rails.load_model(home), Suppression(home), rails.BatchState(home, midnight(as_of)))
     rows = answering.table(customer_ids.tolist(), "for_you", ITEMS_PER_CONTACT)
     joined = rows.groupby(CUSTOMER_ID, sort=False)[ITEM_ID].agg(";".join)
     return joined.reindex(customer_ids.to_numpy()).fillna("").tolist()

@@ -3,9 +3,9 @@ loaded once, answering the three requests of `schemas.py`. `service.py` only put
 
 The champions are the registered versions carrying the MLflow alias `champion` when the engine starts; customer
 features come from the Feast online store on every request (the churn model reads them as they are now, not as of
-its training). Rails are answered by `training.recommender.rails.Rails`, the one path `loyal recommend` and campaigns take too;
-the `for_you` rail depends on the model alone (its features are frozen at training), so it is ranked once for every
-customer when the engine starts and looked up.
+its training). Rails are answered by `training.recommender.rails.Rails`, the one path `loyal recommend` and campaigns
+take too, from each customer's state in the online store as it is at the request: their history and session, which
+every event updates at once, and their features.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from loyal.training.churn import scoring as churn_scoring
 from loyal.training.recommender import rails
 from loyal.training.churn.explain import top_drivers
 from loyal.training.churn.scoring import risk_segment
-from loyal.training.recommender.rails import Rails
+from loyal.training.recommender.rails import OnlineState, Rails
 from loyal.training.registry import champion_version
 
 RECOMMENDER = rails.MODEL_NAME
@@ -57,7 +57,8 @@ class Engine:
         versions = {name: champion_version(name, self.registry) for name in (RECOMMENDER, CHURN)}
         self.model_versions = {name: str(version.version) for name, version in versions.items()}
         self.horizon_days = int(versions[CHURN].tags.get("horizon_days", 90))
-        self.reader = OnlineReader(open_store(home))
+        store = open_store(home)
+        self.reader = OnlineReader(store)
         self.policy = load_policy(policy)
         self.suppression = Suppression(home)
         items = read_table(home, "items")
@@ -66,8 +67,7 @@ class Engine:
             {} if items is None else
             items.dropna(subset=[DESCRIPTION]).set_index(ITEM_ID)[DESCRIPTION].str.slice(0, MAX_TEXT_LENGTH).to_dict()
         )
-        self.rails = Rails(recommender, self.suppression, descriptions)
-        self.rails.warm("for_you")
+        self.rails = Rails(recommender, self.suppression, OnlineState(store, self.reader), descriptions)
 
     def champions_moved(self) -> str | None:
         """The versions `champion` now names ("loyal-recommender 3, loyal-churn 5") where they are not the ones

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from loyal.events import MAX_BATCH, Event
 from loyal.schema import Id
 
-Rail = Literal["for_you", "buy_again", "discover", "similar_items", "trending"]
+Rail = Literal["for_you", "buy_again", "discover", "similar_items", "trending", "recently_viewed"]
 Channel = Literal["web", "app", "store", "email"]
 MAX_K = 100
 MAX_CHURN_IDS = 1_000
@@ -25,11 +25,11 @@ class _Request(BaseModel):
 
 
 class RecommendRequest(_Request):
-    customer_id: Id = Field(description="The retailer's customer id; an unknown one gets trending items.",
+    customer_id: Id = Field(description="The retailer's customer id; one without a history gets trending items.",
                             examples=["17850"])
     rail: Rail = Field("for_you", description="Which product rail.")
     item_id: Optional[Id] = Field(None, description="For similar_items: the item to find similar ones to "
-                                  "(default: the customer's latest purchase).", examples=["85123A"])
+                                  "(default: the item the customer last viewed or bought).", examples=["85123A"])
     k: int = Field(10, ge=1, le=MAX_K, description="How many items, 1 to 100.")
     exclude_item_ids: list[Id] = Field([], max_length=MAX_EXCLUDED,
                                        description="Items never to show (already in the basket, out of stock).")
@@ -117,7 +117,8 @@ class EventsRequest(_Request):
 
 class Rejection(BaseModel):
     index: int = Field(description="The event's position in the request, from 0.")
-    error: str = Field(description="The field and what is wrong with it.", examples=["quantity: required for a purchase"])
+    error: str = Field(description="The field and what is wrong with it.",
+                       examples=["quantity: required for a purchase"])
 
 
 class EventsResponse(BaseModel):

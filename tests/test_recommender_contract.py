@@ -13,7 +13,7 @@ import pytest
 
 from loyal.training.recommender.evaluate import Interactions
 from loyal.training.recommender.ranker import RankerConfig, Reranker
-from loyal.training.recommender.models import BASELINES, PersonalFrequency, Popularity
+from loyal.training.recommender.models import ALS, BASELINES, ALSConfig, PersonalFrequency, Popularity
 
 N = 20
 CUTOFF = pd.Timestamp("2024-03-01", tz="UTC")
@@ -40,7 +40,10 @@ def train() -> Interactions:
     return _checkerboard()
 
 
-MODELS = (*BASELINES, lambda: Reranker(RankerConfig(candidates_per_source=5)))
+# ALS with 8 factors, not its 64: over 20 items, 64 factors leave a customer's least-squares factors (solved from
+# their history, as the rails solve them) underdetermined, and which of the near-zero scores comes first is noise.
+MODELS = (*(make for make in BASELINES if make().name != "als"), lambda: ALS(ALSConfig(factors=8)),
+          lambda: Reranker(RankerConfig(candidates_per_source=5)))
 
 
 @pytest.mark.parametrize("make", MODELS, ids=lambda make: make().name)

@@ -16,8 +16,16 @@ from loyal.schema import TIMESTAMP
 from loyal.store import read_table
 from loyal.synthetic import SyntheticConfig
 from loyal.training.recommender.evaluate import split
+from loyal.features.compute import purchase_history
 from loyal.training.recommender.rails import Recommender, _cut
-from loyal.training.recommender.ranker import LabelledStage, RankerConfig, Reranker, Stage, no_features
+from loyal.training.recommender.ranker import (
+    LabelledStage,
+    RankerConfig,
+    Reranker,
+    Stage,
+    customer_features,
+    no_features,
+)
 
 CUTOFF = "2024-04-15"
 SMALL = dict(candidates_per_source=20, epochs=5)
@@ -55,18 +63,23 @@ def test_no_test_window_purchase_reaches_a_training_matrix(transactions):
 def test_rails_keep_their_promises(transactions):
     train, _ = split(transactions, CUTOFF)
     recommender = _fit(train)
+    history = purchase_history(transactions, pd.Timestamp(CUTOFF, tz="UTC"))
     ids = list(train.customers[:40]) + ["a stranger"]
     bought = {c: set(train.items[train.counts[i].indices]) for i, c in enumerate(train.customers[:40])}
-    buy_again = recommender.recommend(ids, "buy_again", 10)
+
+    def recommend(ids, rail):
+        return recommender.recommend(history, ids, rail, 10, CUTOFF)
+
+    buy_again = recommend(ids, "buy_again")
     assert all(row.item_id in bought[row.customer_id] for row in buy_again.itertuples() if row.customer_id in bought)
-    discover = recommender.recommend(ids, "discover", 10)
+    discover = recommend(ids, "discover")
     assert not any(row.item_id in bought[row.customer_id] for row in discover.itertuples()
                    if row.customer_id in bought)
-    trending = recommender.recommend(["x"], "trending", 10)
+    trending = recommend(["x"], "trending")
     for rail in ("for_you", "discover", "buy_again", "similar_items"):
-        stranger = recommender.recommend(ids, rail, 10).query("customer_id == 'a stranger'")
+        stranger = recommend(ids, rail).query("customer_id == 'a stranger'")
         assert stranger["item_id"].tolist() == trending["item_id"].tolist(), rail
-    for_you = recommender.recommend(ids, "for_you", 10)
+    for_you = recommend(ids, "for_you")
     assert (for_you.groupby("customer_id").size() == 10).all()
     assert (for_you.groupby("customer_id")["score"].apply(lambda s: s.is_monotonic_decreasing)).all()
     item = train.items[0]
@@ -80,13 +93,16 @@ def test_lists_are_the_whole_catalogue_cut_at_k_whatever_the_batch(transactions)
     scores do not depend on who else is scored beside them."""
     train, _ = split(transactions, CUTOFF)
     recommender = _fit(train)
+    history = purchase_history(transactions, pd.Timestamp(CUTOFF, tz="UTC"))
     ids = pd.Index([*train.customers[:120], "a stranger"])
-    positions = recommender.customers.get_indexer(ids)
+    lines = recommender.lines(history, ids, CUTOFF)
+    known = np.flatnonzero(np.diff(lines.counts.indptr) > 0)
+    features = customer_features(pd.DataFrame(), ids)
     for rail in ("for_you", "discover", "buy_again", "trending", "similar_items"):
         full = np.tile(recommender.trending_scores.astype(np.float64), (len(ids), 1))
-        full[positions >= 0] = recommender.scores(positions[positions >= 0], rail)
+        full[known] = recommender.scores(lines.rows(known), features[known], rail)
         for k in (1, 5, 200):
-            pd.testing.assert_frame_equal(recommender.recommend(ids, rail, k, block=32),
+            pd.testing.assert_frame_equal(recommender.recommend(history, ids, rail, k, CUTOFF, block=32),
                                           recommender._frame(ids, *_cut(full, k)), check_exact=False, rtol=1e-6)
     # (Up to float32 rounding: the network's arithmetic may take another path for another batch size.)
     alone = recommender.for_you.score(np.array([3]))

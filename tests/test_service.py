@@ -217,7 +217,7 @@ def test_readiness_metrics_and_a_self_documenting_api(client):
     spec = client.get("/docs.json").json()
     assert {"/recommend", "/churn", "/offers", "/readyz"} <= set(spec["paths"])
     request = spec["components"]["schemas"]["RecommendRequestIODescriptor"]
-    assert "unknown one gets trending" in request["properties"]["customer_id"]["description"]
+    assert "without a history gets trending" in request["properties"]["customer_id"]["description"]
 
 
 def test_a_new_champion_is_served_without_a_restart(client, known):
@@ -247,31 +247,35 @@ def test_a_new_champion_is_served_without_a_restart(client, known):
         registry.set_registered_model_alias(CHURN, "champion", current.version)
 
 
-def test_loyal_recommend_campaign_items_and_the_service_give_the_same_items(client, known, served_home, tmp_path):
-    """One rail path: `loyal recommend` on every rail, a campaign's items and /recommend answer a customer alike,
-    known or not."""
+def test_loyal_recommend_campaign_items_and_the_service_give_the_same_items(known, served_home, tmp_path):
+    """One rail path from one state: `loyal recommend --as-of D` on every rail and a campaign's items as of D (the
+    state as of D, from the tables and the offline features) answer a customer, known or not, exactly as the
+    service's rails do from the online state at the moment D."""
     from typer.testing import CliRunner
 
     from loyal.app.cli import app
     from loyal.serving.campaign import ITEMS_PER_CONTACT, _items
+    from loyal.serving.engine import Engine
+    from loyal.store import day_after_last_purchase
     from loyal.training.recommender.rails import RAILS
 
-    customers = [*known[:2], "never-seen"]
+    rails = Engine(served_home).rails
+    moment = day_after_last_purchase(served_home)
+    customers = [*known, "never-seen"]
     ids = tmp_path / "ids.txt"
     ids.write_text("\n".join(customers) + "\n")
     for rail in RAILS:
         done = CliRunner().invoke(app, ["recommend", "--customers", str(ids), "--rail", rail, "--k", "5",
-                                        "--output", str(tmp_path / "rails.csv")])
+                                        "--as-of", str(moment), "--output", str(tmp_path / "rails.csv")])
         assert done.exit_code == 0, done.output
         listed = pd.read_csv(tmp_path / "rails.csv", dtype=str)
         for customer in customers:
-            served = client.post("/recommend", json={"customer_id": customer, "rail": rail, "k": 5}).json()
-            assert listed.loc[listed["customer_id"] == customer, "item_id"].tolist() == \
-                [item["item_id"] for item in served["items"]], (rail, customer)
-    emailed = _items(served_home, pd.Series(customers))
+            served = rails.answer(customer, rail, 5, at=pd.Timestamp(moment, tz="UTC"))
+            assert listed.loc[listed["customer_id"] == customer, "item_id"].tolist() == served.items, (rail, customer)
+    emailed = _items(served_home, pd.Series(customers), moment)
     for customer, items in zip(customers, emailed):
-        served = client.post("/recommend", json={"customer_id": customer, "k": ITEMS_PER_CONTACT}).json()
-        assert items.split(";") == [item["item_id"] for item in served["items"]]
+        served = rails.answer(customer, "for_you", ITEMS_PER_CONTACT, at=pd.Timestamp(moment, tz="UTC"))
+        assert [i for i in items.split(";") if i] == served.items
 
 
 def test_a_forgotten_customer_appears_nowhere_afterwards(served_home, client, known, tmp_path):
@@ -303,6 +307,7 @@ def test_a_forgotten_customer_appears_nowhere_afterwards(served_home, client, kn
     summary = json.loads(result.stdout)
     assert summary["canonical_rows"]["transactions"] == len(theirs) > 0
     assert summary["offline_feature_rows"] > 0 and summary["online_store_entries"] > 0
+    assert summary["online_state_lines"] > 0
 
     for table in ("transactions", "events", "customers"):
         assert gone not in set(read_table(served_home, table)["customer_id"]), table
@@ -362,6 +367,56 @@ def test_events_are_answered_202_once_durable_with_duplicates_and_rejections_by_
         assert client.post("/events", json=body).status_code == 400
     folded = fold_events(served_home)
     assert (folded["purchases"], folded["browsing"]) == (1, 1)
+
+
+def _event(event_id: str, customer_id: str, item_id: str, kind: str = "purchase", minutes_ago: float = 1.0) -> dict:
+    at = (datetime.now(timezone.utc) - timedelta(minutes=minutes_ago)).isoformat()
+    return {"event_id": event_id, "customer_id": customer_id, "item_id": item_id, "type": kind, "timestamp": at,
+            **({"quantity": 1, "unit_price": 2.0} if kind == "purchase" else {})}
+
+
+def test_rails_follow_events_at_once_and_a_first_time_buyer_gets_personal_rails(client, served_home, known):
+    """No retraining: a purchase shows in buy_again and in the reasons of the very next answer; a customer the model
+    never saw gets personal rails right after a first purchase; views make recently_viewed, latest first, and
+    move similar_items to the item just viewed."""
+    from loyal.store import read_table
+
+    items = read_table(served_home, "transactions")["item_id"].value_counts().index
+    newcomer = "brand-new-4711"
+    cold = client.post("/recommend", json={"customer_id": newcomer, "rail": "for_you", "k": 5}).json()
+    assert cold["cold_start"]
+    answer = client.post("/events", json={"events": [_event("rt-1", newcomer, items[0]),
+                                                     _event("rt-2", newcomer, items[1], minutes_ago=0.5)]})
+    assert answer.status_code == 202 and answer.json()["accepted"] == 2
+    buy_again = client.post("/recommend", json={"customer_id": newcomer, "rail": "buy_again", "k": 5}).json()
+    assert not buy_again["cold_start"] and {i["item_id"] for i in buy_again["items"]} == {items[0], items[1]}
+    for_you = client.post("/recommend", json={"customer_id": newcomer, "rail": "for_you", "k": 10}).json()
+    assert not for_you["cold_start"] and for_you["items"] != cold["items"]
+    offer = client.post("/offers", json={"customer_id": newcomer}).json()
+    assert offer["items"] and offer["churn_probability"] is None  # personal items; no churn features yet
+
+    someone = read_table(served_home, "transactions")["customer_id"].value_counts().index[3]  # not one of `known`
+    before = client.post("/recommend", json={"customer_id": someone, "rail": "buy_again", "k": 100}).json()
+    new_item = next(i for i in items[::-1] if i not in {x["item_id"] for x in before["items"]})
+    client.post("/events", json={"events": [_event("rt-3", someone, new_item)]})
+    after = client.post("/recommend", json={"customer_id": someone, "rail": "buy_again", "k": 100}).json()
+    assert new_item in {x["item_id"] for x in after["items"]}
+
+    views = [_event(f"rt-view-{i}", someone, item, "view", minutes_ago=0.6 - 0.2 * i)  # after the purchase
+             for i, item in enumerate(items[5:8])]
+    client.post("/events", json={"events": views})
+    viewed = client.post("/recommend", json={"customer_id": someone, "rail": "recently_viewed", "k": 5}).json()
+    assert [i["item_id"] for i in viewed["items"]][:3] == list(items[5:8][::-1])  # then what they viewed before
+    assert {i["reason"] for i in viewed["items"]} == {"you viewed this"}
+    similar = client.post("/recommend", json={"customer_id": someone, "rail": "similar_items", "k": 5}).json()
+    assert {i["reason"] for i in similar["items"]} <= {f"similar to {d}" for d in _descriptions(served_home, items[7])}
+
+
+def _descriptions(home: Path, item_id: str) -> set[str]:
+    from loyal.store import read_table
+
+    items = read_table(home, "items").set_index("item_id")["description"]
+    return {items.get(item_id) or f"item {item_id}", f"item {item_id}"}
 
 
 @pytest.mark.parametrize("path", ["/recommend", "/churn", "/offers", "/events"])
@@ -625,28 +680,6 @@ def test_serve_without_champions_is_one_line(home):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-def test_the_for_you_cache_answers_exactly_what_ranking_live_would(served_home, known):
-    """The rail ranked at start-up, with and without exclusions, equals the rail ranked for the request."""
-    from loyal.serving.engine import Engine
-    from loyal.training.recommender.rails import CACHED_ITEMS
-
-    rails = Engine(served_home).rails
-    customers = list(rails.recommender.customers[:40]) + ["never-seen"]
-    for number, customer_id in enumerate(customers):
-        first = rails.answer(customer_id, "for_you", 20)
-        exclude = first.items[number % 3 :: 4] + ["not-an-item"]
-        for k, excluded in ((20, []), (10, exclude), (100, exclude)):
-            cached = rails.answer(customer_id, "for_you", k, excluded)
-            warm = rails.cached.pop("for_you")  # rank live
-            live = rails.answer(customer_id, "for_you", k, excluded)
-            rails.cached["for_you"] = warm
-            # The same items, reasons and order; scores equal but for float32 summation order in a batch.
-            assert (cached.items, cached.reasons, cached.cold_start) == (live.items, live.reasons, live.cold_start)
-            assert cached.scores == pytest.approx(live.scores, rel=1e-4, abs=1e-6)
-    assert rails.cached["for_you"][1].shape[1] == CACHED_ITEMS
-
-
-@pytest.mark.integration
 def test_bentoml_build_makes_a_bento_from_the_repo(tmp_path):
     """`bash scripts/bento.sh`: Loyal's wheel, then a Bento of the service, with no Docker engine."""
     repo = Path(__file__).resolve().parents[1]

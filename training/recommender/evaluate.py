@@ -13,6 +13,7 @@ percentile bootstraps over customers; a difference between two models resamples 
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 
@@ -21,6 +22,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from loyal.dates import utc
+from loyal.features.compute import DAY_US, purchase_history
 from loyal.schema import CUSTOMER_ID, ITEM_ID, QUANTITY, TIMESTAMP
 
 TEST_DAYS = 30
@@ -30,10 +32,12 @@ CURVE_K = 50  # recall@k is drawn up to this k
 
 @dataclass
 class Interactions:
-    """Purchases before a cutoff as a customer × item matrix, with the id maps that turn rows back into ids.
+    """Customers' purchase histories as a customer × item matrix, with the id maps that turn rows back into ids: those
+    before a training cutoff, or any customers' as they are at a moment (what a model scores).
 
-    `counts[u, i]`: purchase lines of item i by customer u; `purchases`: the underlying rows (customer and item as
-    positions, and their age in days before the cutoff, for time decay)."""
+    `counts[u, i]`: purchase lines of item i by customer u; `purchases`: the underlying lines (customer and item as
+    positions, and their age in days at `cutoff`, for time decay). A line is one of the customer's history as
+    `features.compute.purchase_history` defines it, the same for training, batch answers and the online state."""
 
     customers: pd.Index
     items: pd.Index
@@ -43,21 +47,51 @@ class Interactions:
 
     @classmethod
     def before(cls, transactions: pd.DataFrame, cutoff: pd.Timestamp) -> Interactions:
-        bought = transactions[(transactions[QUANTITY] > 0) & (transactions[TIMESTAMP] < cutoff)]
-        customers = pd.Index(np.sort(bought[CUSTOMER_ID].unique()))
-        items = pd.Index(np.sort(bought[ITEM_ID].unique()))
-        rows = customers.get_indexer(bought[CUSTOMER_ID])
-        cols = items.get_indexer(bought[ITEM_ID])
-        age = (cutoff - bought[TIMESTAMP]).dt.total_seconds().to_numpy() / 86_400
-        return cls.of(customers, items, pd.DataFrame({"customer": rows, "item": cols, "age_days": age}), cutoff)
+        history = purchase_history(transactions, cutoff)
+        customers = pd.Index(np.sort(history[CUSTOMER_ID].unique()))
+        items = pd.Index(np.sort(history[ITEM_ID].unique()))
+        return cls.of_history(history, customers, items, cutoff)
+
+    @classmethod
+    def of_history(cls, history: pd.DataFrame, customers: pd.Index, items: pd.Index, at) -> Interactions:
+        """These customers' histories (compute.HISTORY columns) at the moment `at`, over these items: lines of other
+        customers, of items outside the catalogue or from `at` on are left out."""
+        at = utc(at)
+        rows = customers.get_indexer(history[CUSTOMER_ID])
+        cols = items.get_indexer(history[ITEM_ID])
+        age = (at.value // 1000 - history[TIMESTAMP].to_numpy(np.int64)) / DAY_US
+        keep = (rows >= 0) & (cols >= 0) & (age > 0)
+        return cls.of(customers, items, pd.DataFrame({"customer": rows[keep], "item": cols[keep],
+                                                      "age_days": age[keep]}), at)
 
     @classmethod
     def of(cls, customers: pd.Index, items: pd.Index, purchases: pd.DataFrame, cutoff: pd.Timestamp) -> Interactions:
-        """The matrix of these purchases (positions and ages): how a saved model gets back the one it was fitted on."""
+        """The matrix of these purchases (positions and ages)."""
         counts = sp.csr_matrix((np.ones(len(purchases), dtype=np.float32), (purchases["customer"], purchases["item"])),
                                shape=(len(customers), len(items)))
         counts.sum_duplicates()
         return cls(customers, items, counts, purchases, cutoff)
+
+    def rows(self, positions) -> Interactions:
+        """These customers' histories alone (row i: the customer at positions[i]), over the same items."""
+        positions = np.asarray(positions, dtype=np.int64)
+        order, starts = self._by_customer
+        lengths = starts[positions + 1] - starts[positions]
+        picked = order[np.repeat(starts[positions], lengths) + np.arange(lengths.sum())
+                       - np.repeat(np.cumsum(lengths) - lengths, lengths)]
+        return Interactions.of(self.customers[positions], self.items, pd.DataFrame({
+            "customer": np.repeat(np.arange(len(positions)), lengths),
+            "item": self.purchases["item"].to_numpy()[picked],
+            "age_days": self.purchases["age_days"].to_numpy()[picked]}), self.cutoff)
+
+    @functools.cached_property
+    def _by_customer(self) -> tuple[np.ndarray, np.ndarray]:
+        """The purchase lines' order by customer, and where each customer's start in it."""
+        customer = self.purchases["customer"].to_numpy(np.int64)
+        order = np.argsort(customer, kind="stable")
+        starts = np.zeros(len(self.customers) + 1, dtype=np.int64)
+        starts[1:] = np.cumsum(np.bincount(customer, minlength=len(self.customers)))
+        return order, starts
 
     def earlier(self, days: float) -> tuple[Interactions, pd.DataFrame]:
         """The same customers and items as they stood `days` before the cutoff, and the purchases of those days.

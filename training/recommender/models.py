@@ -1,9 +1,14 @@
 """Recommenders: each is fitted on the purchases before a cutoff and scores the whole catalogue for customers.
 
-Every model has the same two methods, so the evaluation, the rails and the contract test treat them alike:
-`fit(train: Interactions) -> self` and `score(customers: positions) -> (customers, items) array`, higher is better.
-A candidate source of the re-ranker also writes what it learnt into named arrays (`save(arrays, prefix)`) and takes
-it back (`load(train, arrays, prefix)`, with the matrix it was fitted on): models are saved without pickle.
+What a model learns is about items only (popularity, item-item similarities, item factors); a customer is their
+purchase history, given at scoring time. So every model has the same three methods, and the evaluation, the rails
+and the contract test treat them alike:
+- `fit(train: Interactions) -> self`;
+- `score_lines(lines: Interactions) -> (customers, items) array`, higher is better: any customers' histories (the
+  rows of `lines`), as they are now, in the model's item positions;
+- `score(customers: positions)`: the rows of the customers it was fitted on, scored as above (the evaluation).
+A model writes what it learnt into named arrays (`save(arrays, prefix)`) and takes it back (`load(arrays, prefix)`):
+models are saved without pickle, and without a customer.
 """
 
 from __future__ import annotations
@@ -36,7 +41,16 @@ class PopularityConfig:
     recent_days: float | None = None  # None: all history (global popularity); else only the last N days
 
 
-class Popularity:
+class _Scored:
+    """`score(customers)` of a fitted model: the histories it was fitted on, scored as any others."""
+
+    train: Interactions
+
+    def score(self, customers: np.ndarray) -> np.ndarray:
+        return self.score_lines(self.train.rows(customers))
+
+
+class Popularity(_Scored):
     """The same list for everyone: items by their number of distinct buyers."""
 
     def __init__(self, config: PopularityConfig = PopularityConfig()):
@@ -44,18 +58,21 @@ class Popularity:
         self.name = "global_popularity" if config.recent_days is None else f"recent_popularity_{config.recent_days:g}d"
 
     def fit(self, train: Interactions) -> Popularity:
-        self.buyers = _buyers(train, self.config.recent_days)
+        self.train, self.buyers = train, _buyers(train, self.config.recent_days)
         return self
 
-    def score(self, customers: np.ndarray) -> np.ndarray:
-        return np.tile(self.buyers, (len(customers), 1))
+    def score_lines(self, lines: Interactions) -> np.ndarray:
+        return np.tile(self.buyers, (len(lines.customers), 1))
 
     def save(self, arrays: Arrays, prefix: str) -> None:
         arrays.put(f"{prefix}.buyers", self.buyers)
 
-    def load(self, train: Interactions, arrays: Arrays, prefix: str) -> Popularity:
+    def load(self, arrays: Arrays, prefix: str) -> Popularity:
         self.buyers = arrays[f"{prefix}.buyers"]
         return self
+
+
+FILL_BELOW_DAYS = 36_500.0  # items never bought score below a purchase this old (and above 0: no underflow)
 
 
 @dataclass(frozen=True)
@@ -64,7 +81,7 @@ class PersonalFrequencyConfig:
     fill_recent_days: float = 30.0  # items never bought by the customer follow recent popularity
 
 
-class PersonalFrequency:
+class PersonalFrequency(_Scored):
     """"Buy it again": the customer's own purchases of each item, time-decayed; then recent popularity."""
 
     name = "personal_frequency"
@@ -73,27 +90,29 @@ class PersonalFrequency:
         self.config = config
 
     def fit(self, train: Interactions) -> PersonalFrequency:
-        weight = np.power(0.5, train.purchases["age_days"].to_numpy() / self.config.half_life_days)
-        self.personal = sp.csr_matrix(
-            (weight, (train.purchases["customer"], train.purchases["item"])),
-            shape=(len(train.customers), len(train.items)),
-        )
+        self.train = train
         recent = _buyers(train, self.config.fill_recent_days)
-        # Below the smallest personal weight: the items a customer never bought follow, in popularity order.
-        smallest = float(weight.min()) if len(weight) else 1.0
-        self.fill = recent / (recent.max() + 1) * smallest
+        # Below the weight of any purchase of the last hundred years: the items a customer never bought follow, in
+        # popularity order. (A fixed floor, not the training data's smallest weight: the same history scores the
+        # same whatever else the model was fitted on, and a history read years after training too.)
+        self.fill = recent / (recent.max() + 1) * np.power(0.5, FILL_BELOW_DAYS / self.config.half_life_days)
         return self
 
-    def score(self, customers: np.ndarray) -> np.ndarray:
-        personal = self.personal[customers].toarray()
+    def personal(self, lines: Interactions) -> np.ndarray:
+        """Each customer's own purchases of each item, time-decayed (0 where never bought)."""
+        weight = np.power(0.5, lines.purchases["age_days"].to_numpy() / self.config.half_life_days)
+        return sp.csr_matrix((weight, (lines.purchases["customer"], lines.purchases["item"])),
+                             shape=(len(lines.customers), len(lines.items))).toarray()
+
+    def score_lines(self, lines: Interactions) -> np.ndarray:
+        personal = self.personal(lines)
         return np.where(personal > 0, personal, self.fill[None, :])
 
     def save(self, arrays: Arrays, prefix: str) -> None:
-        arrays.put_sparse(f"{prefix}.personal", self.personal)
         arrays.put(f"{prefix}.fill", self.fill)
 
-    def load(self, train: Interactions, arrays: Arrays, prefix: str) -> PersonalFrequency:
-        self.personal, self.fill = arrays.sparse(f"{prefix}.personal"), arrays[f"{prefix}.fill"]
+    def load(self, arrays: Arrays, prefix: str) -> PersonalFrequency:
+        self.fill = arrays[f"{prefix}.fill"]
         return self
 
 
@@ -111,7 +130,7 @@ class ItemKNNConfig:
     b: float = 0.75  # BM25 length normalisation
 
 
-class ItemKNN:
+class ItemKNN(_Scored):
     """Item-to-item nearest neighbours on BM25-weighted purchases (implicit's BM25Recommender)."""
 
     name = "item_knn_bm25"
@@ -120,25 +139,24 @@ class ItemKNN:
         self.config = config
 
     def fit(self, train: Interactions) -> ItemKNN:
-        self.user_items = train.counts.astype(np.float32).tocsr()
+        self.train = train
         model = BM25Recommender(K=self.config.neighbours, K1=self.config.k1, B=self.config.b, num_threads=1)
         with warnings.catch_warnings():
             # implicit weights the matrix into COO itself, then warns that it was not given CSR.
             warnings.filterwarnings("ignore", "Method expects CSR input", category=Warning)
-            model.fit(self.user_items, show_progress=False)
+            model.fit(train.counts.astype(np.float32).tocsr(), show_progress=False)
         # Row i: the items like item i, by BM25 similarity (CSR, as implicit leaves it).
         self.similarity = sp.csr_matrix(model.similarity)
         return self
 
-    def score(self, customers: np.ndarray) -> np.ndarray:
-        # The user's purchases times the item-item similarity: implicit's own scoring, for the whole catalogue.
-        return np.asarray((self.user_items[customers] @ self.similarity).todense())
+    def score_lines(self, lines: Interactions) -> np.ndarray:
+        # The customer's purchases times the item-item similarity: implicit's own scoring, for the whole catalogue.
+        return np.asarray((lines.counts.astype(np.float32) @ self.similarity).todense())
 
     def save(self, arrays: Arrays, prefix: str) -> None:
         arrays.put_sparse(f"{prefix}.similarity", self.similarity)
 
-    def load(self, train: Interactions, arrays: Arrays, prefix: str) -> ItemKNN:
-        self.user_items = train.counts.astype(np.float32).tocsr()
+    def load(self, arrays: Arrays, prefix: str) -> ItemKNN:
         self.similarity = arrays.sparse(f"{prefix}.similarity")
         return self
 
@@ -148,7 +166,7 @@ class EASEConfig:
     l2: float = 200.0  # DESIGN.md's anchor uses λ = 200
 
 
-class EASE:
+class EASE(_Scored):
     """EASE (Steck, 2019): a closed-form item-item regression with a zero diagonal."""
 
     name = "ease"
@@ -157,22 +175,23 @@ class EASE:
         self.config = config
 
     def fit(self, train: Interactions) -> EASE:
-        self.bought = _binary(train)
-        gram = (self.bought.T @ self.bought).toarray().astype(np.float64)
+        self.train = train
+        bought = _binary(train)
+        gram = (bought.T @ bought).toarray().astype(np.float64)
         gram[np.diag_indices_from(gram)] += self.config.l2
         precision = np.linalg.inv(gram)
         self.weights = (precision / -np.diag(precision)).astype(np.float32)  # float32 halves the stored model
         self.weights[np.diag_indices_from(self.weights)] = 0.0
         return self
 
-    def score(self, customers: np.ndarray) -> np.ndarray:
-        return self.bought[customers] @ self.weights
+    def score_lines(self, lines: Interactions) -> np.ndarray:
+        return _binary(lines) @ self.weights
 
     def save(self, arrays: Arrays, prefix: str) -> None:
         arrays.put(f"{prefix}.weights", self.weights)
 
-    def load(self, train: Interactions, arrays: Arrays, prefix: str) -> EASE:
-        self.bought, self.weights = _binary(train), arrays[f"{prefix}.weights"]
+    def load(self, arrays: Arrays, prefix: str) -> EASE:
+        self.weights = arrays[f"{prefix}.weights"]
         return self
 
 
@@ -185,48 +204,53 @@ class ALSConfig:
     seed: int = 0
 
 
-class _Factors:
-    """A matrix factorisation fitted by implicit: a customer's score for an item is the dot product of their factors."""
+class _Factors(_Scored):
+    """A matrix factorisation fitted by implicit: a customer's score for an item is the dot product of their factors
+    and the item's. Only the item factors are kept; a customer's are solved from their history when scored."""
 
-    user_factors: np.ndarray
     item_factors: np.ndarray
 
-    def score(self, customers: np.ndarray) -> np.ndarray:
+    def score_lines(self, lines: Interactions) -> np.ndarray:
         # In float64: float32 products come out of BLAS differently for different batch shapes (2e-7 here), enough to
         # flip which items make a customer's candidate cut, so that their answer would depend on who else is scored.
-        return self.user_factors[customers].astype(np.float64) @ self.item_factors.T.astype(np.float64)
-
-    def _keep(self, model) -> None:
-        self.user_factors, self.item_factors = np.asarray(model.user_factors), np.asarray(model.item_factors)
+        return self.user_factors(lines).astype(np.float64) @ self.item_factors.T.astype(np.float64)
 
     def save(self, arrays: Arrays, prefix: str) -> None:
-        arrays.put(f"{prefix}.user_factors", self.user_factors)
         arrays.put(f"{prefix}.item_factors", self.item_factors)
 
-    def load(self, train: Interactions, arrays: Arrays, prefix: str):
-        self.user_factors, self.item_factors = arrays[f"{prefix}.user_factors"], arrays[f"{prefix}.item_factors"]
+    def load(self, arrays: Arrays, prefix: str):
+        self.item_factors = arrays[f"{prefix}.item_factors"]
         return self
 
 
 class ALS(_Factors):
-    """Implicit-feedback matrix factorisation (implicit's AlternatingLeastSquares, CPU)."""
+    """Implicit-feedback matrix factorisation (implicit's AlternatingLeastSquares, CPU). A customer's factors are
+    implicit's own least-squares solution against the item factors (`recalculate_user`), from their history now."""
 
     name = "als"
 
     def __init__(self, config: ALSConfig = ALSConfig()):
         self.config = config
 
-    def fit(self, train: Interactions) -> ALS:
+    def _model(self) -> AlternatingLeastSquares:
         c = self.config
+        return AlternatingLeastSquares(factors=c.factors, regularization=c.regularization, alpha=c.alpha,
+                                       iterations=c.iterations, random_state=c.seed, num_threads=1)
+
+    def fit(self, train: Interactions) -> ALS:
+        self.train = train
         # implicit parallelises itself; BLAS threads on top of it only contend (implicit checks and warns).
         with threadpool_limits(1, "blas"):
-            model = AlternatingLeastSquares(
-                factors=c.factors, regularization=c.regularization, alpha=c.alpha, iterations=c.iterations,
-                random_state=c.seed, num_threads=1,
-            )
+            model = self._model()
             model.fit(train.counts.astype(np.float32).tocsr(), show_progress=False)
-        self._keep(model)
+        self.item_factors = np.asarray(model.item_factors)
         return self
+
+    def user_factors(self, lines: Interactions) -> np.ndarray:
+        model = self._model()
+        model.item_factors = self.item_factors
+        with threadpool_limits(1, "blas"):
+            return model.recalculate_user(np.arange(len(lines.customers)), lines.counts.astype(np.float32).tocsr())
 
 
 @dataclass(frozen=True)
@@ -239,7 +263,9 @@ class BPRConfig:
 
 
 class BPR(_Factors):
-    """Bayesian personalised ranking (implicit's BayesianPersonalizedRanking, CPU): pairwise, bought over not."""
+    """Bayesian personalised ranking (implicit's BayesianPersonalizedRanking, CPU): pairwise, bought over not. implicit
+    cannot solve a customer's factors from a history, so they are folded in: the mean factors of the items bought
+    (with the item-bias column's weight 1)."""
 
     name = "bpr"
 
@@ -248,14 +274,22 @@ class BPR(_Factors):
 
     def fit(self, train: Interactions) -> BPR:
         c = self.config
+        self.train = train
         # One thread: implicit's BPR updates shared factors lock-free, so more threads give a different model each run.
         model = BayesianPersonalizedRanking(
             factors=c.factors, learning_rate=c.learning_rate, regularization=c.regularization,
             iterations=c.iterations, random_state=c.seed, num_threads=1,
         )
         model.fit(_binary(train), show_progress=False)
-        self._keep(model)
+        self.item_factors = np.asarray(model.item_factors)
         return self
+
+    def user_factors(self, lines: Interactions) -> np.ndarray:
+        bought = _binary(lines)
+        sizes = np.maximum(np.diff(bought.indptr), 1).astype(np.float32)
+        users = np.asarray(bought @ self.item_factors) / sizes[:, None]
+        users[:, -1] = 1.0  # implicit's last item factor is the item's bias
+        return users
 
 
 # Every baseline is a recipe: its class and config name it, so that one chosen to answer a rail is saved and

@@ -1,13 +1,24 @@
-"""The product rails, answered by one trained bundle that carries everything it needs (id maps included), so it
-answers without the training run, the canonical tables or the feature store. Loading the registered bundle and
-answering from it live here too, beside the MLflow pyfunc wrapper, so that the service, campaigns and `loyal
-recommend` never load the training pipeline (nor Optuna).
+"""The product rails: one registered model that holds items only, and the customers' state it is given.
 
-- `for_you`: the re-ranker over every item; `discover`: the re-ranker trained on items new to the customer;
+The model (`Recommender`) is item-side: item ids, each source's item parameters (popularity, BM25 item-kNN and EASE
+similarities, ALS item factors), the re-rankers' networks, the trending list. A customer is their state, read when
+they are answered: their purchase history and session (features/compute.py defines both; the online store keeps
+them as events arrive, features/state.py) and their features. So a purchase shows in the next answer, a customer
+first seen after training gets personal rails from their first purchase, and a forgotten customer, whose state is
+erased, is a stranger at once: nothing about them is in the model to retrain away.
+
+- `for_you`: the re-ranker over every item; `discover`: the re-ranker trained on items new to the customer (each
+  answered by a baseline instead where one did better on the validation window);
 - `buy_again`: only items the customer bought, by time-decayed purchase frequency;
-- `similar_items`: item to item (BM25 item-kNN), for a given item, or for a customer's latest purchase;
-- `trending`: the most distinct buyers in the last week (the last month breaks ties). A customer the model does not
-  know gets `trending` on every customer rail.
+- `similar_items`: item to item (BM25 item-kNN), for a given item, or from the item the customer last viewed or
+  bought;
+- `trending`: the most distinct buyers in the last week before training (the last month breaks ties); a customer
+  without a history gets it on every customer rail;
+- `recently_viewed`: the session's items, latest first.
+
+`Rails` answers them, the one way: the service from the online state, `loyal recommend` and campaigns from the
+state as of a date (the same lines, from the canonical tables). Loading the registered model lives here too, beside
+the MLflow pyfunc wrapper, so that none of them loads the training pipeline (nor Optuna).
 """
 
 from __future__ import annotations
@@ -23,30 +34,40 @@ import mlflow
 import numpy as np
 import pandas as pd
 
+from loyal.dates import utc
 from loyal.errors import LoyalError
-from loyal.schema import CUSTOMER_ID, ITEM_ID
+from loyal.features.compute import DAY_US, purchase_history, session
+from loyal.features.online import OnlineReader
+from loyal.features.repo import features_by_entity
+from loyal.features.state import CustomerState
+from loyal.schema import CUSTOMER_ID, ITEM_ID, TIMESTAMP
+from loyal.store import day_after_last_purchase, read_table
 from loyal.suppression import Suppression
 from loyal.tracking import client
 from loyal.training import artifacts
 from loyal.training.recommender.evaluate import Interactions, K, top_k
-from loyal.training.recommender.ranker import Reranker, Stage
 from loyal.training.recommender.models import from_recipe, recipe
+from loyal.training.recommender.ranker import CUSTOMER_FEATURES, Reranker, Stage, customer_features
 from loyal.training.registry import champion_version, load_version
 
 MODEL_NAME = "loyal-recommender"
 ARTIFACT = "recommender"  # the saved bundle's folder among the registered model's artifacts
-RAILS = ("for_you", "buy_again", "discover", "similar_items", "trending")
+SCORED = ("for_you", "buy_again", "discover", "similar_items", "trending")  # the rails the model ranks
+RAILS = (*SCORED, "recently_viewed")  # and the session's own: the items just viewed, latest first
 RERANKED = {"for_you": "all", "discover": "explore"}  # the rails a re-ranker answers, and the view it is judged in
 TRENDING_DAYS = 7
 COLUMNS = [CUSTOMER_ID, "rank", ITEM_ID, "score"]
+FEATURE_SERVICE = "offers_v1"  # the customer features the re-rankers read
 
 
 class Recommender:
-    """The two re-rankers on one stage (the sources fitted on all purchases before the training cutoff), and the
-    baselines chosen to answer a re-ranked rail instead where they did better on the validation window (`served`:
-    rail -> fitted baseline, fitted on the same purchases)."""
+    """The two re-rankers on one stage, and the baselines chosen to answer a re-ranked rail instead where they did
+    better on the validation window (`served`: rail -> fitted baseline). It holds items only: item ids, item-side
+    parameters, the trending list. A customer is their state, given when they are scored: their history as
+    `Interactions` over the model's items (`lines`) and their features (`features`, [n, F])."""
 
-    def __init__(self, for_you: Reranker, discover: Reranker, served: Mapping[str, object] | None = None):
+    def __init__(self, for_you: Reranker, discover: Reranker, served: Mapping[str, object] | None = None,
+                 trending_scores: np.ndarray | None = None, cutoff: pd.Timestamp | None = None):
         if for_you.stage is not discover.stage:
             raise ValueError("both re-rankers must score with the same stage")
         stage: Stage = for_you.stage
@@ -54,34 +75,19 @@ class Recommender:
         self.served = dict(served or {})
         if not set(self.served) <= set(RERANKED):
             raise ValueError(f"only {' and '.join(RERANKED)} can be answered by a baseline")
-        self.customers, self.items = stage.train.customers, stage.train.items
-        self.cutoff = stage.train.cutoff
-        purchases = stage.train.purchases
-        week = np.bincount(
-            purchases.loc[purchases["age_days"] <= TRENDING_DAYS, ["customer", "item"]].drop_duplicates()["item"],
-            minlength=len(self.items),
-        )
-        month = np.bincount(
-            purchases.loc[purchases["age_days"] <= 30, ["customer", "item"]].drop_duplicates()["item"],
-            minlength=len(self.items),
-        )
-        self.trending_scores = week + month / (month.max() + 1.0)
-        # The latest item each customer bought, for similar_items without an item.
-        latest = purchases.sort_values("age_days").drop_duplicates("customer")
-        self.latest_item = np.full(len(self.customers), -1)
-        self.latest_item[latest["customer"].to_numpy()] = latest["item"].to_numpy()
-        self.for_you.features = self.discover.features = None  # the bundle never reads the feature store again
+        self.items = stage.items
+        self.cutoff = cutoff if cutoff is not None else stage.train.cutoff
+        self.trending_scores = trending_scores if trending_scores is not None else _trending(stage.train)
+        self.for_you.features = self.discover.features = None  # the model never reads the feature store itself
         self.similarity = stage.sources["item_knn"].similarity  # row i: the items like item i (BM25 item-kNN)
 
     # ------------------------------------------------------------------------------------------- files
     def save(self, folder: Path) -> Path:
-        """Write the bundle into a new folder, without pickle (training/artifacts.py)."""
+        """Write the model into a new folder, without pickle (training/artifacts.py): item ids and item-side arrays,
+        no customer."""
         arrays = artifacts.Arrays()
-        train = self.stage.train
-        arrays.put_ids("customers", train.customers)
-        arrays.put_ids("items", train.items)
-        for column in ("customer", "item", "age_days"):
-            arrays.put(f"purchases.{column}", train.purchases[column].to_numpy())
+        arrays.put_ids("items", self.items)
+        arrays.put("trending", self.trending_scores)
         config = {"kind": MODEL_NAME, "cutoff": self.cutoff.isoformat(), "sources": self.stage.save(arrays),
                   "for_you": self.for_you.save(arrays, "for_you"), "discover": self.discover.save(arrays, "discover"),
                   "served": {rail: recipe(model) for rail, model in self.served.items()}}
@@ -91,47 +97,50 @@ class Recommender:
 
     @classmethod
     def load(cls, folder: Path) -> Recommender:
-        """The bundle `save` wrote: it answers exactly as the one that was saved."""
+        """The model `save` wrote: it answers exactly as the one that was saved."""
         config, arrays = artifacts.read(folder, MODEL_NAME)
-        purchases = pd.DataFrame({column: arrays[f"purchases.{column}"] for column in ("customer", "item", "age_days")})
-        train = Interactions.of(arrays.ids("customers"), arrays.ids("items"), purchases, pd.Timestamp(config["cutoff"]))
-        stage = Stage.load(train, config["sources"], arrays)
-        served = {rail: from_recipe(made).load(train, arrays, f"served.{rail}")
-                  for rail, made in config["served"].items()}
+        stage = Stage.load(arrays.ids("items"), config["sources"], arrays)
+        served = {rail: from_recipe(made).load(arrays, f"served.{rail}") for rail, made in config["served"].items()}
         return cls(Reranker.load(config["for_you"], arrays, "for_you", stage),
-                   Reranker.load(config["discover"], arrays, "discover", stage), served)
+                   Reranker.load(config["discover"], arrays, "discover", stage), served, arrays["trending"],
+                   pd.Timestamp(config["cutoff"]))
 
     def recipes(self) -> dict[str, str]:
         """Which recipe answers each rail."""
         return {"for_you": self.served["for_you"].name if "for_you" in self.served else self.for_you.name,
                 "discover": self.served["discover"].name if "discover" in self.served else self.discover.name,
                 "buy_again": self.stage.sources["personal_frequency"].name,
-                "similar_items": self.stage.sources["item_knn"].name, "trending": f"trending_{TRENDING_DAYS}d"}
+                "similar_items": self.stage.sources["item_knn"].name, "trending": f"trending_{TRENDING_DAYS}d",
+                "recently_viewed": "session"}
 
-    def items_bought(self) -> np.ndarray:
-        """How many distinct items each known customer bought before the cutoff (by position): their activity."""
-        return self.stage.customer_items
+    # ------------------------------------------------------------------------------------------- state
+    def lines(self, history: pd.DataFrame, customer_ids, at) -> Interactions:
+        """Customers' histories (compute.HISTORY columns) at the moment `at`, over the model's items: what the
+        other methods score. Row i is customer_ids[i]; items the model never saw are left out."""
+        return Interactions.of_history(history, pd.Index(pd.Series(customer_ids, dtype="string").astype(str)),
+                                       self.items, at)
 
     # ------------------------------------------------------------------------------------------- scores
-    def scores(self, positions: np.ndarray, rail: str) -> np.ndarray:
-        """Whole-catalogue scores of known customers (positions) on one rail; -inf: never shown."""
+    def scores(self, lines: Interactions, features: np.ndarray, rail: str) -> np.ndarray:
+        """Whole-catalogue scores of customers with a history, on one rail; -inf: never shown. (similar_items: from
+        each customer's latest purchase.)"""
         if rail in self.served:
-            scores = np.asarray(self.served[rail].score(positions), dtype=np.float64)
+            scores = np.asarray(self.served[rail].score_lines(lines), dtype=np.float64)
             if RERANKED[rail] == "explore":  # as the re-ranker it stands in for: only items new to the customer
-                scores[self.stage.bought(positions)] = -np.inf
+                scores[lines.counts.toarray() > 0] = -np.inf
             return scores
         if rail == "for_you":
-            return self.for_you.score(positions)
+            return self.for_you.score_lines(lines, features)
         if rail == "discover":
-            return self.discover.score(positions)
+            return self.discover.score_lines(lines, features)
         if rail == "buy_again":
-            personal = self.stage.sources["personal_frequency"].personal[positions].toarray()
+            personal = self.stage.sources["personal_frequency"].personal(lines)
             return np.where(personal > 0, personal, -np.inf)
         if rail == "trending":
-            return np.tile(self.trending_scores, (len(positions), 1)).astype(np.float64)
+            return np.tile(self.trending_scores, (len(lines.customers), 1)).astype(np.float64)
         if rail == "similar_items":
-            return self.similar(self.latest_item[positions])
-        raise LoyalError(f"unknown rail {rail!r}: choose one of {', '.join(RAILS)}")
+            return self.similar(self.latest(lines))
+        raise LoyalError(f"unknown rail {rail!r}: choose one of {', '.join(SCORED)}")
 
     def similar(self, item_positions: np.ndarray) -> np.ndarray:
         """Item-to-item similarity rows (BM25 item-kNN); the item itself and unrelated items are never shown."""
@@ -141,25 +150,40 @@ class Recommender:
         rows[item_positions < 0] = -np.inf
         return rows
 
+    def latest(self, lines: Interactions) -> np.ndarray:
+        """Each customer's latest purchase (item position; -1 without one): where similar_items starts."""
+        latest = np.full(len(lines.customers), -1, dtype=np.int64)
+        bought = lines.purchases.sort_values(["age_days", "item"], ascending=[False, False], kind="stable")
+        latest[bought["customer"].to_numpy()] = bought["item"].to_numpy()  # the last assignment, the youngest, wins
+        return latest
+
     # ------------------------------------------------------------------------------------------- answers
-    def rank(self, positions: np.ndarray, rail: str, k: int, exclude: np.ndarray | None = None
-             ) -> tuple[np.ndarray, np.ndarray]:
+    def rank(self, lines: Interactions, features: np.ndarray, rail: str, k: int, exclude: np.ndarray | None = None,
+             anchors: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Each customer's k best items on a rail, best first, and their scores ([n, k] item positions, -1 past the
-        last shown). A customer at position -1 (unknown, or one who must be answered as unknown) gets `trending`.
-        `exclude`: item positions never shown."""
-        if rail not in RAILS:
-            raise LoyalError(f"unknown rail {rail!r}: choose one of {', '.join(RAILS)}")
-        positions = np.asarray(positions, dtype=np.int64)
+        last shown). A customer without a history (a stranger, or one to be answered as one: give them no lines)
+        gets `trending`. `exclude`: item positions never shown. similar_items starts from `anchors` (an item position
+        per customer, -1 for none; default: their latest purchase), and a customer without one gets `trending`."""
+        if rail not in SCORED:
+            raise LoyalError(f"unknown rail {rail!r}: choose one of {', '.join(SCORED)}")
         exclude = np.asarray(exclude if exclude is not None else (), dtype=np.int64)
-        k = min(k, len(self.items))
-        ranked = np.full((len(positions), k), -1, dtype=np.int64)
-        values = np.full((len(positions), k), -np.inf)
-        known = positions >= 0
+        n, k = len(lines.customers), min(k, len(self.items))
+        ranked = np.full((n, k), -1, dtype=np.int64)
+        values = np.full((n, k), -np.inf)
+        if rail == "similar_items":
+            anchors = self.latest(lines) if anchors is None else np.asarray(anchors, dtype=np.int64)
+            known = anchors >= 0
+        else:
+            known = np.diff(lines.counts.indptr) > 0
         if (~known).any():
             trending = self.trending_scores[None, :].astype(np.float64)
             ranked[~known], values[~known] = _cut(_without(trending, exclude), k)
-        if known.any():
-            ranked[known], values[known] = self._best(positions[known], rail, k, exclude)
+        if known.any() and rail == "similar_items":
+            ranked[known], values[known] = self.rank_similar(anchors[known], k, exclude)
+        elif known.any():
+            rows = np.flatnonzero(known)
+            mine = lines.rows(rows) if len(rows) < n else lines
+            ranked[known], values[known] = self._best(mine, features[known], rail, k, exclude)
         return ranked, values
 
     def rank_similar(self, item_positions: np.ndarray, k: int, exclude: np.ndarray | None = None
@@ -169,30 +193,25 @@ class Recommender:
         return _cut(_without(self.similar(np.asarray(item_positions, dtype=np.int64)), exclude),
                     min(k, len(self.items)))
 
-    def anchor(self, position: int) -> int:
-        """The item `similar_items` starts from for a customer: their latest purchase (-1 for a stranger)."""
-        return int(self.latest_item[position]) if position >= 0 else -1
-
-    def reasons(self, rail: str, position: int, anchor: int, items: np.ndarray) -> list[tuple[str, int]]:
-        """Why each item is shown to the customer at `position`, as (kind, item it relates to or -1): "trending",
-        "similar" (to `anchor`), "bought" (before), "because" (they bought the related item: the purchase most like
-        it by BM25 item-kNN, the lowest position on a tie) or "like_you" (popular with customers like them)."""
+    def reasons(self, rail: str, owned: np.ndarray, anchor: int, items: np.ndarray) -> list[tuple[str, int]]:
+        """Why each item is shown to a customer who bought the items `owned` (positions; none: a stranger), as (kind,
+        item it relates to or -1): "trending", "similar" (to `anchor`), "bought" (before), "because" (they bought the
+        related item: the purchase most like it by BM25 item-kNN, the lowest position on a tie) or "like_you"
+        (popular with customers like them)."""
         if rail == "similar_items" and anchor >= 0:
             return [("similar", anchor)] * len(items)
-        if rail == "trending" or position < 0:
+        if rail == "trending" or not len(owned):
             return [("trending", -1)] * len(items)
         if rail == "buy_again":
             return [("bought", -1)] * len(items)
-        # Column c of the CSC similarity holds the items similar to c.
-        bought = self.stage.train.counts.tocsr()
-        owned = np.zeros(len(self.items), dtype=bool)
-        owned[bought.indices[bought.indptr[position] : bought.indptr[position + 1]]] = True
-        similarity, reasons = self._similarity_by_column(), []
+        mask = np.zeros(len(self.items), dtype=bool)
+        mask[owned] = True
+        similarity, reasons = self._similarity_by_column(), []  # column c of the CSC: the items similar to c
         for item in items:
             span = slice(similarity.indptr[item], similarity.indptr[item + 1])
             rows, values = similarity.indices[span], similarity.data[span]
-            mine = owned[rows] & (values > 0)
-            if owned[item]:
+            mine = mask[rows] & (values > 0)
+            if mask[item]:
                 reasons.append(("bought", -1))
             elif mine.any():
                 reasons.append(("because", int(rows[mine][values[mine] == values[mine].max()].min())))
@@ -201,27 +220,30 @@ class Recommender:
         return reasons
 
     def _similarity_by_column(self):
-        # Built on first use, by the process that answers (not by training: the registered bundle stays small).
+        # Built on first use, by the process that answers (not by training: the registered model stays small).
         if getattr(self, "_similarity_csc", None) is None:
             self._similarity_csc = self.similarity.tocsc()
         return self._similarity_csc
 
     # ------------------------------------------------------------------------------------------- lists
-    def recommend(self, customer_ids, rail: str, k: int, block: int = 512, strangers=None) -> pd.DataFrame:
-        """Rows (customer_id, rank, item_id, score), best first per customer, in the order the ids came.
-        Unknown customers get `trending`, and so do `strangers` (a mask over the ids: customers erased since the
-        model was trained, whom it must not answer as themselves)."""
-        if rail not in RAILS:
-            raise LoyalError(f"unknown rail {rail!r}: choose one of {', '.join(RAILS)}")
+    def recommend(self, history: pd.DataFrame, customer_ids, rail: str, k: int, at,
+                  features: pd.DataFrame | None = None, block: int = 512, anchors: np.ndarray | None = None
+                  ) -> pd.DataFrame:
+        """Rows (customer_id, rank, item_id, score), best first per customer, in the order the ids came, from their
+        histories (compute.HISTORY columns) at `at` and their features (a frame of ranker.CUSTOMER_FEATURES indexed
+        by id; absent: zeros). A customer without a history gets `trending`; `anchors` as `rank` takes them."""
+        if rail not in SCORED:
+            raise LoyalError(f"unknown rail {rail!r}: choose one of {', '.join(SCORED)}")
         if not 1 <= k <= len(self.items):
             raise LoyalError(f"k must be between 1 and {len(self.items)}, not {k}")
         ids = pd.Index(pd.Series(customer_ids, dtype="string").astype(str))
-        positions = self.customers.get_indexer(ids)
-        if strangers is not None:
-            positions[np.asarray(strangers, dtype=bool)] = -1
+        lines = Interactions.of_history(history, ids, self.items, at)
+        matrix = customer_features(features if features is not None else pd.DataFrame(), ids)
 
         def answer(start: int) -> pd.DataFrame:
-            return self._frame(ids[start : start + block], *self.rank(positions[start : start + block], rail, k))
+            part = np.arange(start, min(start + block, len(ids)))
+            return self._frame(ids[part], *self.rank(lines.rows(part), matrix[part], rail, k,
+                                                     anchors=None if anchors is None else anchors[part]))
 
         starts = range(0, len(ids), block)
         if len(starts) < 2:
@@ -241,24 +263,26 @@ class Recommender:
         frame = self._frame(ids, *self.rank_similar(positions, k))
         return frame.rename(columns={CUSTOMER_ID: "query_item_id"})
 
-    def _best(self, positions: np.ndarray, rail: str, k: int, exclude: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Known customers' k best items on a rail and their scores (-1 where a rail has fewer than k)."""
+    def _best(self, lines: Interactions, features: np.ndarray, rail: str, k: int, exclude: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray]:
+        """The k best items on a rail of customers with a history, and their scores (-1 where a rail has fewer)."""
         reranker = {"for_you": self.for_you, "discover": self.discover}.get(rail)
         if reranker is None or rail in self.served:
-            return _cut(_without(self.scores(positions, rail), exclude), k)
+            return _cut(_without(self.scores(lines, features, rail), exclude), k)
         # A re-ranked rail's k best are candidates wherever a customer has k of them left after the exclusions
         # (everything else ranks below every candidate): ranking the candidates alone spares scoring the whole
         # catalogue. Candidates are in item order, so ties fall as they would in the catalogue.
-        items, scores = reranker.candidate_scores(positions)
+        items, scores = reranker.candidate_scores(lines, features)
         if len(exclude):
             scores = np.where(np.isin(items, exclude), np.float32(-np.inf), scores)
-        if items.shape[1] < k:  # nobody has k candidates
-            return _cut(_without(reranker.score(positions), exclude), k)
+        short = np.flatnonzero(np.isfinite(scores).sum(axis=1) < k)
+        if len(short) == len(items):  # nobody has k candidates
+            return _cut(_without(reranker.score_lines(lines, features), exclude), k)
         ranked, values = _cut(scores, k)
         ranked = np.where(ranked >= 0, np.take_along_axis(items, np.maximum(ranked, 0), axis=1), -1)
-        short = np.flatnonzero(np.isfinite(scores).sum(axis=1) < k)
         if len(short):
-            ranked[short], values[short] = _cut(_without(reranker.score(positions[short]), exclude), k)
+            ranked[short], values[short] = _cut(_without(reranker.score_lines(lines.rows(short), features[short]),
+                                                         exclude), k)
         return ranked, values
 
     def _frame(self, ids: pd.Index, ranked: np.ndarray, values: np.ndarray) -> pd.DataFrame:
@@ -269,6 +293,20 @@ class Recommender:
             ITEM_ID: self.items.to_numpy()[ranked[rows, ranks]],
             "score": values[rows, ranks],
         })
+
+
+def _trending(train: Interactions) -> np.ndarray:
+    """Distinct buyers of each item in the last TRENDING_DAYS before the cutoff; the last 30 days break ties."""
+    purchases = train.purchases
+    week = np.bincount(
+        purchases.loc[purchases["age_days"] <= TRENDING_DAYS, ["customer", "item"]].drop_duplicates()["item"],
+        minlength=len(train.items),
+    )
+    month = np.bincount(
+        purchases.loc[purchases["age_days"] <= 30, ["customer", "item"]].drop_duplicates()["item"],
+        minlength=len(train.items),
+    )
+    return week + month / (month.max() + 1.0)
 
 
 def _without(scores: np.ndarray, exclude: np.ndarray) -> np.ndarray:
@@ -288,11 +326,7 @@ def _cut(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 # ------------------------------------------------------------------------------------------- answering
 COLD_START_REASON = "popular this week"
-# A rail ranked for every customer when a Rails is warmed (the service does, at start): the most-read answer then
-# costs a lookup. Kept per customer: the most a request may ask (k <= 100) and room for exclusions; a request that
-# excludes more is ranked live.
-CACHED_ITEMS = 150
-CACHED_CUSTOMERS = 200_000  # beyond this many customers, the most active ones
+VIEWED_REASON = "you viewed this"
 
 
 class UnknownItem(LoyalError):
@@ -309,44 +343,100 @@ class Answer:
     cold_start: bool
 
 
+@dataclass
+class State:
+    """Customers' state at a moment: histories and sessions (compute.HISTORY and compute.SESSION columns) and their
+    features (ranker.CUSTOMER_FEATURES, a frame indexed by id; customers it lacks read zeros)."""
+    history: pd.DataFrame
+    session: pd.DataFrame
+    features: pd.DataFrame
+    at: pd.Timestamp
+
+
+class OnlineState:
+    """Customers' state as the online store holds it now: the history and session every event updates at once
+    (features/state.py), and the features as last materialized. The service's."""
+
+    def __init__(self, store, reader: OnlineReader | None = None):
+        self.state, self.reader = CustomerState(store), reader or OnlineReader(store)
+
+    def __call__(self, customer_ids: list[str], at=None) -> State:
+        lines = self.state.read(customer_ids)
+        columns, known = self.reader.read_many(CUSTOMER_ID, customer_ids)
+        wanted = [name for name in CUSTOMER_FEATURES if name in columns]
+        features = pd.DataFrame({name: columns[name] for name in wanted}, index=pd.Index(customer_ids))
+        features = features[np.asarray(known, dtype=bool)]
+        if at is None:  # now; or just after the latest line, where a client's clock runs ahead of this one's
+            latest = max([int(frame[TIMESTAMP].max()) + 1 for frame in lines.values() if len(frame)], default=0)
+            at = max(pd.Timestamp.now("UTC"), pd.Timestamp(latest, unit="us", tz="UTC"))
+        return State(lines["history"], lines["session"], features, utc(at))
+
+
+class BatchState:
+    """Customers' state as of a moment, from the canonical tables and the offline features: `loyal recommend`,
+    campaign items, the evaluation. The same lines `compute` makes for the online store."""
+
+    def __init__(self, home: Path, at):
+        self.home, self.at = home, utc(at)
+
+    @functools.cached_property
+    def _lines(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        transactions = read_table(self.home, "transactions")
+        if transactions is None:
+            raise LoyalError(f"no transactions under {self.home} yet: ingest data first (`loyal ingest ...`)")
+        return (purchase_history(transactions, self.at), session(read_table(self.home, "events"), self.at))
+
+    def __call__(self, customer_ids: list[str], at=None) -> State:
+        history, browsed = self._lines
+        wanted = set(customer_ids)
+        features = features_by_entity(self.home, FEATURE_SERVICE, self.at, {CUSTOMER_ID: pd.Index(customer_ids)})
+        return State(history[history[CUSTOMER_ID].isin(wanted)], browsed[browsed[CUSTOMER_ID].isin(wanted)],
+                     features[CUSTOMER_ID], self.at)
+
+
 class Rails:
     """Every rail for every customer, the one way Loyal answers them: the service (a customer at a time, with
-    exclusions and reasons), `loyal recommend` and campaign items (many at once) all ask a Rails. A customer on the
-    suppression list is answered exactly as one the model never saw, here and only here."""
+    exclusions and reasons, from the online state), `loyal recommend` and campaign items (many at once, from the
+    state as of a date) all ask a Rails. A customer on the suppression list is answered exactly as a stranger, here
+    and only here."""
 
-    def __init__(self, recommender: Recommender, suppression: Suppression,
+    def __init__(self, recommender: Recommender, suppression: Suppression, state,
                  descriptions: Mapping[str, str] | None = None):
-        self.recommender, self.suppression = recommender, suppression
+        self.recommender, self.suppression, self.state = recommender, suppression, state
         self.descriptions = dict(descriptions or {})
         self.item_ids = recommender.items.to_numpy()
-        self.cached: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
-    # Dictionaries, not the model's pandas indexes: one id's position costs 0.1 µs, not 30. Made when a customer is
-    # first answered alone (`table` needs neither).
-    @functools.cached_property
-    def customer_position(self) -> dict[str, int]:
-        return {customer: i for i, customer in enumerate(self.recommender.customers)}
-
+    # A dictionary, not the model's pandas index: one id's position costs 0.1 µs, not 30.
     @functools.cached_property
     def item_position(self) -> dict[str, int]:
         return {item: i for i, item in enumerate(self.item_ids)}
 
-    def positions(self, customer_ids) -> np.ndarray:
-        """Each customer's position in the model, -1 for one it does not know or must not know (suppressed)."""
-        positions = np.array([self.customer_position.get(c, -1) for c in customer_ids], dtype=np.int64)
-        positions[self.suppression.contains(list(customer_ids))] = -1
-        return positions
+    def _state(self, customer_ids: list[str], at=None) -> State:
+        """Their state, with the suppressed answered as strangers (no history, no session, no features)."""
+        state = self.state(customer_ids, at)
+        gone = [c for c, erased in zip(customer_ids, self.suppression.contains(customer_ids)) if erased]
+        if gone:
+            state.history = state.history[~state.history[CUSTOMER_ID].isin(gone)]
+            state.session = state.session[~state.session[CUSTOMER_ID].isin(gone)]
+            state.features = state.features.drop(index=gone, errors="ignore")
+        return state
 
     def table(self, customer_ids, rail: str, k: int) -> pd.DataFrame:
         """Rows (customer_id, rank, item_id, score) for many customers: `loyal recommend`, campaign items."""
-        ids = list(customer_ids)
-        return self.recommender.recommend(ids, rail, k, strangers=self.suppression.contains(ids))[COLUMNS]
+        ids = [str(c) for c in customer_ids]
+        state = self._state(ids)
+        if rail == "recently_viewed":
+            frames = [self._frame(c, *self._viewed(state, c, k, np.array([], dtype=np.int64))) for c in ids]
+            return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
+        anchors = self._anchors(state, ids) if rail == "similar_items" else None
+        return self.recommender.recommend(state.history, ids, rail, k, state.at, state.features,
+                                          anchors=anchors)[COLUMNS]
 
-    def answer(self, customer_id: str, rail: str, k: int, exclude_item_ids=(), item_id: str | None = None) -> Answer:
+    def answer(self, customer_id: str, rail: str, k: int, exclude_item_ids=(), item_id: str | None = None,
+               at=None) -> Answer:
         """One customer's rail, never showing `exclude_item_ids`; similar_items from `item_id` when given (an item the
-        model does not know is UnknownItem), else from the customer's latest purchase."""
+        model does not know is UnknownItem), else from the item the customer last viewed or bought."""
         r = self.recommender
-        position = int(self.positions([customer_id])[0])
         exclude = np.array([p for p in (self.item_position.get(i, -1) for i in exclude_item_ids) if p >= 0],
                            dtype=np.int64)
         if rail == "similar_items" and item_id is not None:
@@ -354,47 +444,51 @@ class Rails:
             if anchor < 0:
                 raise UnknownItem(f"item_id {item_id!r} is not in the catalogue the model knows")
             (items,), (scores,) = r.rank_similar(np.array([anchor]), k, exclude)
-            return self._answer(items, scores, r.reasons(rail, position, anchor, items[items >= 0]), False)
-        cached = self._from_cache(rail, position, k, exclude)
-        if cached is not None:
-            items, scores = cached
-        else:
-            (items,), (scores,) = r.rank(np.array([position]), rail, k, exclude)
+            return self._answer(items, scores, r.reasons(rail, np.array([], dtype=np.int64), anchor,
+                                                         items[items >= 0]), False)
+        state = self._state([customer_id], at)
+        lines = r.lines(state.history, [customer_id], state.at)
+        owned = lines.counts.indices
+        if rail == "recently_viewed":
+            items, scores = self._viewed(state, customer_id, k, exclude)
+            return self._answer(items, scores, [("viewed", -1)] * int((items >= 0).sum()), False)
+        anchors = self._anchors(state, [customer_id]) if rail == "similar_items" else None
+        features = customer_features(state.features, lines.customers)
+        (items,), (scores,) = r.rank(lines, features, rail, k, exclude, anchors)
         shown = items[items >= 0]
-        reasons = r.reasons(rail, position, r.anchor(position) if rail == "similar_items" else -1, shown)
-        return self._answer(items, scores, reasons, position < 0)
+        if anchors is not None:
+            return self._answer(items, scores, r.reasons(rail, owned, int(anchors[0]), shown), anchors[0] < 0)
+        return self._answer(items, scores, r.reasons(rail, owned, -1, shown), not len(owned))
 
-    def warm(self, rail: str = "for_you", block: int = 1024) -> None:
-        """Rank `rail` once for every customer (the CACHED_CUSTOMERS most active beyond that many), CACHED_ITEMS
-        deep, so that `answer` looks it up; equal to ranking live (a test holds them equal)."""
-        r = self.recommender
-        customers = np.arange(len(r.customers))
-        if len(customers) > CACHED_CUSTOMERS:
-            customers = np.sort(np.argsort(-r.items_bought(), kind="stable")[:CACHED_CUSTOMERS])
-        depth = min(CACHED_ITEMS, len(r.items))
-        items = np.full((len(customers), depth), -1, dtype=np.int64)
-        scores = np.full((len(customers), depth), -np.inf)
-        for start in range(0, len(customers), block):
-            part = customers[start : start + block]
-            items[start : start + len(part)], scores[start : start + len(part)] = r.rank(part, rail, depth)
-        row = np.full(len(r.customers), -1, dtype=np.int64)
-        row[customers] = np.arange(len(customers))
-        self.cached[rail] = (row, items, scores)
+    def _anchors(self, state: State, customer_ids: list[str]) -> np.ndarray:
+        """Per customer, the item similar_items starts from: the latest they viewed, added to a cart or bought before
+        the state's moment (the highest position on a tie), -1 for none."""
+        moment = state.at.value // 1000
+        lines = pd.concat([state.session[[CUSTOMER_ID, ITEM_ID, TIMESTAMP]],
+                           state.history[[CUSTOMER_ID, ITEM_ID, TIMESTAMP]]], ignore_index=True)
+        lines = lines.assign(position=lines[ITEM_ID].map(self.item_position).fillna(-1).astype(np.int64))
+        lines = lines[(lines["position"] >= 0) & (lines[TIMESTAMP] < moment)]
+        latest = lines.sort_values([TIMESTAMP, "position"], kind="stable").groupby(CUSTOMER_ID)["position"].last()
+        return latest.reindex(customer_ids).fillna(-1).to_numpy(np.int64)
 
-    def _from_cache(self, rail: str, position: int, k: int, exclude: np.ndarray):
-        """(items, scores) from the cache, or None where the cache cannot answer for sure."""
-        if rail not in self.cached or position < 0 or self.cached[rail][0][position] < 0:
-            return None
-        row, items, scores = self.cached[rail]
-        items, scores = items[row[position]], scores[row[position]]
-        keep = items >= 0
-        if len(exclude):
-            keep &= ~np.isin(items, exclude)
-        full = (items >= 0).all()  # a full row may have more items beyond the cache
-        if keep.sum() < k and full:
-            return None
+    def _viewed(self, state: State, customer_id: str, k: int, exclude: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """recently_viewed: the items of the customer's session, latest first, each once; scores: the view's age in
+        days, negated (the latest scores highest)."""
+        mine = state.session[(state.session[CUSTOMER_ID] == customer_id)
+                             & (state.session[TIMESTAMP] < state.at.value // 1000)]
+        mine = mine.sort_values(TIMESTAMP, ascending=False, kind="stable").drop_duplicates(ITEM_ID)
+        positions = np.array([self.item_position.get(i, -1) for i in mine[ITEM_ID]], dtype=np.int64)
+        ages = (state.at.value // 1000 - mine[TIMESTAMP].to_numpy(np.int64)) / DAY_US
+        keep = (positions >= 0) & ~np.isin(positions, exclude)
+        items, scores = np.full(k, -1, dtype=np.int64), np.full(k, -np.inf)
         chosen = np.flatnonzero(keep)[:k]
-        return items[chosen], scores[chosen]
+        items[: len(chosen)], scores[: len(chosen)] = positions[chosen], -ages[chosen]
+        return items, scores
+
+    def _frame(self, customer_id: str, items: np.ndarray, scores: np.ndarray) -> pd.DataFrame:
+        shown = items >= 0
+        return pd.DataFrame({CUSTOMER_ID: customer_id, "rank": np.arange(1, shown.sum() + 1),
+                             ITEM_ID: self.item_ids[items[shown]], "score": scores[shown]})
 
     def _answer(self, items: np.ndarray, scores: np.ndarray, reasons: list[tuple[str, int]], cold: bool) -> Answer:
         shown = items >= 0
@@ -404,6 +498,8 @@ class Rails:
     def _words(self, kind: str, related: int) -> str:
         if kind == "trending":
             return COLD_START_REASON
+        if kind == "viewed":
+            return VIEWED_REASON
         if kind == "similar":
             return f"similar to {self._name(related)}"
         if kind == "bought":
@@ -419,9 +515,12 @@ class Rails:
 
 # ------------------------------------------------------------------------------------------- registered
 class RecommenderPyfunc(mlflow.pyfunc.PythonModel):
-    """`loyal-recommender` as an MLflow pyfunc: input a frame with `customer_id` (or, for similar_items given an
-    item, `item_id`), params `rail` and `k`; output rows (customer_id, rank, item_id, score). Registered from code
-    (training/model_code/recommender.py): loading it reads the saved bundle's arrays, never a pickle."""
+    """`loyal-recommender` as an MLflow pyfunc. Input: customers' histories, one row per purchase line
+    (customer_id, item_id, timestamp in microseconds since 1970 UTC, order_id), or, for similar_items given items, a
+    frame of `item_id`; params `rail`, `k` and `at` (the moment, ISO 8601; default now). Output rows (customer_id,
+    rank, item_id, score). The customers' features are not an input: the pyfunc ranks as for customers without
+    any (the service and `loyal recommend` read them from the feature store). Registered from code
+    (training/model_code/recommender.py): loading it reads the saved arrays, never a pickle."""
 
     def load_context(self, context):
         self.model = Recommender.load(Path(context.artifacts[ARTIFACT]))
@@ -429,22 +528,27 @@ class RecommenderPyfunc(mlflow.pyfunc.PythonModel):
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         params = params or {}
         rail, k = params.get("rail", "for_you"), int(params.get("k", K))
-        if rail == "similar_items" and ITEM_ID in model_input.columns:
+        if rail == "similar_items" and TIMESTAMP not in model_input.columns:
             return self.model.similar_to(model_input[ITEM_ID], k)
-        return self.model.recommend(model_input[CUSTOMER_ID], rail, k)
+        at = params.get("at") or pd.Timestamp.now("UTC")
+        ids = pd.unique(model_input[CUSTOMER_ID].astype(str))
+        return self.model.recommend(model_input, ids, rail, k, at)
 
 
 def load_model(home: Path, version: str | None = None) -> Recommender:
-    """The registered bundle that carries `champion` (or the given version), loaded from the registry."""
+    """The registered model that carries `champion` (or the given version), loaded from the registry."""
     registry = client(home)
     if version is None and champion_version(MODEL_NAME, registry) is None:
         raise LoyalError(f"no {MODEL_NAME} carries the alias champion yet: run `loyal train recommender` first")
     return load_version(MODEL_NAME, version, registry).unwrap_python_model().model
 
 
-def recommend(home: Path, customer_ids: list[str], rail: str, k: int, version: str | None = None) -> pd.DataFrame:
-    """Rows (customer_id, rank, item_id, score) from the champion, or from `version`."""
+def recommend(home: Path, customer_ids: list[str], rail: str, k: int, at=None, version: str | None = None
+              ) -> pd.DataFrame:
+    """Rows (customer_id, rank, item_id, score) from the champion (or `version`), from the customers' state as of
+    `at` in the canonical tables and the offline features (default: the day after the last purchase, the latest
+    moment the tables describe)."""
     if rail not in RAILS:
         raise LoyalError(f"unknown rail {rail!r}: choose one of {', '.join(RAILS)}")
-    return Rails(load_model(home, version), Suppression(home)).table(
-        customer_ids, rail, int(k))
+    at = at if at is not None else day_after_last_purchase(home)
+    return Rails(load_model(home, version), Suppression(home), BatchState(home, at)).table(customer_ids, rail, int(k))

@@ -78,6 +78,12 @@ def no_features(at, customers, items) -> tuple[pd.DataFrame, pd.DataFrame]:
     return pd.DataFrame(index=customers), pd.DataFrame(index=items)
 
 
+def customer_features(frame: pd.DataFrame, customers: pd.Index) -> np.ndarray:
+    """The customers' features the network reads ([n, F] float32), from a frame of CUSTOMER_FEATURES indexed by id
+    (the feature store's, as of a moment or online now); a customer it lacks reads zeros."""
+    return _transform(frame, CUSTOMER_FEATURES, customers)
+
+
 def _transform(frame: pd.DataFrame, catalogue: dict[str, str], index: pd.Index) -> np.ndarray:
     """The catalogue's columns of `frame` for `index` as float32, log1p where asked; absent values are 0. A frame
     with no columns at all is the `no_features` source (zeros); one that lacks some of them is an error, not zeros."""
@@ -119,59 +125,58 @@ POPULARITY_PENALTY = {"all": 0.0, "explore": 0.4}
 
 
 LABEL_DAYS = 30  # the days before a cutoff whose purchases teach the network: the protocol's test window, earlier
+NEVER_BOUGHT_DAYS = 3650.0  # "days since the customer last bought the item" of an item never bought
 
 
 class Stage:
-    """The sources fitted on one matrix, with the features as of its cutoff: turns customers into candidate lists.
+    """The sources fitted on one matrix, with the item features as of its cutoff: turns customers' histories into
+    candidate lists. What it keeps is about items; the customers it was fitted on (and their features as of the
+    cutoff) stay only in the process that fitted it, for learning and measuring.
 
     One stage serves both views and every trial of a tuning run; only the network differs."""
 
     def __init__(self, train: Interactions, features: FeatureSource):
         customer_frame, item_frame = features(train.cutoff, train.customers, train.items)
-        self._set(train, {name: factory().fit(train) for name, factory in SOURCES.items()},
-                  _transform(customer_frame, CUSTOMER_FEATURES, train.customers),
+        self._set(train.items, {name: factory().fit(train) for name, factory in SOURCES.items()},
                   _transform(item_frame, ITEM_FEATURES, train.items))
+        self.train = train
+        self.customer_features = customer_features(customer_frame, train.customers)
 
-    def _set(self, train: Interactions, sources: dict, customer_features: np.ndarray, item_features: np.ndarray):
-        self.train, self.sources = train, sources
-        self.customer_features, self.item_features = customer_features, item_features
-        # Per (customer, item): purchase lines and the days since the latest one.
-        self.history = train.purchases.groupby(["customer", "item"])["age_days"].agg(["size", "min"])
-        self.customer_items = np.diff(train.counts.indptr).astype(np.float32)
+    def _set(self, items: pd.Index, sources: dict, item_features: np.ndarray):
+        self.items, self.sources, self.item_features = items, sources, item_features
+        self.train, self.customer_features = None, None
 
     def save(self, arrays: Arrays) -> dict:
-        """Write the stage's fitted sources and features into `arrays`; returns its config (each source's recipe)."""
-        arrays.put("stage.customer_features", self.customer_features)
+        """Write the stage's fitted sources and item features into `arrays`; returns its config (each source's
+        recipe)."""
         arrays.put("stage.item_features", self.item_features)
         for name, source in self.sources.items():
             source.save(arrays, f"source.{name}")
         return {name: recipe(source) for name, source in self.sources.items()}
 
     @classmethod
-    def load(cls, train: Interactions, config: dict, arrays: Arrays) -> Stage:
-        """The stage `save` wrote, on the matrix it was fitted on: nothing is fitted again."""
-        sources = {name: from_recipe(config[name]).load(train, arrays, f"source.{name}") for name in SOURCES}
+    def load(cls, items: pd.Index, config: dict, arrays: Arrays) -> Stage:
+        """The stage `save` wrote: nothing is fitted again."""
         stage = cls.__new__(cls)
-        stage._set(train, sources, arrays["stage.customer_features"], arrays["stage.item_features"])
+        stage._set(items, {name: from_recipe(config[name]).load(arrays, f"source.{name}") for name in SOURCES},
+                   arrays["stage.item_features"])
         return stage
 
-    def bought(self, customers: np.ndarray) -> np.ndarray:
-        """Which items each customer bought before the cutoff, as a dense boolean matrix."""
-        bought = np.zeros((len(customers), len(self.train.items)), dtype=bool)
-        rows, cols = self.train.counts[customers].nonzero()
-        bought[rows, cols] = True
-        return bought
+    def rows(self, customers: np.ndarray) -> tuple[Interactions, np.ndarray]:
+        """The histories and features (as of the cutoff) of customers it was fitted on, by position."""
+        return self.train.rows(customers), self.customer_features[customers]
 
-    def candidates(self, customers: np.ndarray, view: str, per_source: int):
-        """Per customer, the union of each source's top items (padded with -1) and their features.
+    def candidates(self, lines: Interactions, features: np.ndarray, view: str, per_source: int):
+        """Per customer (the rows of `lines`, their features the rows of `features`), the union of each source's top
+        items (padded with -1) and their features.
 
         Returns (items [n, C], features [n, C, F], mask [n, C]); in the explore view no bought item is a candidate."""
-        n = len(customers)
-        bought = self.bought(customers)
-        chosen = np.zeros((n, len(self.train.items)), dtype=bool)
+        n = len(lines.customers)
+        bought = lines.counts.toarray() > 0
+        chosen = np.zeros((n, len(self.items)), dtype=bool)
         source_scores = []
         for source in self.sources.values():
-            scores = np.asarray(source.score(customers), dtype=np.float64)
+            scores = np.asarray(source.score_lines(lines), dtype=np.float64)
             if view == "explore":
                 scores = np.where(bought, -np.inf, scores)
             top = top_k(scores, per_source)  # never an item scored -inf: in the explore view, none bought
@@ -197,46 +202,27 @@ class Stage:
                 np.take_along_axis(finite, safe, axis=1) / np.where(largest > 0, largest, 1.0),
                 np.log1p(_rank(np.where(mask, mine, -np.inf))),
             ]
-        times, since = self._history(customers, safe)
+        times, since = _history(lines)
         columns += [
             np.take_along_axis(bought, safe, axis=1).astype(np.float64),
-            np.log1p(times),
-            np.where(times > 0, np.log1p(since), np.log1p(3650.0)),  # never bought: as if ten years ago
-            np.broadcast_to(np.log1p(self.customer_items[customers])[:, None], items.shape),
+            np.log1p(np.take_along_axis(times, safe, axis=1)),
+            np.log1p(np.take_along_axis(since, safe, axis=1)),
+            np.broadcast_to(np.log1p(np.diff(lines.counts.indptr).astype(np.float64))[:, None], items.shape),
         ]
         pair = np.stack(columns, axis=2).astype(np.float32)
-        customer = np.broadcast_to(
-            self.customer_features[customers][:, None, :], (*items.shape, self.customer_features.shape[1])
-        )
+        customer = np.broadcast_to(features[:, None, :], (*items.shape, features.shape[1]))
         item = self.item_features[safe]
         return items, np.concatenate([pair, customer, item], axis=2), mask
 
-    def _history(self, customers: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Per (customer, item): purchase lines and days since the latest (0 and 0 where never bought)."""
-        keys, lines, days = self._history_arrays()
-        wanted = np.repeat(np.asarray(customers, dtype=np.int64), items.shape[1]) * len(self.train.items)
-        wanted += items.ravel()
-        if not len(keys):
-            return np.zeros(items.shape), np.zeros(items.shape)
-        at = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
-        found = keys[at] == wanted
-        return (np.where(found, lines[at], 0.0).reshape(items.shape),
-                np.where(found, days[at], 0.0).reshape(items.shape))
 
-    def _history_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """`history` as sorted (customer × catalogue + item) keys and their columns: looked up with a binary search,
-        which, unlike pandas' lazily built index, is safe when blocks of customers are scored in threads. Built on
-        first use; two threads building it at once build the same arrays."""
-        cached = self.__dict__.get("_history_lookup")
-        if cached is None:
-            index = self.history.index
-            keys = (index.get_level_values(0).to_numpy(np.int64) * len(self.train.items)
-                    + index.get_level_values(1).to_numpy(np.int64))
-            order = np.argsort(keys, kind="stable")
-            cached = (keys[order], self.history["size"].to_numpy(np.float64)[order],
-                      self.history["min"].to_numpy(np.float64)[order])
-            self._history_lookup = cached
-        return cached
+def _history(lines: Interactions) -> tuple[np.ndarray, np.ndarray]:
+    """Per (customer, item) of the catalogue: purchase lines, and days since the latest (at most ten years: never
+    bought reads as ten years ago)."""
+    times = lines.counts.toarray().astype(np.float64)
+    since = np.full(times.shape, np.inf)
+    np.minimum.at(since, (lines.purchases["customer"].to_numpy(), lines.purchases["item"].to_numpy()),
+                  lines.purchases["age_days"].to_numpy(np.float64))
+    return times, np.minimum(since, NEVER_BOUGHT_DAYS)  # a purchase ten years old reads as never made
 
 
 def _rank(scores: np.ndarray) -> np.ndarray:
@@ -271,7 +257,7 @@ class LabelledStage:
             later = later[counts[later["customer"], later["item"]].A1 == 0]
         later = later[np.diff(counts.indptr)[later["customer"]] > 0]  # customers the stage knows
         customers = np.unique(later["customer"].to_numpy())
-        items, features, mask = self.stage.candidates(customers, view, per_source)
+        items, features, mask = self.stage.candidates(*self.stage.rows(customers), view, per_source)
         keys = pd.MultiIndex.from_arrays([np.repeat(customers, items.shape[1]), items.ravel()])
         labels = keys.isin(pd.MultiIndex.from_frame(later[["customer", "item"]])).reshape(items.shape) & mask
         keep = labels.any(axis=1)  # a list without a bought candidate teaches a softmax nothing
@@ -344,34 +330,37 @@ class Reranker:
         reranker.stage = stage
         return reranker
 
-    def candidate_scores(self, customers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def candidate_scores(self, lines: Interactions, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(items [n, C], scores [n, C]): each customer's candidates in item order (-1 pads a row) and their scores,
         the network's less the popularity penalty (-inf where a row is padded). A customer with at least k
-        candidates has its k best among them: `score` ranks every other item below every candidate."""
-        items, features, mask = self.stage.candidates(customers, self.config.view, self.config.candidates_per_source)
+        candidates has its k best among them: `score_lines` ranks every other item below every candidate."""
+        items, pairs, mask = self.stage.candidates(lines, features, self.config.view, self.config.candidates_per_source)
         with torch.no_grad():
-            out = self.network(torch.from_numpy((features - self.mean) / self.std)).squeeze(-1).numpy()
+            out = self.network(torch.from_numpy((pairs - self.mean) / self.std)).squeeze(-1).numpy()
         popularity = np.log1p(self.stage.sources["global_popularity"].buyers).astype(np.float32)
         out = out - self.config.penalty * popularity[np.maximum(items, 0)]
         return items, np.where(mask, out, np.float32(-np.inf))
 
-    def score(self, customers: np.ndarray, block: int = 512) -> np.ndarray:
+    def score_lines(self, lines: Interactions, features: np.ndarray) -> np.ndarray:
         """Whole-catalogue scores: candidates get the network's score less the popularity penalty; every other item
         follows below them all, in order of popularity (the explore view: never an item the customer bought, -inf)."""
         buyers = self.stage.sources["global_popularity"].buyers
         below = buyers / (buyers.max() + 1.0) - 2.0  # in [-2, -1): under every candidate once shifted
-        scores = np.empty((len(customers), len(self.stage.train.items)), dtype=np.float32)
-        for start in range(0, len(customers), block):
-            part = np.asarray(customers[start : start + block])
-            items, out = self.candidate_scores(part)
-            mask = items >= 0
-            rows, cols = np.nonzero(mask)
-            # Each customer's own lowest candidate score: what one customer is answered never depends on who else
-            # is scored beside them.
-            floor = np.where(mask, out, np.inf).min(axis=1, initial=np.inf)
-            floor = np.where(np.isfinite(floor), floor, 0.0)
-            scores[start : start + len(part)] = floor[:, None] + below[None, :]
-            scores[start + rows, items[rows, cols]] = out[rows, cols]
-            if self.config.view == "explore":
-                scores[start : start + len(part)][self.stage.bought(part)] = -np.inf
+        items, out = self.candidate_scores(lines, features)
+        mask = items >= 0
+        rows, cols = np.nonzero(mask)
+        # Each customer's own lowest candidate score: what one customer is answered never depends on who else is
+        # scored beside them.
+        floor = np.where(mask, out, np.inf).min(axis=1, initial=np.inf)
+        floor = np.where(np.isfinite(floor), floor, 0.0)
+        scores = (floor[:, None] + below[None, :]).astype(np.float32)
+        scores[rows, items[rows, cols]] = out[rows, cols]
+        if self.config.view == "explore":
+            scores[lines.counts.toarray() > 0] = -np.inf
         return scores
+
+    def score(self, customers: np.ndarray, block: int = 512) -> np.ndarray:
+        """`score_lines` of customers the stage was fitted on, by position, a block at a time (the evaluation)."""
+        parts = [self.score_lines(*self.stage.rows(customers[start : start + block]))
+                 for start in range(0, len(customers), block)]
+        return np.concatenate(parts) if parts else np.zeros((0, len(self.stage.items)), dtype=np.float32)

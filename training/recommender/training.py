@@ -23,12 +23,14 @@ from mlflow.models import infer_signature
 from loyal.dates import midnight
 from loyal.errors import LoyalError
 from loyal.locking import writes_home
-from loyal.schema import CUSTOMER_ID, TIMESTAMP
+from loyal.features.compute import DAY_US
+from loyal.schema import CUSTOMER_ID, ITEM_ID, ORDER_ID, TIMESTAMP
 from loyal.store import read_table
 from loyal.tracking import use_home
 from loyal.training import plots
 from loyal.training.recommender.evaluate import (
     TEST_DAYS,
+    Interactions,
     K,
     difference_interval,
     evaluate_recommenders,
@@ -37,7 +39,15 @@ from loyal.training.recommender.evaluate import (
 )
 from loyal.training.family import Trained, train
 from loyal.training.recommender.rails import ARTIFACT, MODEL_NAME, RERANKED, Recommender
-from loyal.training.recommender.ranker import VIEWS, FeastFeatures, FeatureSource, LabelledStage, RankerConfig, Reranker, Stage
+from loyal.training.recommender.ranker import (
+    VIEWS,
+    FeastFeatures,
+    FeatureSource,
+    LabelledStage,
+    RankerConfig,
+    Reranker,
+    Stage,
+)
 from loyal.training.recommender.models import BASELINES, from_recipe, recipe
 from loyal.training.registry import (
     Champion,
@@ -94,23 +104,28 @@ class _Fitted:
 
 
 class _Registered:
-    """A registered recommender scoring another window's customers: its catalogue mapped onto the window's, items it
-    never saw ranked last, customers it never saw given its trending list (as the service answers them)."""
+    """A registered recommender scoring another window's customers: their histories mapped onto its catalogue (items
+    it never saw ranked last), a customer without a history there given its trending list (as the service answers
+    them), their features those of the window's stage."""
 
-    def __init__(self, recommender: Recommender, rail: str, train):
-        self.recommender, self.rail, self.train = recommender, rail, train
-        self.columns = recommender.items.get_indexer(train.items)
+    def __init__(self, recommender: Recommender, rail: str, stage: Stage):
+        self.recommender, self.rail, self.stage = recommender, rail, stage
+        self.columns = recommender.items.get_indexer(stage.train.items)
 
     def fit(self, train):
         return self
 
     def score(self, customers: np.ndarray) -> np.ndarray:
-        positions = self.recommender.customers.get_indexer(self.train.customers[customers])
-        known = positions >= 0
-        theirs = np.tile(self.recommender.trending_scores.astype(np.float64), (len(positions), 1))
+        window, features = self.stage.rows(customers)
+        mapped = self.columns[window.purchases["item"].to_numpy()]
+        kept = window.purchases[mapped >= 0].assign(item=mapped[mapped >= 0])
+        lines = Interactions.of(window.customers, self.recommender.items, kept, window.cutoff)
+        known = np.diff(lines.counts.indptr) > 0
+        theirs = np.tile(self.recommender.trending_scores.astype(np.float64), (len(customers), 1))
         if known.any():
-            theirs[known] = self.recommender.scores(positions[known], self.rail)
-        scores = np.full((len(positions), len(self.columns)), -np.inf)
+            rows = np.flatnonzero(known)
+            theirs[known] = self.recommender.scores(lines.rows(rows), features[rows], self.rail)
+        scores = np.full((len(customers), len(self.columns)), -np.inf)
         seen = self.columns >= 0
         scores[:, seen] = theirs[:, self.columns[seen]]
         return scores
@@ -121,7 +136,8 @@ def _champion_models(champion: Champion, train, stages) -> tuple[dict, str]:
     opened is measured as registered; a later one has seen the window, so its configurations are refitted on the
     challenger's stages instead, which leaves only the recipe to compare."""
     if champion.trained_to <= str(train.cutoff.date()):
-        return {f"champion_{rail}": _Registered(champion.model, rail, train) for rail in RAIL_VIEW}, "as registered"
+        return ({f"champion_{rail}": _Registered(champion.model, rail, stages[1]) for rail in RAIL_VIEW},
+                "as registered")
     served = getattr(champion.model, "served", {})
     return ({f"champion_{rail}": from_recipe(recipe(served[rail])) if rail in served
              else _Fitted(Reranker(getattr(champion.model, rail).config).fit_stages(*stages)) for rail in RAIL_VIEW},
@@ -269,7 +285,15 @@ def fit_and_evaluate(
         test_report["comparison"] = _compare(test_report, test_values, draws, list(_baselines(tuned_baselines)))
         report["test"] = test_report
     report["seconds"]["total"] = round(time.perf_counter() - began, 1)
-    return Trained(recommender, report, pd.DataFrame({CUSTOMER_ID: recommender.customers[:2].astype(str)}))
+    return Trained(recommender, report, example_history(recommender))
+
+
+def example_history(recommender: Recommender) -> pd.DataFrame:
+    """A made-up customer's history of two purchases, the input example logged with the model: a real customer's
+    would put their id and purchases in the registered artifact."""
+    at = recommender.cutoff.value // 1000
+    return pd.DataFrame({CUSTOMER_ID: ["example-customer"] * 2, ITEM_ID: [str(i) for i in recommender.items[:2]],
+                         TIMESTAMP: [at - 30 * DAY_US, at - DAY_US], ORDER_ID: ["example-order-1", "example-order-2"]})
 
 
 def markdown(report: dict) -> str:
@@ -416,8 +440,9 @@ class RecommenderFamily:
         _log_report(report)
 
     def signature(self, trained: Trained):
-        return infer_signature(trained.example, trained.model.recommend(trained.example[CUSTOMER_ID], "for_you", 2),
-                               params={"rail": "for_you", "k": K})
+        model, example = trained.model, trained.example
+        answer = model.recommend(example, example[CUSTOMER_ID].unique(), "for_you", 2, model.cutoff)
+        return infer_signature(example, answer, params={"rail": "for_you", "k": K, "at": model.cutoff.isoformat()})
 
     def decide(self, report: dict, gate: dict) -> Decision:
         return _decide(self.name, report, gate)

@@ -1,0 +1,258 @@
+"""What real time is worth: `loyal evaluate realtime --cutoff DATE [--days 30]`.
+
+A recommender is trained at the cutoff, as `loyal train recommender --train-end DATE` trains one (its rails answered
+by their best recipes on the validation window before the cutoff; nothing of the window after it). Then the
+window's purchases are replayed in time order through the code the service uses (`Recommender.rank` from a
+customer's state), and every order (invoice) of a customer with a history before the cutoff is scored with the rail
+that customer would have seen just before placing it:
+
+- `realtime`: the champion, from the customer's state just before the order (every purchase until then, the
+  features as of the order's day): `for_you` in the "all" view, `discover` in the "explore" view;
+- `frozen`: the same champion from the state as it was at the cutoff (what a model that carries its customers'
+  histories from training shows until the next retrain);
+- `realtime_buy_again`: personal purchase frequency (60-day half-life, then the last 30 days' popularity), its
+  history updated before each order.
+
+Per-order NDCG@10: the order's items are relevant (an item first sold after the cutoff too, unreachable, so counted
+as missed). Explore view: only the items new to the customer just before the order, the lists never showing what
+they had bought by then; orders without a new item are left out. Intervals are 95% bootstrap intervals resampling
+customers (their orders go together); differences are paired. Orders of customers first seen in the window are
+scored from their second order on, the real-time champion beside `trending`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from loyal.dates import midnight
+from loyal.errors import LoyalError
+from loyal.features.compute import DAY_US, EVENT_TIMESTAMP, purchase_history
+from loyal.features.repo import historical_features
+from loyal.schema import CUSTOMER_ID, ITEM_ID, ORDER_ID, QUANTITY, TIMESTAMP
+from loyal.training.recommender.evaluate import K, Interactions, metrics_at_k, top_k
+from loyal.training.recommender.rails import RERANKED, Recommender
+from loyal.training.recommender.ranker import CUSTOMER_FEATURES, customer_features
+from loyal.training.recommender.training import _transactions, check_cutoff, fit_and_evaluate
+
+NDCG = f"ndcg@{K}"
+VIEW_RAIL = {view: rail for rail, view in RERANKED.items()}  # all: for_you, explore: discover
+
+
+@dataclass
+class Orders:
+    """The window's orders, one row each, in time order: whose, when (µs), the items bought (model positions; an
+    item the model never saw gets a position past its catalogue), and each customer's lines before it."""
+    customers: np.ndarray
+    times: np.ndarray
+    items: list[np.ndarray]
+    before: Interactions  # row i: the history of order i's customer just before it (ages at the order)
+
+
+def window_orders(transactions: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp, items: pd.Index,
+                  customers: set[str] | None, exclude: set[str] = frozenset()) -> pd.DataFrame:
+    """The orders placed in [start, end): (order, customer, time) rows, in time order, of `customers` (None: all)
+    and not of `exclude`. An order is an order id, or a customer's basket at one instant where there is none."""
+    bought = transactions[(transactions[QUANTITY] > 0) & (transactions[TIMESTAMP] >= start)
+                          & (transactions[TIMESTAMP] < end)]
+    ids = bought[CUSTOMER_ID].astype(str)
+    keep = ~ids.isin(exclude) & (ids.isin(customers) if customers is not None else True)
+    bought = bought[keep]
+    key = bought[ORDER_ID].astype("string").fillna(bought[CUSTOMER_ID].astype(str) + "@"
+                                                      + bought[TIMESTAMP].astype(str))
+    lines = pd.DataFrame({"order": key.to_numpy(), CUSTOMER_ID: bought[CUSTOMER_ID].astype(str).to_numpy(),
+                          TIMESTAMP: bought[TIMESTAMP].to_numpy(), ITEM_ID: bought[ITEM_ID].astype(str).to_numpy()})
+    return lines
+
+
+def replay(lines: pd.DataFrame, history: pd.DataFrame, items: pd.Index, frozen_at: pd.Timestamp | None) -> Orders:
+    """Orders from their lines (window_orders), each with its customer's history (compute.HISTORY rows) just before
+    it, or, with `frozen_at`, as it was at that moment."""
+    orders = (lines.groupby("order", sort=False).agg(customer=(CUSTOMER_ID, "first"), time=(TIMESTAMP, "min"))
+              .sort_values("time", kind="stable").reset_index())
+    times = orders["time"].astype("datetime64[us, UTC]").astype("int64").to_numpy()
+    catalogue, unknown = len(items), {}
+    bought = []
+    grouped = lines.groupby("order", sort=False)[ITEM_ID].agg(lambda s: sorted(set(s)))
+    for order in orders["order"]:
+        positions = items.get_indexer(grouped[order])
+        for i in np.flatnonzero(positions < 0):  # unreachable, but bought: counted as missed
+            positions[i] = catalogue + unknown.setdefault(grouped[order][i], len(unknown))
+        bought.append(np.sort(positions))
+    # Each order's customer's lines before its moment (or the frozen moment), aged at that moment.
+    row = pd.DataFrame({CUSTOMER_ID: orders["customer"].to_numpy(), "row": np.arange(len(orders)),
+                        "at": times if frozen_at is None else frozen_at.value // 1000})
+    joined = row.merge(history[[CUSTOMER_ID, ITEM_ID, TIMESTAMP]], on=CUSTOMER_ID, how="inner")
+    joined = joined[joined[TIMESTAMP] < joined["at"]]
+    position = items.get_indexer(joined[ITEM_ID])
+    joined = joined[position >= 0].assign(item=position[position >= 0])
+    purchases = pd.DataFrame({"customer": joined["row"].to_numpy(), "item": joined["item"].to_numpy(),
+                              "age_days": (joined["at"] - joined[TIMESTAMP]).to_numpy() / DAY_US})
+    before = Interactions.of(pd.Index(orders["order"].astype(str)), items, purchases,
+                             frozen_at if frozen_at is not None else midnight(pd.Timestamp(times.max(), unit="us")))
+    return Orders(orders["customer"].to_numpy(), times, bought, before)
+
+
+def _features(home: Path, orders: Orders, at: pd.Timestamp | None) -> np.ndarray:
+    """The customers' features as of each order (or as of `at`), point in time, as the re-rankers read them."""
+    moments = pd.to_datetime(orders.times, unit="us", utc=True) if at is None else [at] * len(orders.customers)
+    rows = pd.DataFrame({CUSTOMER_ID: orders.customers, EVENT_TIMESTAMP: moments})
+    frame = historical_features(home, rows, features=[f"customer_behaviour:{name}" for name in CUSTOMER_FEATURES])
+    frame.index = orders.before.customers
+    return customer_features(frame, orders.before.customers)
+
+
+def _ndcg(ranked: np.ndarray, relevant: list[np.ndarray]) -> np.ndarray:
+    return metrics_at_k(ranked, relevant, K)[NDCG]
+
+
+def score_orders(recommender: Recommender, orders: Orders, features: np.ndarray) -> dict[str, np.ndarray]:
+    """Per order, NDCG@10 of the champion in both views (NaN in the explore view where the order holds nothing
+    new), and of buy-again."""
+    lines = orders.before
+    owned = [lines.counts.indices[lines.counts.indptr[i]:lines.counts.indptr[i + 1]] for i in range(len(orders.items))]
+    new = [np.setdiff1d(items, mine) for items, mine in zip(orders.items, owned)]
+    has_new = np.array([len(items) > 0 for items in new])
+    out = {}
+    for view, rail in VIEW_RAIL.items():
+        ranked, _ = recommender.rank(lines, features, rail, K)
+        if view == "all":
+            out["all"] = _ndcg(ranked, orders.items)
+        else:
+            values = np.full(len(new), np.nan)
+            values[has_new] = _ndcg(ranked[has_new], [n for n, keep in zip(new, has_new) if keep])
+            out["explore"] = values
+    buy_again = recommender.stage.sources["personal_frequency"].score_lines(lines)
+    out["buy_again_all"] = _ndcg(top_k(buy_again, K), orders.items)
+    explore = np.full(len(new), np.nan)
+    explore[has_new] = _ndcg(top_k(buy_again[has_new], K, exclude=lines.counts[has_new]),
+                             [n for n, keep in zip(new, has_new) if keep])
+    out["buy_again_explore"] = explore
+    return out
+
+
+def _cluster_bootstrap(customers: np.ndarray, values: dict[str, np.ndarray], draws: int, seed: int = 0):
+    """Per draw, each series' mean over the orders of customers resampled with replacement (their orders go
+    together; NaN orders are left out). Returns {name: array of draw means}."""
+    codes, uniques = pd.factorize(customers)
+    rng = np.random.default_rng(seed)
+    weights = rng.multinomial(len(uniques), np.full(len(uniques), 1 / len(uniques)), size=draws)  # [draws, customers]
+    means = {}
+    for name, series in values.items():
+        present = ~np.isnan(series)
+        sums = np.bincount(codes[present], weights=series[present], minlength=len(uniques))
+        counts = np.bincount(codes[present], minlength=len(uniques)).astype(np.float64)
+        means[name] = (weights @ sums) / np.maximum(weights @ counts, 1.0)
+    return means
+
+
+def _figure(values: np.ndarray, draws: np.ndarray) -> dict:
+    present = values[~np.isnan(values)]
+    return {"ndcg_at_10": round(float(present.mean()), 4) if len(present) else None,
+            "low": round(float(np.percentile(draws, 2.5)), 4), "high": round(float(np.percentile(draws, 97.5)), 4)}
+
+
+def _difference(first: np.ndarray, second: np.ndarray, a: np.ndarray, b: np.ndarray) -> dict:
+    present = ~np.isnan(first) & ~np.isnan(second)
+    return {"value": round(float(first[present].mean() - second[present].mean()), 4),
+            "low": round(float(np.percentile(a - b, 2.5)), 4), "high": round(float(np.percentile(a - b, 97.5)), 4)}
+
+
+def evaluate_realtime(home: Path, cutoff, days: int = 30, draws: int = 1000) -> dict:
+    """The replay and its report (see the module's docstring)."""
+    transactions = _transactions(home)
+    cutoff = check_cutoff(transactions, cutoff)
+    end = cutoff + pd.Timedelta(days=days)
+    if transactions[TIMESTAMP].max() < cutoff:
+        raise LoyalError(f"no purchases on or after {cutoff.date()}: nothing to replay")
+    trained = fit_and_evaluate(home, cutoff.date(), trials=0, draws=200)
+    recommender: Recommender = trained.model
+    items = recommender.items
+    history = purchase_history(transactions, end)
+    known = set(purchase_history(transactions, cutoff)[CUSTOMER_ID])
+    lines = window_orders(transactions, cutoff, end, items, known)
+    if lines.empty:
+        raise LoyalError(f"no orders of known customers in the {days} days from {cutoff.date()}")
+    live = replay(lines, history, items, None)
+    frozen = replay(lines, history, items, cutoff)
+    live_scores = score_orders(recommender, live, _features(home, live, None))
+    frozen_scores = score_orders(recommender, frozen, _features(home, frozen, cutoff))
+    series = {"realtime.all": live_scores["all"], "realtime.explore": live_scores["explore"],
+              "frozen.all": frozen_scores["all"], "frozen.explore": frozen_scores["explore"],
+              "realtime_buy_again.all": live_scores["buy_again_all"],
+              "realtime_buy_again.explore": live_scores["buy_again_explore"]}
+    boot = _cluster_bootstrap(live.customers, series, draws)
+    report = {"cutoff": str(cutoff.date()), "days": days, "k": K, "bootstrap_draws": draws,
+              "model": {"trained_to": str(cutoff.date()), "rails": recommender.recipes()},
+              "customers": int(pd.Series(live.customers).nunique())}
+    for name in ("realtime", "frozen", "realtime_buy_again"):
+        report[name] = {view: _figure(series[f"{name}.{view}"], boot[f"{name}.{view}"]) for view in ("all", "explore")}
+        report[name]["orders"] = int(len(live.customers))
+        report[name]["explore"]["orders"] = int((~np.isnan(series[f"{name}.explore"])).sum())
+    report["comparison"] = {}
+    for rival in ("realtime_buy_again", "frozen"):
+        for view in ("all", "explore"):
+            a, b = series[f"realtime.{view}"], series[f"{rival}.{view}"]
+            entry = {"difference": _difference(a, b, boot[f"realtime.{view}"], boot[f"{rival}.{view}"])}
+            ratio = boot[f"realtime.{view}"] / np.maximum(boot[f"{rival}.{view}"], 1e-12)
+            entry["ratio"] = {"value": round(float(np.nanmean(a) / max(np.nanmean(b), 1e-12)), 3),
+                              "low": round(float(np.percentile(ratio, 2.5)), 3),
+                              "high": round(float(np.percentile(ratio, 97.5)), 3)}
+            report["comparison"][f"realtime_vs_{rival}.{view}"] = entry
+    report["new_customers"] = _new_customers(home, recommender, transactions, cutoff, end, history, known, draws)
+    return report
+
+
+def _new_customers(home: Path, recommender: Recommender, transactions: pd.DataFrame, cutoff: pd.Timestamp,
+                   end: pd.Timestamp, history: pd.DataFrame, known: set[str], draws: int) -> dict:
+    """Orders of customers first seen in the window, from their second order on: the real-time champion (for_you)
+    beside trending."""
+    lines = window_orders(transactions, cutoff, end, recommender.items, None, exclude=known)
+    if lines.empty:
+        return {"orders": 0}
+    orders = replay(lines, history, recommender.items, None)
+    second_on = np.diff(orders.before.counts.indptr) > 0  # a history before the order: not their first
+    if not second_on.any():
+        return {"orders": 0}
+    rows = np.flatnonzero(second_on)
+    subset = Orders(orders.customers[rows], orders.times[rows], [orders.items[i] for i in rows],
+                    orders.before.rows(rows))
+    features = _features(home, subset, None)
+    ranked, _ = recommender.rank(subset.before, features, "for_you", K)
+    trending = top_k(np.tile(recommender.trending_scores, (len(rows), 1)), K)
+    series = {"realtime": _ndcg(ranked, subset.items), "trending": _ndcg(trending, subset.items)}
+    boot = _cluster_bootstrap(subset.customers, series, draws)
+    return {"orders": int(len(rows)), "customers": int(pd.Series(subset.customers).nunique()),
+            "realtime": _figure(series["realtime"], boot["realtime"]),
+            "trending": _figure(series["trending"], boot["trending"]),
+            "difference": _difference(series["realtime"], series["trending"], boot["realtime"], boot["trending"])}
+
+
+def markdown(report: dict) -> str:
+    """The report in words and a table."""
+    lines = [f"# What real time is worth, cutoff {report['cutoff']}, the {report['days']} days after", "",
+             f"Per-order NDCG@{report['k']} over {report['realtime']['orders']} orders of {report['customers']} "
+             "customers known before the cutoff; 95% intervals resample customers "
+             f"({report['bootstrap_draws']} draws). The model was trained at the cutoff; its rails: "
+             + ", ".join(f"{rail} {recipe}" for rail, recipe in report["model"]["rails"].items()) + ".", "",
+             "| | all | explore |", "|---|---|---|"]
+    for name in ("realtime", "frozen", "realtime_buy_again"):
+        cells = [f"{f['ndcg_at_10']:.4f} [{f['low']:.4f}, {f['high']:.4f}]" if f["ndcg_at_10"] is not None else "-"
+                 for f in (report[name]["all"], report[name]["explore"])]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines.append("")
+    for name, entry in report["comparison"].items():
+        d, r = entry["difference"], entry["ratio"]
+        lines.append(f"- {name}: difference {d['value']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}], ratio "
+                     f"{r['value']:.3f} [{r['low']:.3f}, {r['high']:.3f}]")
+    new = report["new_customers"]
+    if new.get("orders"):
+        d = new["difference"]
+        lines += ["", f"Customers first seen in the window, from their second order on ({new['orders']} orders): "
+                      f"real-time champion {new['realtime']['ndcg_at_10']:.4f}, trending "
+                      f"{new['trending']['ndcg_at_10']:.4f}, difference {d['value']:+.4f} "
+                      f"[{d['low']:+.4f}, {d['high']:+.4f}]."]
+    return "\n".join(lines) + "\n"
