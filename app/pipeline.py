@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import httpx
@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from loyal.app.forget import forget
 from loyal.features.repo import build, materialize
 from loyal.ingest import ingest_file, ingest_synthetic
 from loyal.home import Home
@@ -138,4 +139,33 @@ def _answer_an_offer(home: Path, customer_id: str) -> dict:
     with tempfile.TemporaryDirectory() as folder, loyal_service(home, Path(folder) / "serve.log") as base:
         answer = httpx.post(f"{base}/offers", json={"customer_id": customer_id, "k": 3}, timeout=30)
         answer.raise_for_status()
-    return {"offer": {"served_at": base, "answer": answer.json()}}
+        live = _follow_a_first_time_buyer(home, base)
+    return {"offer": {"served_at": base, "answer": answer.json()}, "real_time": live}
+
+
+def _follow_a_first_time_buyer(home: Path, base: str) -> dict:
+    """Show the rails following a customer as it happens: a made-up first-time shopper gets trending items; after
+    two events sent to POST /events (a view, then a purchase), the very next answers are theirs. Then the shopper
+    is forgotten (`loyal forget`), so nothing invented stays in the home."""
+    shopper = f"demo-shopper-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}"
+
+    def rail(name: str) -> dict:
+        answer = httpx.post(f"{base}/recommend", json={"customer_id": shopper, "rail": name, "k": 5}, timeout=30)
+        answer.raise_for_status()
+        return {"cold_start": answer.json()["cold_start"], "items": [i["item_id"] for i in answer.json()["items"]]}
+
+    before = rail("for_you")
+    item = before["items"][0]
+    now = datetime.now(timezone.utc)
+    events = [{"event_id": f"{shopper}-view", "customer_id": shopper, "item_id": item, "type": "view",
+               "timestamp": (now - timedelta(seconds=2)).isoformat()},
+              {"event_id": f"{shopper}-purchase", "customer_id": shopper, "item_id": item, "type": "purchase",
+               "quantity": 1, "unit_price": 1.0, "timestamp": (now - timedelta(seconds=1)).isoformat()}]
+    try:
+        taken = httpx.post(f"{base}/events", json={"events": events}, timeout=30)
+        taken.raise_for_status()
+        after = {name: rail(name) for name in ("for_you", "buy_again", "recently_viewed")}
+    finally:
+        forget(home, [shopper])
+    return {"customer": shopper, "for_you_before": before, "events_sent": taken.json(), "after": after,
+            "forgotten_after": rail("for_you")}

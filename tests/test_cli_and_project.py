@@ -19,7 +19,7 @@ from loyal.store import read_table, table_path
 from conftest import REPO
 
 COMMANDS = ["ingest", "run", "features build", "features historical", "features show", "campaign",
-            "campaign measure", "forget", "retrain"]
+            "campaign measure", "forget", "retrain", "events push", "evaluate realtime", "recommend"]
 
 
 def test_top_level_help_shows_an_example():
@@ -58,6 +58,13 @@ def test_main_job_without_the_real_file_says_how_to_get_it_and_uses_synthetic(tm
         answer = summary["offer"]["answer"]
         assert answer["customer_id"] == scores["riskiest"][0]["customer_id"] and answer["items"]
         assert answer["incentive"]["type"] in ("none", "percent_off", "free_shipping", "points_multiplier")
+        # Then two events over HTTP: a first-time shopper's very next answers are theirs; forgotten, a stranger.
+        live = summary["real_time"]
+        item = live["for_you_before"]["items"][0]
+        assert live["for_you_before"]["cold_start"] and not live["after"]["for_you"]["cold_start"]
+        assert live["events_sent"]["accepted"] == 2 and live["after"]["buy_again"]["items"] == [item]
+        assert live["after"]["recently_viewed"]["items"] == [item] and live["forgotten_after"]["cold_start"]
+        assert live["customer"] not in set(read_table(home, "transactions")["customer_id"])
     else:
         assert summary["offer"].startswith("not served: no champion for")
     # And with a campaign's target list: only customers who opted in to email, within its budget.

@@ -3,7 +3,9 @@ real MLflow model whose champion alias moves by a recorded decision, and `loyal 
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,6 +18,7 @@ from loyal.schema import TIMESTAMP
 from loyal.store import read_table
 from loyal.synthetic import SyntheticConfig
 from loyal.training.recommender.evaluate import split
+from loyal.training.recommender.training import PENALTIES
 from loyal.features.compute import purchase_history
 from loyal.training.recommender.rails import Recommender, _cut
 from loyal.training.recommender.ranker import (
@@ -142,6 +145,13 @@ def test_train_registers_a_champion_and_recommend_answers_from_it(home, tmp_path
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
     assert artifacts == {"plots/recall_at_k.png", "plots/coverage.png", "plots/popularity_bias.png"}
     assert "test.for_you.all.ndcg_at_10" in run.data.metrics
+    # The discover popularity penalty was chosen on the validation window, among those tried, and is the one served.
+    saved = client.download_artifacts(run.info.run_id, "evaluation.json", str(tmp_path))
+    evaluation = json.loads(Path(saved).read_text())
+    chosen = evaluation["discover_popularity_penalty"]
+    assert set(chosen["validation_ndcg_at_10"]) == {str(p) for p in PENALTIES}
+    assert chosen["validation_ndcg_at_10"][str(chosen["chosen"])] == max(chosen["validation_ndcg_at_10"].values())
+    assert evaluation["configs"]["discover"]["popularity_penalty"] == chosen["chosen"]
 
     # A model trained on earlier data never takes the alias from one trained on later data.
     earlier = runner.invoke(app, ["train", "recommender", "--train-end", "2024-04-10", "--draws", "50"])

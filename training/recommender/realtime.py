@@ -52,8 +52,8 @@ class Orders:
     before: Interactions  # row i: the history of order i's customer just before it (ages at the order)
 
 
-def window_orders(transactions: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp, items: pd.Index,
-                  customers: set[str] | None, exclude: set[str] = frozenset()) -> pd.DataFrame:
+def window_orders(transactions: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp, customers: set[str] | None,
+                  exclude: set[str] = frozenset()) -> pd.DataFrame:
     """The orders placed in [start, end): (order, customer, time) rows, in time order, of `customers` (None: all)
     and not of `exclude`. An order is an order id, or a customer's basket at one instant where there is none."""
     bought = transactions[(transactions[QUANTITY] > 0) & (transactions[TIMESTAMP] >= start)
@@ -63,9 +63,8 @@ def window_orders(transactions: pd.DataFrame, start: pd.Timestamp, end: pd.Times
     bought = bought[keep]
     key = bought[ORDER_ID].astype("string").fillna(bought[CUSTOMER_ID].astype(str) + "@"
                                                       + bought[TIMESTAMP].astype(str))
-    lines = pd.DataFrame({"order": key.to_numpy(), CUSTOMER_ID: bought[CUSTOMER_ID].astype(str).to_numpy(),
-                          TIMESTAMP: bought[TIMESTAMP].to_numpy(), ITEM_ID: bought[ITEM_ID].astype(str).to_numpy()})
-    return lines
+    return pd.DataFrame({"order": key.to_numpy(), CUSTOMER_ID: bought[CUSTOMER_ID].astype(str).to_numpy(),
+                         TIMESTAMP: bought[TIMESTAMP].to_numpy(), ITEM_ID: bought[ITEM_ID].astype(str).to_numpy()})
 
 
 def replay(lines: pd.DataFrame, history: pd.DataFrame, items: pd.Index, frozen_at: pd.Timestamp | None) -> Orders:
@@ -173,7 +172,7 @@ def evaluate_realtime(home: Path, cutoff, days: int = 30, draws: int = 1000) -> 
     items = recommender.items
     history = purchase_history(transactions, end)
     known = set(purchase_history(transactions, cutoff)[CUSTOMER_ID])
-    lines = window_orders(transactions, cutoff, end, items, known)
+    lines = window_orders(transactions, cutoff, end, known)
     if lines.empty:
         raise LoyalError(f"no orders of known customers in the {days} days from {cutoff.date()}")
     live = replay(lines, history, items, None)
@@ -210,7 +209,7 @@ def _new_customers(home: Path, recommender: Recommender, transactions: pd.DataFr
                    end: pd.Timestamp, history: pd.DataFrame, known: set[str], draws: int) -> dict:
     """Orders of customers first seen in the window, from their second order on: the real-time champion (for_you)
     beside trending."""
-    lines = window_orders(transactions, cutoff, end, recommender.items, None, exclude=known)
+    lines = window_orders(transactions, cutoff, end, None, exclude=known)
     if lines.empty:
         return {"orders": 0}
     orders = replay(lines, history, recommender.items, None)
