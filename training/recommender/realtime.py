@@ -108,11 +108,12 @@ def _ndcg(ranked: np.ndarray, relevant: list[np.ndarray]) -> np.ndarray:
     return metrics_at_k(ranked, relevant, K)[NDCG]
 
 
-def score_orders(recommender: Recommender, orders: Orders, features: np.ndarray) -> dict[str, np.ndarray]:
+def score_orders(recommender: Recommender, orders: Orders, features: np.ndarray, truth: Orders) -> dict[str, np.ndarray]:
     """Per order, NDCG@10 of the champion in both views (NaN in the explore view where the order holds nothing
-    new), and of buy-again."""
-    lines = orders.before
-    owned = [lines.counts.indices[lines.counts.indptr[i]:lines.counts.indptr[i + 1]] for i in range(len(orders.items))]
+    new), and of buy-again, ranked from `orders`' states. What is new to a customer is always what `truth` (the
+    states just before each order) says they had not bought: a frozen list is judged by the same truth."""
+    lines, bought = orders.before, truth.before.counts
+    owned = [bought.indices[bought.indptr[i]:bought.indptr[i + 1]] for i in range(len(orders.items))]
     new = [np.setdiff1d(items, mine) for items, mine in zip(orders.items, owned)]
     has_new = np.array([len(items) > 0 for items in new])
     out = {}
@@ -127,7 +128,7 @@ def score_orders(recommender: Recommender, orders: Orders, features: np.ndarray)
     buy_again = recommender.stage.sources["personal_frequency"].score_lines(lines)
     out["buy_again_all"] = _ndcg(top_k(buy_again, K), orders.items)
     explore = np.full(len(new), np.nan)
-    explore[has_new] = _ndcg(top_k(buy_again[has_new], K, exclude=lines.counts[has_new]),
+    explore[has_new] = _ndcg(top_k(buy_again[has_new], K, exclude=bought[has_new]),
                              [n for n, keep in zip(new, has_new) if keep])
     out["buy_again_explore"] = explore
     return out
@@ -177,8 +178,8 @@ def evaluate_realtime(home: Path, cutoff, days: int = 30, draws: int = 1000) -> 
         raise LoyalError(f"no orders of known customers in the {days} days from {cutoff.date()}")
     live = replay(lines, history, items, None)
     frozen = replay(lines, history, items, cutoff)
-    live_scores = score_orders(recommender, live, _features(home, live, None))
-    frozen_scores = score_orders(recommender, frozen, _features(home, frozen, cutoff))
+    live_scores = score_orders(recommender, live, _features(home, live, None), live)
+    frozen_scores = score_orders(recommender, frozen, _features(home, frozen, cutoff), live)
     series = {"realtime.all": live_scores["all"], "realtime.explore": live_scores["explore"],
               "frozen.all": frozen_scores["all"], "frozen.explore": frozen_scores["explore"],
               "realtime_buy_again.all": live_scores["buy_again_all"],
