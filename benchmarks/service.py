@@ -9,6 +9,9 @@ The script starts `loyal serve` and `feast serve` (SQLite online store, two work
   for known customers in a seeded random order, for `--seconds` after a warm-up; latency per request and
   throughput;
 - `/churn`: 1,000 known customers per request, one request at a time;
+- `/events`: 100 events per request (views and purchases of made-up customers), one request at a time; and event
+  to answer: a purchase sent to /events, then at once /recommend buy_again for that customer, timed from sending
+  the event to an answer that shows the purchase (every one must). The made-up customers are forgotten at the end;
 - Feast: `/get-online-features` for the same customers' features (the customer views Loyal reads), driven exactly
   like `/offers`: the baseline that Loyal's whole offer has to beat at p99.
 
@@ -34,7 +37,9 @@ import httpx
 import numpy as np
 
 RESULTS = Path(__file__).parent / "results"
-TARGETS = {"offers_p99_ms": 10.0, "offers_rps": 300.0, "churn_1000_p99_ms": 100.0}
+TARGETS = {"offers_p99_ms": 10.0, "offers_rps": 300.0, "churn_1000_p99_ms": 100.0, "events_100_p99_ms": 20.0,
+           "event_to_visible_p99_ms": 100.0}
+BENCH = "bench-shopper"  # the made-up customers the event measurements send events for; forgotten afterwards
 
 
 def _client(url: str, bodies: list[bytes], number: int, clients: int, measure_from: float, stop_at: float,
@@ -104,8 +109,8 @@ def _measure(args, customers: list[str], bin_dir: Path, env: dict, logs: Path, h
                 assert session.post(f"{base}/churn", json=batch).status_code == 200
                 took.append((time.monotonic() - sent) * 1000)
         took = np.array(took[3:])  # the first three warm up
-        result["churn_1000"] = {"requests": len(took), "p50_ms": round(float(np.median(took)), 2),
-                                "p99_ms": round(float(np.percentile(took, 99)), 2)}
+        result["churn_1000"] = _latency(took)
+        result |= _events(base, customers)
 
     features = [f"{view.name}:{field.name}" for view in definitions.CUSTOMER_VIEWS for field in view.features]
     port = free_port()
@@ -118,6 +123,53 @@ def _measure(args, customers: list[str], bin_dir: Path, env: dict, logs: Path, h
                                           args.seconds)
 
     return result
+
+
+def _latency(took_ms: np.ndarray) -> dict:
+    return {"requests": len(took_ms), "p50_ms": round(float(np.median(took_ms)), 2),
+            "p99_ms": round(float(np.percentile(took_ms, 99)), 2)}
+
+
+def _events(base: str, customers: list[str], requests: int = 300) -> dict:
+    """/events with 100 events a request, and the time from a purchase event to an answer that shows it."""
+    from datetime import datetime, timedelta, timezone
+
+    items = []
+    with httpx.Client(timeout=30) as session:
+        for customer in customers[:20]:
+            answer = session.post(f"{base}/recommend", json={"customer_id": customer, "rail": "for_you", "k": 50})
+            items += [item["item_id"] for item in answer.json()["items"]]
+        items = sorted(set(items))
+        now = datetime.now(timezone.utc)
+        took, run = [], time.time_ns()
+        for request in range(requests + 10):
+            at = (now - timedelta(seconds=5)).isoformat()
+            events = [{"event_id": f"{BENCH}-{run}-{request}-{i}", "customer_id": f"{BENCH}-{i % 25}",
+                       "item_id": items[(request + i) % len(items)], "timestamp": at,
+                       **({"type": "purchase", "quantity": 1, "unit_price": 1.0} if i % 5 == 0 else {"type": "view"})}
+                      for i in range(100)]
+            sent = time.monotonic()
+            assert session.post(f"{base}/events", json={"events": events}).status_code == 202
+            took.append((time.monotonic() - sent) * 1000)
+        visible, seen = [], 0
+        for request in range(requests + 10):
+            customer, item = f"{BENCH}-visible-{request % 25}", items[request % len(items)]
+            event = {"event_id": f"{BENCH}-{run}-visible-{request}", "customer_id": customer, "item_id": item,
+                     "type": "purchase", "quantity": 1, "unit_price": 1.0,
+                     "timestamp": (datetime.now(timezone.utc) - timedelta(seconds=1)).isoformat()}
+            sent = time.monotonic()
+            assert session.post(f"{base}/events", json={"events": [event]}).status_code == 202
+            answer = session.post(f"{base}/recommend", json={"customer_id": customer, "rail": "buy_again", "k": 100})
+            visible.append((time.monotonic() - sent) * 1000)
+            seen += item in {i["item_id"] for i in answer.json()["items"]}
+    return {"events_100": _latency(np.array(took[10:])),
+            "event_to_visible": _latency(np.array(visible[10:])) | {"shown": seen, "sent": len(visible)}}
+
+
+def _forget_the_bench_shoppers(home: Path) -> None:
+    from loyal.app.forget import forget
+
+    forget(home, [f"{BENCH}-{i}" for i in range(25)] + [f"{BENCH}-visible-{i}" for i in range(25)])
 
 
 def main() -> None:
@@ -141,9 +193,12 @@ def main() -> None:
                     "home": str(home), "customers": len(customers), "clients": args.clients,
                     "seconds": args.seconds, "online_store": "sqlite", "targets": TARGETS}
 
-    runs = [_measure(args, customers, bin_dir, env, logs, home) for _ in range(args.repeats)]
+    try:
+        runs = [_measure(args, customers, bin_dir, env, logs, home) for _ in range(args.repeats)]
+    finally:
+        _forget_the_bench_shoppers(home)
     result["runs"] = runs
-    for part in ("offers", "churn_1000", "feast_features"):
+    for part in ("offers", "churn_1000", "events_100", "event_to_visible", "feast_features"):
         result[part] = {name: round(float(np.median([run[part][name] for run in runs])), 2)
                         for name in runs[0][part]}
     result["verdict"] = {
@@ -151,6 +206,10 @@ def main() -> None:
         "offers_rps": result["offers"]["throughput_rps"] >= TARGETS["offers_rps"],
         "churn_1000_p99_ms": result["churn_1000"]["p99_ms"] <= TARGETS["churn_1000_p99_ms"],
         "offers_p99_below_feast_features_p99": result["offers"]["p99_ms"] < result["feast_features"]["p99_ms"],
+        "events_100_p99_ms": result["events_100"]["p99_ms"] <= TARGETS["events_100_p99_ms"],
+        "event_to_visible_p99_ms": result["event_to_visible"]["p99_ms"] <= TARGETS["event_to_visible_p99_ms"],
+        "every_event_visible_at_once": all(run["event_to_visible"]["shown"] == run["event_to_visible"]["sent"]
+                                           for run in runs),
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "service.json").write_text(json.dumps(result, indent=2) + "\n")

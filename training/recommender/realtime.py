@@ -108,7 +108,8 @@ def _ndcg(ranked: np.ndarray, relevant: list[np.ndarray]) -> np.ndarray:
     return metrics_at_k(ranked, relevant, K)[NDCG]
 
 
-def score_orders(recommender: Recommender, orders: Orders, features: np.ndarray, truth: Orders) -> dict[str, np.ndarray]:
+def score_orders(recommender: Recommender, orders: Orders, features: np.ndarray, truth: Orders
+                 ) -> dict[str, np.ndarray]:
     """Per order, NDCG@10 of the champion in both views (NaN in the explore view where the order holds nothing
     new), and of buy-again, ranked from `orders`' states. What is new to a customer is always what `truth` (the
     states just before each order) says they had not bought: a frozen list is judged by the same truth."""
