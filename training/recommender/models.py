@@ -13,6 +13,7 @@ models are saved without pickle, and without a customer.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from dataclasses import asdict, dataclass
 
@@ -247,10 +248,17 @@ class ALS(_Factors):
         return self
 
     def user_factors(self, lines: Interactions) -> np.ndarray:
-        model = self._model()
-        model.item_factors = self.item_factors
+        return self._solver.recalculate_user(np.arange(len(lines.customers)), lines.counts.astype(np.float32).tocsr())
+
+    @functools.cached_property
+    def _solver(self) -> AlternatingLeastSquares:
+        """implicit's model around the item factors, made once: it keeps their Gram matrix (YtY) for every customer
+        solved after. (threadpoolctl's limit costs 4 ms a call: it is taken once, here, where implicit checks BLAS.)"""
         with threadpool_limits(1, "blas"):
-            return model.recalculate_user(np.arange(len(lines.customers)), lines.counts.astype(np.float32).tocsr())
+            model = self._model()
+            model.item_factors = self.item_factors
+            model.YtY  # noqa: B018 - computed and kept now, not by the first request
+        return model
 
 
 @dataclass(frozen=True)

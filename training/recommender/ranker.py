@@ -87,17 +87,16 @@ def customer_features(frame: pd.DataFrame, customers: pd.Index) -> np.ndarray:
 def _transform(frame: pd.DataFrame, catalogue: dict[str, str], index: pd.Index) -> np.ndarray:
     """The catalogue's columns of `frame` for `index` as float32, log1p where asked; absent values are 0. A frame
     with no columns at all is the `no_features` source (zeros); one that lacks some of them is an error, not zeros."""
-    columns = []
-    for name, how in catalogue.items():
-        if name not in frame.columns:
-            if len(frame.columns):
-                raise ValueError(f"the feature source gave no {name!r} (it gave {', '.join(frame.columns)})")
-            columns.append(np.zeros(len(index)))
-            continue
-        values = pd.to_numeric(frame[name].reindex(index.astype(str)), errors="coerce").astype(float).to_numpy()
-        values = np.nan_to_num(values, nan=0.0)
-        columns.append(np.log1p(np.maximum(values, 0.0)) if how == "log" else values)
-    return np.stack(columns, axis=1).astype(np.float32) if columns else np.zeros((len(index), 0), np.float32)
+    if not len(frame.columns):
+        return np.zeros((len(index), len(catalogue)), np.float32)
+    missing = [name for name in catalogue if name not in frame.columns]
+    if missing:
+        raise ValueError(f"the feature source gave no {missing[0]!r} (it gave {', '.join(frame.columns)})")
+    rows = frame[list(catalogue)].reindex(index.astype(str))  # once for every column: a request reads one row
+    values = np.nan_to_num(rows.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64), nan=0.0)
+    logged = np.array([how == "log" for how in catalogue.values()])
+    values[:, logged] = np.log1p(np.maximum(values[:, logged], 0.0))
+    return values.astype(np.float32)
 
 
 @dataclass(frozen=True)
