@@ -39,7 +39,9 @@ import numpy as np
 RESULTS = Path(__file__).parent / "results"
 TARGETS = {"offers_p99_ms": 10.0, "offers_rps": 300.0, "churn_1000_p99_ms": 100.0, "events_100_p99_ms": 20.0,
            "event_to_visible_p99_ms": 100.0}
-BENCH = "bench-shopper"  # the made-up customers the event measurements send events for; forgotten afterwards
+# The made-up customers the event measurements send events for, new to every invocation (the ones before were
+# forgotten, and a forgotten customer's events are not kept); forgotten afterwards.
+BENCH = f"bench-shopper-{time.time_ns()}"
 
 
 def _client(url: str, bodies: list[bytes], number: int, clients: int, measure_from: float, stop_at: float,
@@ -141,10 +143,10 @@ def _events(base: str, customers: list[str], requests: int = 300) -> dict:
             items += [item["item_id"] for item in answer.json()["items"]]
         items = sorted(set(items))
         now = datetime.now(timezone.utc)
-        took, run = [], time.time_ns()
+        took, run = [], time.time_ns()  # event ids new to every run
         for request in range(requests + 10):
             at = (now - timedelta(seconds=5)).isoformat()
-            events = [{"event_id": f"{BENCH}-{run}-{request}-{i}", "customer_id": f"{BENCH}-{i % 25}",
+            events = [{"event_id": f"{BENCH}-{run}-{request}-{i}", "customer_id": f"{BENCH}-{run}-{i % 25}",
                        "item_id": items[(request + i) % len(items)], "timestamp": at,
                        **({"type": "purchase", "quantity": 1, "unit_price": 1.0} if i % 5 == 0 else {"type": "view"})}
                       for i in range(100)]
@@ -153,7 +155,7 @@ def _events(base: str, customers: list[str], requests: int = 300) -> dict:
             took.append((time.monotonic() - sent) * 1000)
         visible, seen = [], 0
         for request in range(requests + 10):
-            customer, item = f"{BENCH}-visible-{request % 25}", items[request % len(items)]
+            customer, item = f"{BENCH}-{run}-visible-{request % 25}", items[request % len(items)]
             event = {"event_id": f"{BENCH}-{run}-visible-{request}", "customer_id": customer, "item_id": item,
                      "type": "purchase", "quantity": 1, "unit_price": 1.0,
                      "timestamp": (datetime.now(timezone.utc) - timedelta(seconds=1)).isoformat()}
@@ -162,14 +164,19 @@ def _events(base: str, customers: list[str], requests: int = 300) -> dict:
             answer = session.post(f"{base}/recommend", json={"customer_id": customer, "rail": "buy_again", "k": 100})
             visible.append((time.monotonic() - sent) * 1000)
             seen += item in {i["item_id"] for i in answer.json()["items"]}
+    SHOPPERS.extend([f"{BENCH}-{run}-{i}" for i in range(25)] + [f"{BENCH}-{run}-visible-{i}" for i in range(25)])
     return {"events_100": _latency(np.array(took[10:])),
             "event_to_visible": _latency(np.array(visible[10:])) | {"shown": seen, "sent": len(visible)}}
+
+
+SHOPPERS: list[str] = []  # every made-up customer events were sent for
 
 
 def _forget_the_bench_shoppers(home: Path) -> None:
     from loyal.app.forget import forget
 
-    forget(home, [f"{BENCH}-{i}" for i in range(25)] + [f"{BENCH}-visible-{i}" for i in range(25)])
+    if SHOPPERS:
+        forget(home, SHOPPERS)
 
 
 def main() -> None:
