@@ -41,7 +41,7 @@ TARGETS = {"offers_p99_ms": 10.0, "offers_rps": 300.0, "churn_1000_p99_ms": 100.
            "event_to_visible_p99_ms": 100.0}
 # The made-up customers the event measurements send events for, new to every invocation (the ones before were
 # forgotten, and a forgotten customer's events are not kept); forgotten afterwards.
-BENCH = f"bench-shopper-{time.time_ns()}"
+BENCH = f"bench-{time.time_ns() % 10**10}"
 
 
 def _client(url: str, bodies: list[bytes], number: int, clients: int, measure_from: float, stop_at: float,
@@ -143,7 +143,7 @@ def _events(base: str, customers: list[str], requests: int = 300) -> dict:
             items += [item["item_id"] for item in answer.json()["items"]]
         items = sorted(set(items))
         now = datetime.now(timezone.utc)
-        took, run = [], time.time_ns()  # event ids new to every run
+        took, run = [], time.time_ns() % 10**8  # ids new to every run (well under the 64 characters of an id)
         for request in range(requests + 10):
             at = (now - timedelta(seconds=5)).isoformat()
             events = [{"event_id": f"{BENCH}-{run}-{request}-{i}", "customer_id": f"{BENCH}-{run}-{i % 25}",
@@ -151,8 +151,9 @@ def _events(base: str, customers: list[str], requests: int = 300) -> dict:
                        **({"type": "purchase", "quantity": 1, "unit_price": 1.0} if i % 5 == 0 else {"type": "view"})}
                       for i in range(100)]
             sent = time.monotonic()
-            assert session.post(f"{base}/events", json={"events": events}).status_code == 202
+            answer = session.post(f"{base}/events", json={"events": events})
             took.append((time.monotonic() - sent) * 1000)
+            assert answer.status_code == 202 and answer.json()["accepted"] == len(events), answer.text
         visible, seen = [], 0
         for request in range(requests + 10):
             customer, item = f"{BENCH}-{run}-visible-{request % 25}", items[request % len(items)]
@@ -160,9 +161,10 @@ def _events(base: str, customers: list[str], requests: int = 300) -> dict:
                      "type": "purchase", "quantity": 1, "unit_price": 1.0,
                      "timestamp": (datetime.now(timezone.utc) - timedelta(seconds=1)).isoformat()}
             sent = time.monotonic()
-            assert session.post(f"{base}/events", json={"events": [event]}).status_code == 202
+            taken = session.post(f"{base}/events", json={"events": [event]})
             answer = session.post(f"{base}/recommend", json={"customer_id": customer, "rail": "buy_again", "k": 100})
             visible.append((time.monotonic() - sent) * 1000)
+            assert taken.status_code == 202 and taken.json()["accepted"] == 1, taken.text
             seen += item in {i["item_id"] for i in answer.json()["items"]}
     SHOPPERS.extend([f"{BENCH}-{run}-{i}" for i in range(25)] + [f"{BENCH}-{run}-visible-{i}" for i in range(25)])
     return {"events_100": _latency(np.array(took[10:])),
