@@ -17,6 +17,8 @@ THIRD_PARTY = (
     "ignore::pydantic.warnings.PydanticDeprecatedSince211:_bentoml_(sdk|impl)",
     # pymc-marketing's budget optimizer (imported with its BG/NBD models) declares Fields in the Pydantic 1 style.
     "ignore::pydantic.warnings.PydanticDeprecatedSince20:pymc_marketing",
+    # ArviZ (imported with those models) announces its coming refactor once a day, on the first import.
+    r"ignore:\sArviZ is undergoing a major refactor:FutureWarning:arviz",
     # pathspec deprecated the pattern name BentoML asks it for.
     "ignore:GitWildMatchPattern:DeprecationWarning:pathspec",
     # MLflow's SQL store uses a SQLAlchemy loader strategy SQLAlchemy 2 deprecates.
