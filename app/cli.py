@@ -71,6 +71,15 @@ def _print_json(result: dict) -> None:
     typer.echo(json.dumps(result, indent=2, default=str))
 
 
+def _write_report(folder: Path, stem: str, report: dict, text: str) -> None:
+    """A report as STEM.json and STEM.md in `folder`, each written beside its place and renamed into it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for suffix, content in ((".json", json.dumps(report, indent=2) + "\n"), (".md", text)):
+        tmp = folder / f".{stem}{suffix}.tmp"
+        tmp.write_text(content)
+        os.replace(tmp, folder / f"{stem}{suffix}")
+
+
 def _log_to_mlflow_run(summary: dict, prefix: str) -> None:
     """Under `mlflow run` (MLFLOW_RUN_ID set), record the summary's counts on that run."""
     if not os.environ.get("MLFLOW_RUN_ID"):
@@ -279,10 +288,8 @@ def evaluate_recommender(
         with writing(loyal_home(), "evaluate recommender"):
             with _stale_warnings_to_stderr():
                 report = fit_and_evaluate(loyal_home(), cutoff.date(), trials, draws).report
-            folder = output or Home(loyal_home()).reports
-            folder.mkdir(parents=True, exist_ok=True)
-            (folder / f"recommender-{report['cutoff']}.json").write_text(json.dumps(report, indent=2) + "\n")
-            (folder / f"recommender-{report['cutoff']}.md").write_text(markdown(report))
+            _write_report(output or Home(loyal_home()).reports, f"recommender-{report['cutoff']}", report,
+                          markdown(report))
             run_id = log_evaluation(loyal_home(), report)
     except LoyalError as error:
         raise _fail(error) from None
@@ -310,10 +317,7 @@ def evaluate_realtime(
         with writing(loyal_home(), "evaluate realtime"):
             with _stale_warnings_to_stderr():
                 report = replay(loyal_home(), cutoff.date(), days, draws)
-            folder = Home(loyal_home()).reports
-            folder.mkdir(parents=True, exist_ok=True)
-            (folder / f"realtime-{report['cutoff']}.json").write_text(json.dumps(report, indent=2) + "\n")
-            (folder / f"realtime-{report['cutoff']}.md").write_text(markdown(report))
+            _write_report(Home(loyal_home()).reports, f"realtime-{report['cutoff']}", report, markdown(report))
     except LoyalError as error:
         raise _fail(error) from None
     _print_json(report)

@@ -27,7 +27,7 @@ from feast.infra.online_stores.redis import RedisOnlineStore
 from feast.infra.online_stores.sqlite import SqliteOnlineStore
 
 from loyal.errors import LoyalError
-from loyal.events import BROWSING, COLUMNS, EventLog
+from loyal.events import BROWSING, COLUMNS, EventLog, in_chunks
 from loyal.features.compute import HISTORY, HISTORY_LINES, SESSION, SESSION_EVENTS
 from loyal.home import Home
 from loyal.schema import CUSTOMER_ID, EVENT_TYPE, ITEM_ID, ORDER_ID, QUANTITY, TIMESTAMP
@@ -136,10 +136,9 @@ class _Sqlite:
         columns, rows = KINDS[kind][0], []
         with self._lock:
             db = self._connection()
-            for start in range(0, len(ids), 500):
-                part = ids[start : start + 500]
-                rows += db.execute(f"SELECT {', '.join(columns)} FROM loyal_{kind} WHERE customer_id IN "
-                                   f"({','.join('?' * len(part))}) ORDER BY {', '.join(_order(kind))}", part).fetchall()
+            for part, marks in in_chunks(ids):
+                rows += db.execute(f"SELECT {', '.join(columns)} FROM loyal_{kind} WHERE customer_id IN ({marks}) "
+                                   f"ORDER BY {', '.join(_order(kind))}", part).fetchall()
         return _frame(rows, columns)
 
     def _write(self, kind: str, frame: pd.DataFrame, replace: bool) -> None:
@@ -175,10 +174,8 @@ class _Sqlite:
         removed = 0
         with self._lock:
             db = self._connection()
-            for start in range(0, len(ids), 500):
-                part = ids[start : start + 500]
-                removed += db.execute(f"DELETE FROM loyal_{kind} WHERE customer_id IN ({','.join('?' * len(part))})",
-                                      part).rowcount
+            for part, marks in in_chunks(ids):
+                removed += db.execute(f"DELETE FROM loyal_{kind} WHERE customer_id IN ({marks})", part).rowcount
         return removed
 
 

@@ -25,7 +25,7 @@ import io
 import json
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -69,6 +69,16 @@ class Event(BaseModel):
     unit_price: Optional[float] = Field(None, ge=0, allow_inf_nan=False, description="For purchase and return.")
     channel: Optional[str] = Field(None, max_length=40, description="web (default), app or store.")
     order_id: Optional[s.Id] = Field(None, description="The order a purchase belongs to (default: the event alone).")
+
+
+SQL_VARIABLES = 500  # ids per `IN (...)`: well under SQLite's limit on a statement's variables
+
+
+def in_chunks(ids: list[str]) -> Iterator[tuple[list[str], str]]:
+    """The ids a slice at a time, each with its `?, ?, ...` placeholders, for SQLite `IN (...)` queries."""
+    for start in range(0, len(ids), SQL_VARIABLES):
+        part = ids[start : start + SQL_VARIABLES]
+        yield part, ",".join("?" * len(part))
 
 
 class BadEvent(ValueError):
@@ -199,10 +209,9 @@ class EventLog:
             try:
                 ids = list({row[0] for row in rows})
                 known = set()
-                for start in range(0, len(ids), 500):
-                    part = ids[start : start + 500]
-                    known.update(r[0] for r in db.execute(
-                        f"SELECT event_id FROM events WHERE event_id IN ({','.join('?' * len(part))})", part))
+                for part, marks in in_chunks(ids):
+                    known.update(r[0] for r in db.execute(f"SELECT event_id FROM events WHERE event_id IN ({marks})",
+                                                          part))
                 new = []
                 for row in rows:
                     if row[0] in known:
@@ -231,10 +240,8 @@ class EventLog:
         ids, removed = sorted(set(customer_ids)), 0
         with self._lock:
             db = self._db()
-            for start in range(0, len(ids), 500):
-                part = ids[start : start + 500]
-                removed += db.execute(f"DELETE FROM events WHERE customer_id IN ({','.join('?' * len(part))})",
-                                      part).rowcount
+            for part, marks in in_chunks(ids):
+                removed += db.execute(f"DELETE FROM events WHERE customer_id IN ({marks})", part).rowcount
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the write-ahead log held the rows' pages too
         return removed
 
