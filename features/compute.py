@@ -560,12 +560,12 @@ def purchase_history(transactions: pd.DataFrame, before=None) -> pd.DataFrame:
     return _latest(transactions[transactions[QUANTITY] > 0], before, (ORDER_ID, QUANTITY), HISTORY_LINES)
 
 
-def session(events: pd.DataFrame | None, before=None) -> pd.DataFrame:
-    """Every customer's session as of `before`: their latest SESSION_EVENTS views and add-to-carts, oldest first."""
+def session(events: pd.DataFrame | None, before=None, keep: int = SESSION_EVENTS) -> pd.DataFrame:
+    """Every customer's session as of `before`: their latest `keep` views and add-to-carts, oldest first."""
     if events is None:
         return pd.DataFrame({column: pd.Series(dtype="int64" if column == TIMESTAMP else "object")
                              for column in SESSION})
-    return _latest(events, before, (EVENT_TYPE,), SESSION_EVENTS)
+    return _latest(events, before, (EVENT_TYPE,), keep)
 
 
 def _latest(rows: pd.DataFrame, before, keys: tuple[str, ...], keep: int) -> pd.DataFrame:

@@ -21,6 +21,7 @@ import threading
 from pathlib import Path
 from typing import Iterable
 
+import numpy as np
 import pandas as pd
 from feast.infra.online_stores.helpers import get_online_store_from_config
 from feast.infra.online_stores.redis import RedisOnlineStore
@@ -153,9 +154,14 @@ class _Sqlite:
                     db.execute(f"DELETE FROM loyal_{kind}")
                 db.executemany(f"INSERT OR IGNORE INTO loyal_{kind} ({', '.join(columns)}) VALUES "
                                f"({', '.join('?' * len(columns))})", rows)
-                if not replace:  # compute's frames are trimmed already
+                if not replace:  # compute's frames are trimmed already; so is every customer at or under `keep`
                     newest_first = ", ".join(f"{c} DESC" for c in _order(kind)[1:])
-                    for customer in {row[0] for row in rows}:
+                    over = []
+                    for part, marks in in_chunks(list({row[0] for row in rows})):
+                        over += [r[0] for r in db.execute(
+                            f"SELECT customer_id FROM loyal_{kind} WHERE customer_id IN ({marks}) GROUP BY customer_id "
+                            f"HAVING COUNT(*) > {int(keep)}", part)]
+                    for customer in over:
                         db.execute(f"DELETE FROM loyal_{kind} WHERE customer_id = ?1 AND ({line}) NOT IN (SELECT "
                                    f"{line} FROM loyal_{kind} WHERE customer_id = ?1 ORDER BY {newest_first} "
                                    "LIMIT ?2)", (customer, keep))
@@ -242,8 +248,7 @@ class _Redis:
 
 
 def _frame(rows: list[tuple], columns: tuple[str, ...]) -> pd.DataFrame:
-    frame = pd.DataFrame(rows, columns=list(columns))
-    for column in NUMBERS:
-        if column in frame:
-            frame[column] = frame[column].astype("int64")
-    return frame
+    # Column by column: a request reads a few dozen rows, and building a frame from rows costs more than reading them.
+    values = list(zip(*rows)) if rows else [()] * len(columns)
+    return pd.DataFrame({column: np.array(value, dtype=np.int64 if column in NUMBERS else object)
+                         for column, value in zip(columns, values)})

@@ -29,6 +29,7 @@ from loyal.readers import read_raw
 from loyal.store import Staging, to_arrow
 from loyal.suppression import suppressed
 from loyal.synthetic import (
+    BrowsingTruth,
     SyntheticConfig,
     activity_blocks,
     build_world,
@@ -523,17 +524,21 @@ def _commit_synthetic(world, config: SyntheticConfig, home: Path) -> dict:
         entry["rows_kept"] += chunk.num_rows
         staging.add(name, chunk)
 
+    browsing = BrowsingTruth(home)
     try:
         folded = fold(staging, home)
         add(s.CUSTOMERS.name, customers_table(world))
         add(s.ITEMS.name, items_table(world))
-        for transactions, events in activity_blocks(world):
+        for transactions, events, browsed in activity_blocks(world):
             add(s.TRANSACTIONS.name, transactions)
             add(s.EVENTS.name, events)
+            browsing.write(browsed)
         merged = staging.commit()
     except BaseException:
         staging.abort()
+        browsing.abort()
         raise
+    browsing.commit()
     save_truth(ground_truth(world), home)
     source = f"synthetic(customers={config.customers}, days={config.days}, seed={config.seed})"
     return _summary("synthetic", source, home, counts, {}, merged, []) | {"event_log": folded}

@@ -3,13 +3,17 @@
 Planted so that models have something to find and tests know the right answer:
 - taste groups: each customer belongs to one; a group buys mostly from its own few categories;
 - staples: each customer rebuys a handful of items (the "buy it again" signal);
-- churners: their purchase rate fades linearly to zero over `fade_days` before their churn day.
+- churners: their purchase rate fades linearly to zero over `fade_days` before their churn day;
+- browsing: before each order line, `views_per_line` views (on average) of items of the bought item's category in
+  the half hour before, then the add-to-cart of the bought item a minute before (what a session says about the
+  coming order); `ground_truth/browsing.parquet` names the order each event led to.
 Purchases are a Poisson process per customer (rates vary between customers), thinned by the fade. Activity is
 drawn in blocks of customers with array operations only, so a million customers fit in a few GB.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -130,8 +134,8 @@ def _strings(values: np.ndarray, codes: np.ndarray) -> pa.Array:
     return pa.DictionaryArray.from_arrays(pa.array(codes.astype(np.int32)), pa.array(values)).cast(pa.string())
 
 
-def activity(world: World, first: int, last: int) -> tuple[pa.Table, pa.Table]:
-    """Transactions and events of customers first..last-1."""
+def activity(world: World, first: int, last: int) -> tuple[pa.Table, pa.Table, pa.Table]:
+    """Transactions, events and the browsing truth (each event's order) of customers first..last-1."""
     c = world.config
     rng = np.random.default_rng([c.seed, 1, first])
     customers = np.arange(first, last)
@@ -197,7 +201,9 @@ def activity(world: World, first: int, last: int) -> tuple[pa.Table, pa.Table]:
                               line_us - MINUTE_US]),
         "type": np.repeat([0, 1], [len(view_line), len(line_order)]),
         "channel": order_channel[line_order[np.concatenate([view_line, np.arange(len(line_order))])]],
-    }).drop_duplicates()  # two views of one item in the same minute are one event
+        "line": np.concatenate([view_line, np.arange(len(line_order))]),  # the order line it leads to: the truth
+    }).drop_duplicates(["customer", "item", "us", "type", "channel"])  # one item viewed twice in a minute: once
+    led_to = line_order[events["line"].to_numpy()]
     events = pa.table({
         s.CUSTOMER_ID: _strings(world.customer_ids, events["customer"].to_numpy()),
         s.ITEM_ID: _strings(world.item_ids, events["item"].to_numpy()),
@@ -205,10 +211,15 @@ def activity(world: World, first: int, last: int) -> tuple[pa.Table, pa.Table]:
         s.EVENT_TYPE: _strings(np.array(s.EVENT_TYPES), events["type"].to_numpy()),
         s.CHANNEL: _strings(CHANNELS, events["channel"].to_numpy()),
     }, schema=s.EVENTS.schema)
-    return transactions, events
+    browsing = pa.table({
+        s.CUSTOMER_ID: events[s.CUSTOMER_ID], s.ITEM_ID: events[s.ITEM_ID], s.TIMESTAMP: events[s.TIMESTAMP],
+        s.EVENT_TYPE: events[s.EVENT_TYPE], s.ORDER_ID: _strings(order_ids, led_to),
+        "order_timestamp": pa.array(order_us[led_to], s.TIMESTAMP_TYPE),
+    })
+    return transactions, events, browsing
 
 
-def activity_blocks(world: World) -> Iterator[tuple[pa.Table, pa.Table]]:
+def activity_blocks(world: World) -> Iterator[tuple[pa.Table, pa.Table, pa.Table]]:
     for first in range(0, world.config.customers, BLOCK_CUSTOMERS):
         yield activity(world, first, min(first + BLOCK_CUSTOMERS, world.config.customers))
 
@@ -259,6 +270,32 @@ def ground_truth(world: World) -> dict[str, pd.DataFrame]:
             s.ITEM_ID: world.item_ids[world.staples.ravel()],
         }),
     }
+
+
+class BrowsingTruth:
+    """`ground_truth/browsing.parquet`, written block by block as the activity is drawn (a million customers'
+    events do not fit in memory twice) and put in place only whole, by `commit`."""
+
+    def __init__(self, home: Path):
+        self.folder = Home(home).ground_truth
+        self.partial = self.folder / "browsing.parquet.partial"
+        self.writer: pq.ParquetWriter | None = None
+
+    def write(self, block: pa.Table) -> None:
+        if self.writer is None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self.writer = pq.ParquetWriter(self.partial, block.schema)
+        self.writer.write_table(block)
+
+    def commit(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            os.replace(self.partial, self.folder / "browsing.parquet")
+
+    def abort(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.partial.unlink(missing_ok=True)
 
 
 def save_truth(truth: dict[str, pd.DataFrame], home: Path) -> None:

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from loyal.app.cli import app
 from loyal.features.compute import purchase_history
-from loyal.training.recommender.realtime import replay, window_orders
+from loyal.training.recommender.replay import replay, window_orders
 
 CUTOFF = pd.Timestamp("2024-03-01", tz="UTC")
 
@@ -70,3 +70,8 @@ def test_the_command_writes_the_report_people_script_against(home):
     assert set(report["comparison"]) == {f"realtime_vs_{r}.{v}" for r in ("realtime_buy_again", "frozen")
                                          for v in ("all", "explore")}
     assert np.isfinite(report["comparison"]["realtime_vs_frozen.all"]["difference"]["value"])
+    # The generator plants sessions that announce orders (ground_truth/browsing.parquet): the weight chosen on the
+    # validation window moves for_you, and the session alone lifts it, its interval above zero.
+    session = report["session"]
+    assert session["session_weight"] > 0 and session["orders"] > 50
+    assert session["difference"]["low"] > 0

@@ -18,9 +18,9 @@ from loyal.schema import TIMESTAMP
 from loyal.store import read_table
 from loyal.synthetic import SyntheticConfig
 from loyal.training.recommender.evaluate import split
-from loyal.training.recommender.training import PENALTIES
+from loyal.training.recommender.training import PENALTIES, SESSION_WEIGHTS
 from loyal.features.compute import purchase_history
-from loyal.training.recommender.rails import Recommender, _cut
+from loyal.training.recommender.rails import Recommender, _cut, load_model
 from loyal.training.recommender.ranker import (
     LabelledStage,
     RankerConfig,
@@ -152,6 +152,11 @@ def test_train_registers_a_champion_and_recommend_answers_from_it(home, tmp_path
     assert set(chosen["validation_ndcg_at_10"]) == {str(p) for p in PENALTIES}
     assert chosen["validation_ndcg_at_10"][str(chosen["chosen"])] == max(chosen["validation_ndcg_at_10"].values())
     assert evaluation["configs"]["discover"]["popularity_penalty"] == chosen["chosen"]
+    # So was the session's weight on for_you, replaying the validation window's orders, and it is the one served.
+    session = evaluation["session_weight"]
+    assert set(session["validation_ndcg_at_10"]) == {str(w) for w in SESSION_WEIGHTS} and session["orders"] > 0
+    assert session["validation_ndcg_at_10"][str(session["chosen"])] == max(session["validation_ndcg_at_10"].values())
+    assert load_model(home).session_weight == session["chosen"] > 0
 
     # A model trained on earlier data never takes the alias from one trained on later data.
     earlier = runner.invoke(app, ["train", "recommender", "--train-end", "2024-04-10", "--draws", "50"])

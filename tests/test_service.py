@@ -412,6 +412,23 @@ def test_rails_follow_events_at_once_and_a_first_time_buyer_gets_personal_rails(
     assert {i["reason"] for i in similar["items"]} <= {f"similar to {d}" for d in _descriptions(served_home, items[7])}
 
 
+def test_the_session_moves_for_you_towards_what_was_just_browsed(client, served_home, known):
+    """The synthetic shop's sessions announce its orders (a cart a minute before the purchase), so training gives the
+    session a weight on the validation window; an add-to-cart then lifts the item and the items like it in the very
+    next for_you, saying why."""
+    from loyal.training.recommender.rails import load_model
+
+    model = load_model(served_home)
+    assert model.session_weight > 0
+    customer = known[1]
+    before = client.post("/recommend", json={"customer_id": customer, "rail": "for_you", "k": 100}).json()
+    carted = before["items"][-1]["item_id"]  # shown, but last of 100
+    client.post("/events", json={"events": [_event("session-1", customer, carted, "add_to_cart", minutes_ago=0.1)]})
+    after = client.post("/recommend", json={"customer_id": customer, "rail": "for_you", "k": 10}).json()
+    assert after["items"][0]["item_id"] == carted and after["items"][0]["reason"] == "you viewed this"
+    assert any(i["reason"].startswith("because you viewed ") for i in after["items"][1:])
+
+
 def _descriptions(home: Path, item_id: str) -> set[str]:
     from loyal.store import read_table
 

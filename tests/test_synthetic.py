@@ -116,3 +116,20 @@ def test_a_million_customers_in_minutes(tmp_path):
     assert time.perf_counter() - began < 600
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss < 4 * 2**20  # KiB: under 4 GiB
     assert np.isfinite(summary["rows_read"])
+
+
+def test_sessions_announce_the_order_they_lead_to(world):
+    """Planted and saved: every add-to-cart is of an item of the order placed a minute later, every view of an item
+    of the category of a line of the order placed within the half hour."""
+    home, _, tables, _ = world
+    browsing = pd.read_parquet(Home(home).ground_truth / "browsing.parquet")
+    assert len(browsing) == len(tables["events"])
+    ahead = (browsing["order_timestamp"] - browsing["timestamp"]).dt.total_seconds() / 60
+    assert ((ahead >= 1) & (ahead < 30)).all()
+    lines = tables["transactions"].query("quantity > 0")[["order_id", "item_id"]].drop_duplicates()
+    carts = browsing[browsing["event_type"] == "add_to_cart"].merge(lines.assign(bought=True), how="left")
+    assert carts["bought"].notna().all() and (ahead[browsing["event_type"] == "add_to_cart"] == 1).all()
+    category = tables["items"].set_index("item_id")["category"]
+    views = browsing[browsing["event_type"] == "view"].assign(category=lambda v: v["item_id"].map(category))
+    ordered = lines.assign(category=lines["item_id"].map(category))[["order_id", "category"]].drop_duplicates()
+    assert views.merge(ordered.assign(same=True), how="left")["same"].notna().all()

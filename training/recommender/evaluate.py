@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -23,11 +23,17 @@ import scipy.sparse as sp
 
 from loyal.dates import utc
 from loyal.features.compute import DAY_US, purchase_history
-from loyal.schema import CUSTOMER_ID, ITEM_ID, QUANTITY, TIMESTAMP
+from loyal.schema import CUSTOMER_ID, EVENT_TYPE, ITEM_ID, QUANTITY, TIMESTAMP
 
 TEST_DAYS = 30
 K = 10
 CURVE_K = 50  # recall@k is drawn up to this k
+# A session's views and add-to-carts as weights over the items: a cart says more than a view, and a browse loses
+# half its weight every SESSION_HALF_LIFE_HOURS (what a customer looked at an hour ago says more about this visit
+# than what they looked at last week). How far the weights move `for_you` is tuned on the validation window.
+SESSION_TYPE_WEIGHT = {"view": 1.0, "add_to_cart": 2.0}
+SESSION_HALF_LIFE_HOURS = 24.0
+HOUR_US = 3_600_000_000
 
 
 @dataclass
@@ -44,6 +50,7 @@ class Interactions:
     counts: sp.csr_matrix
     purchases: pd.DataFrame  # columns: customer (position), item (position), age_days (float, > 0)
     cutoff: pd.Timestamp
+    session: sp.csr_matrix | None = None  # the customers' session weights over the items (`with_session`), if given
 
     @classmethod
     def before(cls, transactions: pd.DataFrame, cutoff: pd.Timestamp) -> Interactions:
@@ -79,10 +86,27 @@ class Interactions:
         lengths = starts[positions + 1] - starts[positions]
         picked = order[np.repeat(starts[positions], lengths) + np.arange(lengths.sum())
                        - np.repeat(np.cumsum(lengths) - lengths, lengths)]
-        return Interactions.of(self.customers[positions], self.items, pd.DataFrame({
+        chosen = Interactions.of(self.customers[positions], self.items, pd.DataFrame({
             "customer": np.repeat(np.arange(len(positions)), lengths),
             "item": self.purchases["item"].to_numpy()[picked],
             "age_days": self.purchases["age_days"].to_numpy()[picked]}), self.cutoff)
+        return chosen if self.session is None else replace(chosen, session=self.session[positions])
+
+    def with_session(self, session: pd.DataFrame, at_us=None) -> Interactions:
+        """The same histories with the customers' sessions (compute.SESSION rows: views and add-to-carts) as weights
+        over the items, as of the cutoff (or `at_us`, a moment per session row in microseconds): each browse before
+        it weighs SESSION_TYPE_WEIGHT, halved every SESSION_HALF_LIFE_HOURS; a customer's weights on one item add
+        up. Rows of other customers, of items outside the catalogue or from the moment on are left out."""
+        rows = self.customers.get_indexer(session[CUSTOMER_ID])
+        cols = self.items.get_indexer(session[ITEM_ID])
+        at = self.cutoff.value // 1000 if at_us is None else np.asarray(at_us, dtype=np.int64)
+        hours = (at - session[TIMESTAMP].to_numpy(np.int64)) / HOUR_US
+        kind = session[EVENT_TYPE].map(SESSION_TYPE_WEIGHT).fillna(0.0).to_numpy(np.float64)
+        keep = (rows >= 0) & (cols >= 0) & (hours > 0) & (kind > 0)
+        weights = kind[keep] * 0.5 ** (hours[keep] / SESSION_HALF_LIFE_HOURS)
+        matrix = sp.csr_matrix((weights, (rows[keep], cols[keep])), shape=self.counts.shape)
+        matrix.sum_duplicates()
+        return replace(self, session=matrix)
 
     @functools.cached_property
     def _by_customer(self) -> tuple[np.ndarray, np.ndarray]:

@@ -7,8 +7,9 @@ them as events arrive, features/state.py) and their features. So a purchase show
 first seen after training gets personal rails from their first purchase, and a forgotten customer, whose state is
 erased, is a stranger at once: nothing about them is in the model to retrain away.
 
-- `for_you`: the re-ranker over every item; `discover`: the re-ranker trained on items new to the customer (each
-  answered by a baseline instead where one did better on the validation window);
+- `for_you`: the re-ranker over every item, moved towards what the customer's session (their latest views and
+  add-to-carts) points at, by a weight chosen on the validation window; `discover`: the re-ranker trained on items
+  new to the customer (each answered by a baseline instead where one did better on the validation window);
 - `buy_again`: only items the customer bought, by time-decayed purchase frequency;
 - `similar_items`: item to item (BM25 item-kNN), for a given item, or from the item the customer last viewed or
   bought;
@@ -33,6 +34,7 @@ from typing import Mapping
 import mlflow
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from loyal.dates import utc
 from loyal.errors import LoyalError
@@ -53,7 +55,8 @@ from loyal.training.registry import champion_version, load_version
 MODEL_NAME = "loyal-recommender"
 ARTIFACT = "recommender"  # the saved bundle's folder among the registered model's artifacts
 SCORED = ("for_you", "buy_again", "discover", "similar_items", "trending")  # the rails the model ranks
-RAILS = (*SCORED, "recently_viewed")  # and the session's own: the items just viewed, latest first
+RAILS = (*SCORED, "recently_viewed")
+SESSION_REASON_WEIGHT = 0.05  # a browse that weighs less (a view over four days old) no longer explains an item  # and the session's own: the items just viewed, latest first
 RERANKED = {"for_you": "all", "discover": "explore"}  # the rails a re-ranker answers, and the view it is judged in
 TRENDING_DAYS = 7
 COLUMNS = [CUSTOMER_ID, "rank", ITEM_ID, "score"]
@@ -67,7 +70,8 @@ class Recommender:
     `Interactions` over the model's items (`lines`) and their features (`features`, [n, F])."""
 
     def __init__(self, for_you: Reranker, discover: Reranker, served: Mapping[str, object] | None = None,
-                 trending_scores: np.ndarray | None = None, cutoff: pd.Timestamp | None = None):
+                 trending_scores: np.ndarray | None = None, cutoff: pd.Timestamp | None = None,
+                 session_weight: float = 0.0):
         if for_you.stage is not discover.stage:
             raise ValueError("both re-rankers must score with the same stage")
         stage: Stage = for_you.stage
@@ -80,6 +84,8 @@ class Recommender:
         self.trending_scores = trending_scores if trending_scores is not None else _trending(stage.train)
         self.for_you.features = self.discover.features = None  # the model never reads the feature store itself
         self.similarity = stage.sources["item_knn"].similarity  # row i: the items like item i (BM25 item-kNN)
+        # How far the session moves for_you: the weight of `session_affinity` (in [0, 1]) added to its scores.
+        self.session_weight = float(session_weight)
 
     # ------------------------------------------------------------------------------------------- files
     def save(self, folder: Path) -> Path:
@@ -88,7 +94,8 @@ class Recommender:
         arrays = artifacts.Arrays()
         arrays.put_ids("items", self.items)
         arrays.put("trending", self.trending_scores)
-        config = {"kind": MODEL_NAME, "cutoff": self.cutoff.isoformat(), "sources": self.stage.save(arrays),
+        config = {"kind": MODEL_NAME, "cutoff": self.cutoff.isoformat(), "session_weight": self.session_weight,
+                  "sources": self.stage.save(arrays),
                   "for_you": self.for_you.save(arrays, "for_you"), "discover": self.discover.save(arrays, "discover"),
                   "served": {rail: recipe(model) for rail, model in self.served.items()}}
         for rail, model in self.served.items():
@@ -103,7 +110,7 @@ class Recommender:
         served = {rail: from_recipe(made).load(arrays, f"served.{rail}") for rail, made in config["served"].items()}
         return cls(Reranker.load(config["for_you"], arrays, "for_you", stage),
                    Reranker.load(config["discover"], arrays, "discover", stage), served, arrays["trending"],
-                   pd.Timestamp(config["cutoff"]))
+                   pd.Timestamp(config["cutoff"]), config.get("session_weight", 0.0))
 
     def recipes(self) -> dict[str, str]:
         """Which recipe answers each rail."""
@@ -114,16 +121,51 @@ class Recommender:
                 "recently_viewed": "session"}
 
     # ------------------------------------------------------------------------------------------- state
-    def lines(self, history: pd.DataFrame, customer_ids, at) -> Interactions:
-        """Customers' histories (compute.HISTORY columns) at the moment `at`, over the model's items: what the
-        other methods score. Row i is customer_ids[i]; items the model never saw are left out."""
-        return Interactions.of_history(history, pd.Index(pd.Series(customer_ids, dtype="string").astype(str)),
-                                       self.items, at)
+    def lines(self, history: pd.DataFrame, customer_ids, at, session: pd.DataFrame | None = None) -> Interactions:
+        """Customers' histories (compute.HISTORY columns) and sessions (compute.SESSION, if given) at the moment
+        `at`, over the model's items: what the other methods score. Row i is customer_ids[i]; items the model never
+        saw are left out."""
+        lines = Interactions.of_history(history, pd.Index(pd.Series(customer_ids, dtype="string").astype(str)),
+                                        self.items, at)
+        return lines if session is None else lines.with_session(session)
+
+    def session_affinity(self, lines: Interactions) -> np.ndarray | None:
+        """[n, items] in [0, 1): what each customer's session points at, each browsed item and the items like it
+        (its BM25 item-kNN row, scaled to 1 at its nearest), by the session's weights (Interactions.with_session),
+        saturating: 1 - exp(-sum). A view just now gives its item 0.63, a cart 0.86; week-old browses next to
+        nothing. None where it moves nothing: no session given, none browsed, or a weight of 0."""
+        session = lines.session
+        if session is None or not session.nnz or not self.session_weight:
+            return None
+        return -np.expm1(-(session + session @ self._similarity_scaled).toarray())
+
+    def browsed(self, lines: Interactions) -> np.ndarray:
+        """The items of the first customer's session recent enough to explain an item they are shown."""
+        if lines.session is None or not lines.session.nnz:
+            return np.array([], dtype=np.int64)
+        row = lines.session[0]
+        return row.indices[row.data >= SESSION_REASON_WEIGHT]
+
+    @functools.cached_property
+    def _similarity_scaled(self):
+        nearest = self.similarity.max(axis=1).toarray().ravel()
+        return sp.diags(np.where(nearest > 0, 1.0 / np.where(nearest > 0, nearest, 1.0), 0.0)) @ self.similarity
+
+    def _moved(self, lines: Interactions, rail: str) -> np.ndarray:
+        """Which customers' session moves this rail."""
+        if rail != "for_you" or lines.session is None or not self.session_weight:
+            return np.zeros(len(lines.customers), dtype=bool)
+        return np.diff(lines.session.indptr) > 0
 
     # ------------------------------------------------------------------------------------------- scores
     def scores(self, lines: Interactions, features: np.ndarray, rail: str) -> np.ndarray:
         """Whole-catalogue scores of customers with a history, on one rail; -inf: never shown. (similar_items: from
-        each customer's latest purchase.)"""
+        each customer's latest purchase; for_you: moved by the session, `session_weight` × `session_affinity`.)"""
+        scores = self._scores(lines, features, rail)
+        affinity = self.session_affinity(lines) if rail == "for_you" else None
+        return scores if affinity is None else scores + self.session_weight * affinity
+
+    def _scores(self, lines: Interactions, features: np.ndarray, rail: str) -> np.ndarray:
         if rail in self.served:
             scores = np.asarray(self.served[rail].score_lines(lines), dtype=np.float64)
             if RERANKED[rail] == "explore":  # as the re-ranker it stands in for: only items new to the customer
@@ -193,11 +235,13 @@ class Recommender:
         return _cut(_without(self.similar(np.asarray(item_positions, dtype=np.int64)), exclude),
                     min(k, len(self.items)))
 
-    def reasons(self, rail: str, owned: np.ndarray, anchor: int, items: np.ndarray) -> list[tuple[str, int]]:
+    def reasons(self, rail: str, owned: np.ndarray, anchor: int, items: np.ndarray,
+                browsed: np.ndarray = np.array([], dtype=np.int64)) -> list[tuple[str, int]]:
         """Why each item is shown to a customer who bought the items `owned` (positions; none: a stranger), as (kind,
         item it relates to or -1): "trending", "similar" (to `anchor`), "bought" (before), "because" (they bought the
         related item: the purchase most like it by BM25 item-kNN, the lowest position on a tie) or "like_you"
-        (popular with customers like them)."""
+        (popular with customers like them). On for_you, where the session moves it, what the customer just browsed
+        (`browsed`) explains first: "viewed" (the item itself) or "because_viewed" (the browsed item most like it)."""
         if rail == "similar_items" and anchor >= 0:
             return [("similar", anchor)] * len(items)
         if rail == "trending" or not len(owned):
@@ -206,15 +250,21 @@ class Recommender:
             return [("bought", -1)] * len(items)
         mask = np.zeros(len(self.items), dtype=bool)
         mask[owned] = True
+        seen = np.zeros(len(self.items), dtype=bool)
+        if rail == "for_you" and self.session_weight:
+            seen[browsed] = True
         similarity, reasons = self._similarity_by_column(), []  # column c of the CSC: the items similar to c
         for item in items:
             span = slice(similarity.indptr[item], similarity.indptr[item + 1])
             rows, values = similarity.indices[span], similarity.data[span]
-            mine = mask[rows] & (values > 0)
-            if mask[item]:
+            if seen[item]:
+                reasons.append(("viewed", -1))
+            elif mask[item]:
                 reasons.append(("bought", -1))
-            elif mine.any():
-                reasons.append(("because", int(rows[mine][values[mine] == values[mine].max()].min())))
+            elif (near := seen[rows] & (values > 0)).any():
+                reasons.append(("because_viewed", _most_alike(rows, values, near)))
+            elif (mine := mask[rows] & (values > 0)).any():
+                reasons.append(("because", _most_alike(rows, values, mine)))
             else:
                 reasons.append(("like_you", -1))
         return reasons
@@ -227,17 +277,18 @@ class Recommender:
 
     # ------------------------------------------------------------------------------------------- lists
     def recommend(self, history: pd.DataFrame, customer_ids, rail: str, k: int, at,
-                  features: pd.DataFrame | None = None, block: int = 512, anchors: np.ndarray | None = None
-                  ) -> pd.DataFrame:
+                  features: pd.DataFrame | None = None, block: int = 512, anchors: np.ndarray | None = None,
+                  session: pd.DataFrame | None = None) -> pd.DataFrame:
         """Rows (customer_id, rank, item_id, score), best first per customer, in the order the ids came, from their
-        histories (compute.HISTORY columns) at `at` and their features (a frame of ranker.CUSTOMER_FEATURES indexed
-        by id; absent: zeros). A customer without a history gets `trending`; `anchors` as `rank` takes them."""
+        histories (compute.HISTORY columns) and sessions (compute.SESSION, if given) at `at` and their features (a
+        frame of ranker.CUSTOMER_FEATURES indexed by id; absent: zeros). A customer without a history gets
+        `trending`; `anchors` as `rank` takes them."""
         if rail not in SCORED:
             raise LoyalError(f"unknown rail {rail!r}: choose one of {', '.join(SCORED)}")
         if not 1 <= k <= len(self.items):
             raise LoyalError(f"k must be between 1 and {len(self.items)}, not {k}")
         ids = pd.Index(pd.Series(customer_ids, dtype="string").astype(str))
-        lines = Interactions.of_history(history, ids, self.items, at)
+        lines = self.lines(history, ids, at, session)
         matrix = customer_features(features if features is not None else pd.DataFrame(), ids)
 
         def answer(start: int) -> pd.DataFrame:
@@ -267,21 +318,22 @@ class Recommender:
               ) -> tuple[np.ndarray, np.ndarray]:
         """The k best items on a rail of customers with a history, and their scores (-1 where a rail has fewer)."""
         reranker = {"for_you": self.for_you, "discover": self.discover}.get(rail)
-        if reranker is None or rail in self.served:
+        moved = self._moved(lines, rail)
+        if reranker is None or rail in self.served or moved.all():
             return _cut(_without(self.scores(lines, features, rail), exclude), k)
         # A re-ranked rail's k best are candidates wherever a customer has k of them left after the exclusions
-        # (everything else ranks below every candidate): ranking the candidates alone spares scoring the whole
-        # catalogue. Candidates are in item order, so ties fall as they would in the catalogue.
+        # (everything else ranks below every candidate) and no session moves them: ranking the candidates alone
+        # spares scoring the whole catalogue. Candidates are in item order, so ties fall as they would in it.
         items, scores = reranker.candidate_scores(lines, features)
         if len(exclude):
             scores = np.where(np.isin(items, exclude), np.float32(-np.inf), scores)
-        short = np.flatnonzero(np.isfinite(scores).sum(axis=1) < k)
+        short = np.flatnonzero((np.isfinite(scores).sum(axis=1) < k) | moved)
         if len(short) == len(items):  # nobody has k candidates
-            return _cut(_without(reranker.score_lines(lines, features), exclude), k)
+            return _cut(_without(self.scores(lines, features, rail), exclude), k)
         ranked, values = _cut(scores, k)
         ranked = np.where(ranked >= 0, np.take_along_axis(items, np.maximum(ranked, 0), axis=1), -1)
         if len(short):
-            ranked[short], values[short] = _cut(_without(reranker.score_lines(lines.rows(short), features[short]),
+            ranked[short], values[short] = _cut(_without(self.scores(lines.rows(short), features[short], rail),
                                                          exclude), k)
         return ranked, values
 
@@ -293,6 +345,11 @@ class Recommender:
             ITEM_ID: self.items.to_numpy()[ranked[rows, ranks]],
             "score": values[rows, ranks],
         })
+
+
+def _most_alike(rows: np.ndarray, values: np.ndarray, among: np.ndarray) -> int:
+    """The item of `rows` (where `among`) with the highest similarity, the lowest position on a tie."""
+    return int(rows[among][values[among] == values[among].max()].min())
 
 
 def _trending(train: Interactions) -> np.ndarray:
@@ -430,7 +487,7 @@ class Rails:
             return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
         anchors = self._anchors(state, ids) if rail == "similar_items" else None
         return self.recommender.recommend(state.history, ids, rail, k, state.at, state.features,
-                                          anchors=anchors)[COLUMNS]
+                                          anchors=anchors, session=state.session)[COLUMNS]
 
     def answer(self, customer_id: str, rail: str, k: int, exclude_item_ids=(), item_id: str | None = None,
                at=None) -> Answer:
@@ -447,7 +504,7 @@ class Rails:
             return self._answer(items, scores, r.reasons(rail, np.array([], dtype=np.int64), anchor,
                                                          items[items >= 0]), False)
         state = self._state([customer_id], at)
-        lines = r.lines(state.history, [customer_id], state.at)
+        lines = r.lines(state.history, [customer_id], state.at, state.session)
         owned = lines.counts.indices
         if rail == "recently_viewed":
             items, scores = self._viewed(state, customer_id, k, exclude)
@@ -458,7 +515,8 @@ class Rails:
         shown = items[items >= 0]
         if anchors is not None:
             return self._answer(items, scores, r.reasons(rail, owned, int(anchors[0]), shown), anchors[0] < 0)
-        return self._answer(items, scores, r.reasons(rail, owned, -1, shown), not len(owned))
+        browsed = r.browsed(lines)
+        return self._answer(items, scores, r.reasons(rail, owned, -1, shown, browsed), not len(owned))
 
     def _anchors(self, state: State, customer_ids: list[str]) -> np.ndarray:
         """Per customer, the item similar_items starts from: the latest they viewed, added to a cart or bought before
@@ -506,6 +564,8 @@ class Rails:
             return "you bought this before"
         if kind == "because":
             return f"because you bought {self._name(related)}"
+        if kind == "because_viewed":
+            return f"because you viewed {self._name(related)}"
         return "popular with customers like you"
 
     def _name(self, item: int) -> str:

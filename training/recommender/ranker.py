@@ -93,7 +93,9 @@ def _transform(frame: pd.DataFrame, catalogue: dict[str, str], index: pd.Index) 
     if missing:
         raise ValueError(f"the feature source gave no {missing[0]!r} (it gave {', '.join(frame.columns)})")
     rows = frame[list(catalogue)].reindex(index.astype(str))  # once for every column: a request reads one row
-    values = np.nan_to_num(rows.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64), nan=0.0)
+    if not all(pd.api.types.is_numeric_dtype(dtype) for dtype in rows.dtypes):  # e.g. a column of None only
+        rows = rows.apply(pd.to_numeric, errors="coerce")
+    values = np.nan_to_num(rows.to_numpy(dtype=np.float64), nan=0.0)
     logged = np.array([how == "log" for how in catalogue.values()])
     values[:, logged] = np.log1p(np.maximum(values[:, logged], 0.0))
     return values.astype(np.float32)

@@ -7,7 +7,8 @@ customer's state), and every order (invoice) of a customer with a history before
 that customer would have seen just before placing it:
 
 - `realtime`: the champion, from the customer's state just before the order (every purchase until then, the
-  features as of the order's day): `for_you` in the "all" view, `discover` in the "explore" view;
+  session of views and add-to-carts, the features as of the order's day): `for_you` in the "all" view, `discover`
+  in the "explore" view;
 - `frozen`: the same champion from the state as it was at the cutoff (what a model that carries its customers'
   histories from training shows until the next retrain);
 - `realtime_buy_again`: personal purchase frequency (60-day half-life, then the last 30 days' popularity), its
@@ -17,82 +18,32 @@ Per-order NDCG@10: the order's items are relevant (an item first sold after the 
 as missed). Explore view: only the items new to the customer just before the order, the lists never showing what
 they had bought by then; orders without a new item are left out. Intervals are 95% bootstrap intervals resampling
 customers (their orders go together); differences are paired. Orders of customers first seen in the window are
-scored from their second order on, the real-time champion beside `trending`.
+scored from their second order on, the real-time champion beside `trending`. Where customers browsed (data with
+events), `session` measures the session alone: the real-time `for_you` of the orders preceded by a session, with it
+and without it (the same history and features).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from loyal.dates import midnight
 from loyal.errors import LoyalError
-from loyal.features.compute import DAY_US, EVENT_TIMESTAMP, purchase_history
+from loyal.features.compute import EVENT_TIMESTAMP, purchase_history
 from loyal.features.repo import historical_features
-from loyal.schema import CUSTOMER_ID, ITEM_ID, ORDER_ID, QUANTITY, TIMESTAMP
-from loyal.training.recommender.evaluate import K, Interactions, metrics_at_k, top_k
+from loyal.schema import CUSTOMER_ID, TIMESTAMP
+from loyal.store import read_table
+from loyal.training.recommender.evaluate import K, metrics_at_k, top_k
 from loyal.training.recommender.rails import RERANKED, Recommender
 from loyal.training.recommender.ranker import CUSTOMER_FEATURES, customer_features
+from loyal.training.recommender.replay import Orders, replay, window_orders, with_sessions
 from loyal.training.recommender.training import _transactions, check_cutoff, fit_and_evaluate
 
 NDCG = f"ndcg@{K}"
 VIEW_RAIL = {view: rail for rail, view in RERANKED.items()}  # all: for_you, explore: discover
-
-
-@dataclass
-class Orders:
-    """The window's orders, one row each, in time order: whose, when (µs), the items bought (model positions; an
-    item the model never saw gets a position past its catalogue), and each customer's lines before it."""
-    customers: np.ndarray
-    times: np.ndarray
-    items: list[np.ndarray]
-    before: Interactions  # row i: the history of order i's customer just before it (ages at the order)
-
-
-def window_orders(transactions: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp, customers: set[str] | None,
-                  exclude: set[str] = frozenset()) -> pd.DataFrame:
-    """The orders placed in [start, end): (order, customer, time) rows, in time order, of `customers` (None: all)
-    and not of `exclude`. An order is an order id, or a customer's basket at one instant where there is none."""
-    bought = transactions[(transactions[QUANTITY] > 0) & (transactions[TIMESTAMP] >= start)
-                          & (transactions[TIMESTAMP] < end)]
-    ids = bought[CUSTOMER_ID].astype(str)
-    keep = ~ids.isin(exclude) & (ids.isin(customers) if customers is not None else True)
-    bought = bought[keep]
-    key = bought[ORDER_ID].astype("string").fillna(bought[CUSTOMER_ID].astype(str) + "@"
-                                                      + bought[TIMESTAMP].astype(str))
-    return pd.DataFrame({"order": key.to_numpy(), CUSTOMER_ID: bought[CUSTOMER_ID].astype(str).to_numpy(),
-                         TIMESTAMP: bought[TIMESTAMP].to_numpy(), ITEM_ID: bought[ITEM_ID].astype(str).to_numpy()})
-
-
-def replay(lines: pd.DataFrame, history: pd.DataFrame, items: pd.Index, frozen_at: pd.Timestamp | None) -> Orders:
-    """Orders from their lines (window_orders), each with its customer's history (compute.HISTORY rows) just before
-    it, or, with `frozen_at`, as it was at that moment."""
-    orders = (lines.groupby("order", sort=False).agg(customer=(CUSTOMER_ID, "first"), time=(TIMESTAMP, "min"))
-              .sort_values("time", kind="stable").reset_index())
-    times = orders["time"].astype("datetime64[us, UTC]").astype("int64").to_numpy()
-    catalogue, unknown = len(items), {}
-    bought = []
-    grouped = lines.groupby("order", sort=False)[ITEM_ID].agg(lambda s: sorted(set(s)))
-    for order in orders["order"]:
-        positions = items.get_indexer(grouped[order])
-        for i in np.flatnonzero(positions < 0):  # unreachable, but bought: counted as missed
-            positions[i] = catalogue + unknown.setdefault(grouped[order][i], len(unknown))
-        bought.append(np.sort(positions))
-    # Each order's customer's lines before its moment (or the frozen moment), aged at that moment.
-    row = pd.DataFrame({CUSTOMER_ID: orders["customer"].to_numpy(), "row": np.arange(len(orders)),
-                        "at": times if frozen_at is None else frozen_at.value // 1000})
-    joined = row.merge(history[[CUSTOMER_ID, ITEM_ID, TIMESTAMP]], on=CUSTOMER_ID, how="inner")
-    joined = joined[joined[TIMESTAMP] < joined["at"]]
-    position = items.get_indexer(joined[ITEM_ID])
-    joined = joined[position >= 0].assign(item=position[position >= 0])
-    purchases = pd.DataFrame({"customer": joined["row"].to_numpy(), "item": joined["item"].to_numpy(),
-                              "age_days": (joined["at"] - joined[TIMESTAMP]).to_numpy() / DAY_US})
-    before = Interactions.of(pd.Index(orders["order"].astype(str)), items, purchases,
-                             frozen_at if frozen_at is not None else midnight(pd.Timestamp(times.max(), unit="us")))
-    return Orders(orders["customer"].to_numpy(), times, bought, before)
 
 
 def _features(home: Path, orders: Orders, at: pd.Timestamp | None) -> np.ndarray:
@@ -177,9 +128,11 @@ def evaluate_realtime(home: Path, cutoff, days: int = 30, draws: int = 1000) -> 
     lines = window_orders(transactions, cutoff, end, known)
     if lines.empty:
         raise LoyalError(f"no orders of known customers in the {days} days from {cutoff.date()}")
-    live = replay(lines, history, items, None)
-    frozen = replay(lines, history, items, cutoff)
-    live_scores = score_orders(recommender, live, _features(home, live, None), live)
+    events = read_table(home, "events")
+    live = with_sessions(replay(lines, history, items, None), events)
+    frozen = with_sessions(replay(lines, history, items, cutoff), events, cutoff)
+    live_features = _features(home, live, None)
+    live_scores = score_orders(recommender, live, live_features, live)
     frozen_scores = score_orders(recommender, frozen, _features(home, frozen, cutoff), live)
     series = {"realtime.all": live_scores["all"], "realtime.explore": live_scores["explore"],
               "frozen.all": frozen_scores["all"], "frozen.explore": frozen_scores["explore"],
@@ -203,24 +156,44 @@ def evaluate_realtime(home: Path, cutoff, days: int = 30, draws: int = 1000) -> 
                               "low": round(float(np.percentile(ratio, 2.5)), 3),
                               "high": round(float(np.percentile(ratio, 97.5)), 3)}
             report["comparison"][f"realtime_vs_{rival}.{view}"] = entry
-    report["new_customers"] = _new_customers(home, recommender, transactions, cutoff, end, history, known, draws)
+    report["session"] = _session_gain(recommender, live, live_features, draws)
+    report["new_customers"] = _new_customers(home, recommender, transactions, cutoff, end, history, known, events,
+                                             draws)
     return report
 
 
+def _session_gain(recommender: Recommender, live: Orders, features: np.ndarray, draws: int) -> dict:
+    """The session alone: the real-time for_you of the orders preceded by a session, with it and without it."""
+    browsed = np.flatnonzero(np.diff(live.before.session.indptr) > 0)
+    out = {"session_weight": recommender.session_weight, "orders": int(len(browsed))}
+    if not len(browsed):
+        return out | {"note": "no order was preceded by a view or an add-to-cart: nothing to measure"}
+    orders = live.rows(browsed)
+    with_session, _ = recommender.rank(orders.before, features[browsed], "for_you", K)
+    without, _ = recommender.rank(replace(orders.before, session=None), features[browsed], "for_you", K)
+    series = {"with_session": _ndcg(with_session, orders.items), "without_session": _ndcg(without, orders.items)}
+    boot = _cluster_bootstrap(orders.customers, series, draws)
+    return out | {"customers": int(pd.Series(orders.customers).nunique()),
+                  "with_session": _figure(series["with_session"], boot["with_session"]),
+                  "without_session": _figure(series["without_session"], boot["without_session"]),
+                  "difference": _difference(series["with_session"], series["without_session"],
+                                            boot["with_session"], boot["without_session"])}
+
+
 def _new_customers(home: Path, recommender: Recommender, transactions: pd.DataFrame, cutoff: pd.Timestamp,
-                   end: pd.Timestamp, history: pd.DataFrame, known: set[str], draws: int) -> dict:
+                   end: pd.Timestamp, history: pd.DataFrame, known: set[str], events: pd.DataFrame | None,
+                   draws: int) -> dict:
     """Orders of customers first seen in the window, from their second order on: the real-time champion (for_you)
     beside trending."""
     lines = window_orders(transactions, cutoff, end, None, exclude=known)
     if lines.empty:
         return {"orders": 0}
-    orders = replay(lines, history, recommender.items, None)
+    orders = with_sessions(replay(lines, history, recommender.items, None), events)
     second_on = np.diff(orders.before.counts.indptr) > 0  # a history before the order: not their first
     if not second_on.any():
         return {"orders": 0}
     rows = np.flatnonzero(second_on)
-    subset = Orders(orders.customers[rows], orders.times[rows], [orders.items[i] for i in rows],
-                    orders.before.rows(rows))
+    subset = orders.rows(rows)
     features = _features(home, subset, None)
     ranked, _ = recommender.rank(subset.before, features, "for_you", K)
     trending = top_k(np.tile(recommender.trending_scores, (len(rows), 1)), K)
@@ -246,14 +219,23 @@ def markdown(report: dict) -> str:
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines.append("")
     for name, entry in report["comparison"].items():
-        d, r = entry["difference"], entry["ratio"]
-        lines.append(f"- {name}: difference {d['value']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}], ratio "
+        r = entry["ratio"]
+        lines.append(f"- {name}: difference {_signed(entry['difference'])}, ratio "
                      f"{r['value']:.3f} [{r['low']:.3f}, {r['high']:.3f}]")
-    new = report["new_customers"]
+    session, new = report["session"], report["new_customers"]
+    if session.get("difference"):
+        lines += ["", f"The session alone (weight {session['session_weight']}), over the {session['orders']} orders "
+                      f"preceded by a view or an add-to-cart: for_you {session['with_session']['ndcg_at_10']:.4f} "
+                      f"with it, {session['without_session']['ndcg_at_10']:.4f} without, difference "
+                      f"{_signed(session['difference'])}."]
+    else:
+        lines += ["", f"The session alone: {session['note']} (session weight {session['session_weight']})."]
     if new.get("orders"):
-        d = new["difference"]
         lines += ["", f"Customers first seen in the window, from their second order on ({new['orders']} orders): "
                       f"real-time champion {new['realtime']['ndcg_at_10']:.4f}, trending "
-                      f"{new['trending']['ndcg_at_10']:.4f}, difference {d['value']:+.4f} "
-                      f"[{d['low']:+.4f}, {d['high']:+.4f}]."]
+                      f"{new['trending']['ndcg_at_10']:.4f}, difference {_signed(new['difference'])}."]
     return "\n".join(lines) + "\n"
+
+
+def _signed(difference: dict) -> str:
+    return f"{difference['value']:+.4f} [{difference['low']:+.4f}, {difference['high']:+.4f}]"

@@ -23,7 +23,7 @@ from mlflow.models import infer_signature
 from loyal.dates import midnight
 from loyal.errors import LoyalError
 from loyal.locking import writes_home
-from loyal.features.compute import DAY_US
+from loyal.features.compute import DAY_US, purchase_history
 from loyal.schema import CUSTOMER_ID, ITEM_ID, ORDER_ID, TIMESTAMP
 from loyal.store import read_table
 from loyal.tracking import use_home
@@ -34,6 +34,7 @@ from loyal.training.recommender.evaluate import (
     K,
     difference_interval,
     evaluate_recommenders,
+    metrics_at_k,
     report_markdown,
     split,
 )
@@ -49,6 +50,7 @@ from loyal.training.recommender.ranker import (
     Stage,
 )
 from loyal.training.recommender.models import BASELINES, from_recipe, recipe
+from loyal.training.recommender.replay import replay, window_orders, with_sessions
 from loyal.training.registry import (
     Champion,
     Decision,
@@ -158,6 +160,43 @@ def _choose_penalty(discover: Reranker, validation: Validation) -> dict:
     best = max(tried.values())
     return {"chosen": max(p for p, value in tried.items() if value == best),
             "validation_ndcg_at_10": {str(p): value for p, value in tried.items()}}
+
+
+SESSION_WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)  # how far the session may move for_you: tried on validation
+SESSION_BLOCK = 2048  # orders ranked at once: whole-catalogue scores of a block stay small
+
+
+def _choose_session_weight(recommender: Recommender, transactions: pd.DataFrame, events: pd.DataFrame | None,
+                           validation: Validation) -> dict:
+    """The session weight `for_you` takes: the one of SESSION_WEIGHTS whose per-order NDCG@10 is highest over the
+    validation window's orders preceded by a session, each replayed from its customer's state just before it (as
+    `loyal evaluate realtime` replays the test window; the smaller on a tie: a session moves the rail only as far
+    as it earns). `recommender`: the validation window's, fitted before it; the test window is never read."""
+    start = validation.train.cutoff
+    end = start + pd.Timedelta(days=TEST_DAYS)
+    nothing = {"chosen": 0.0, "orders": 0,
+               "why": "no order of the validation window was preceded by a view or an add-to-cart"}
+    if events is None or not ((events[TIMESTAMP] >= start - pd.Timedelta(days=TEST_DAYS))
+                              & (events[TIMESTAMP] < end)).any():
+        return nothing
+    known = set(purchase_history(transactions, start)[CUSTOMER_ID])
+    lines = window_orders(transactions, start, end, known)
+    orders = with_sessions(replay(lines, purchase_history(transactions, end), recommender.items, None), events)
+    browsed = np.flatnonzero(np.diff(orders.before.session.indptr) > 0)
+    if not len(browsed):
+        return nothing
+    orders = orders.rows(browsed)
+    features = recommender.stage.customer_features[validation.train.customers.get_indexer(orders.customers)]
+    tried = {}
+    for weight in SESSION_WEIGHTS:
+        recommender.session_weight = weight
+        ndcg = [metrics_at_k(recommender.rank(orders.before.rows(block), features[block], "for_you", K)[0],
+                             [orders.items[i] for i in block], K)[NDCG]
+                for block in np.array_split(np.arange(len(browsed)), -(-len(browsed) // SESSION_BLOCK))]
+        tried[weight] = round(float(np.concatenate(ndcg).mean()), 4)
+    best = max(tried.values())
+    return {"chosen": min(w for w, value in tried.items() if value == best), "orders": int(len(browsed)),
+            "validation_ndcg_at_10": {str(w): value for w, value in tried.items()}}
 
 
 def _baselines(tuned: dict[str, dict]) -> dict:
@@ -276,6 +315,10 @@ def fit_and_evaluate(
     if champion is not None:
         validation_report["champion"] = _against_champion(validation_report, validation_values, draws, champion,
                                                           compared, chosen)
+    # The session's weight, on the validation window's orders, with for_you as the validation window answers it.
+    answering = {"for_you": models[chosen["for_you"]["recipe"]]} if chosen["for_you"]["recipe"] != "for_you" else {}
+    session = _choose_session_weight(Recommender(rerankers["for_you"], rerankers["discover"], answering),
+                                     transactions, read_table(home, "events"), validation)
 
     # The model itself: the network learns on the validation window, the sources see everything before the cutoff.
     fit_began = time.perf_counter()
@@ -285,7 +328,8 @@ def fit_and_evaluate(
                  for rail, view in RAIL_VIEW.items()}
     served = {rail: _baselines(tuned_baselines)[made["recipe"]].fit(train) for rail, made in chosen.items()
               if rail in RAIL_VIEW and made["recipe"] != rail}
-    recommender = Recommender(rerankers["for_you"], rerankers["discover"], served)
+    recommender = Recommender(rerankers["for_you"], rerankers["discover"], served,
+                              session_weight=session["chosen"])
     fit_seconds = time.perf_counter() - fit_began
 
     report = {
@@ -297,6 +341,7 @@ def fit_and_evaluate(
         "tuned_baselines": {label: params for label, (_, params) in tuned_baselines.items()},
         "tuning": tuning,
         "discover_popularity_penalty": penalty or {"chosen": configs["explore"].penalty, "given": True},
+        "session_weight": session,
         "rails": chosen,
         "validation": validation_report,
         "seconds": {"tuning": round(tuning_seconds, 1), "fit": round(fit_seconds, 1)},
