@@ -261,6 +261,20 @@ def features_show(customer_id: str = typer.Argument(..., help="the customer's id
     _print_json(result)
 
 
+def _evaluation(kind: str, measure, markdown, folder: Path | None = None, then=None) -> tuple[dict, object]:
+    """`loyal evaluate KIND`: measure under the home's write lock, write the report pair KIND-CUTOFF.{md,json} (into
+    `folder`, default $LOYAL_HOME/reports), then `then(report)` under the same lock; a LoyalError is one line."""
+    try:
+        with writing(loyal_home(), f"evaluate {kind}"):
+            with _stale_warnings_to_stderr():
+                report = measure()
+            _write_report(folder or Home(loyal_home()).reports, f"{kind}-{report['cutoff']}", report,
+                          markdown(report))
+            return report, then(report) if then else None
+    except LoyalError as error:
+        raise _fail(error) from None
+
+
 evaluate_app = typer.Typer(help="Measure models under the fixed protocol of DESIGN.md.", no_args_is_help=True)
 app.add_typer(evaluate_app, name="evaluate")
 
@@ -284,15 +298,9 @@ def evaluate_recommender(
         markdown,
     )
 
-    try:
-        with writing(loyal_home(), "evaluate recommender"):
-            with _stale_warnings_to_stderr():
-                report = fit_and_evaluate(loyal_home(), cutoff.date(), trials, draws).report
-            _write_report(output or Home(loyal_home()).reports, f"recommender-{report['cutoff']}", report,
-                          markdown(report))
-            run_id = log_evaluation(loyal_home(), report)
-    except LoyalError as error:
-        raise _fail(error) from None
+    report, run_id = _evaluation("recommender", lambda: fit_and_evaluate(loyal_home(), cutoff.date(), trials,
+                                                                         draws).report,
+                                 markdown, output, then=lambda report: log_evaluation(loyal_home(), report))
     _print_json({window: report[window]["comparison"] for window in ("validation", "test") if window in report}
                 | {"mlflow_run_id": run_id})
 
@@ -313,13 +321,7 @@ def evaluate_realtime(
     from loyal.training.recommender.realtime import evaluate_realtime as replay
     from loyal.training.recommender.realtime import markdown
 
-    try:
-        with writing(loyal_home(), "evaluate realtime"):
-            with _stale_warnings_to_stderr():
-                report = replay(loyal_home(), cutoff.date(), days, draws)
-            _write_report(Home(loyal_home()).reports, f"realtime-{report['cutoff']}", report, markdown(report))
-    except LoyalError as error:
-        raise _fail(error) from None
+    report, _ = _evaluation("realtime", lambda: replay(loyal_home(), cutoff.date(), days, draws), markdown)
     _print_json(report)
 
 
