@@ -62,10 +62,10 @@ class CustomerState:
         return {kind: self.backend.read(kind, ids) for kind in KINDS}
 
     def append(self, history: pd.DataFrame, session: pd.DataFrame) -> None:
-        """Add lines to the customers' state, each customer trimmed to their latest lines."""
-        for kind, frame in (("history", history), ("session", session)):
-            if len(frame):
-                self.backend.append(kind, frame)
+        """Add lines to the customers' state, each customer trimmed to their latest lines: both kinds in one write."""
+        frames = {kind: frame for kind, frame in (("history", history), ("session", session)) if len(frame)}
+        if frames:
+            self.backend.write(frames, replace=False)
 
     def append_events(self, rows: list[tuple]) -> None:
         """Add events as the log keeps them (events.COLUMNS): purchases to the history, browsing to the session."""
@@ -74,8 +74,7 @@ class CustomerState:
 
     def replace(self, history: pd.DataFrame, session: pd.DataFrame) -> None:
         """Every customer's state, as `compute` gives it: what was there before goes."""
-        for kind, frame in (("history", history), ("session", session)):
-            self.backend.replace(kind, frame)
+        self.backend.write({"history": history, "session": session}, replace=True)
 
     def erase(self, customer_ids: Iterable[str]) -> int:
         """Delete these customers' state; how many lines went."""
@@ -86,16 +85,20 @@ class CustomerState:
 def event_lines(rows: list[tuple] | pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The state lines of events as the log keeps them (events.COLUMNS): purchases become history (an event without
     an order is its own order, as the fold makes it), views and add-to-carts session. Returns are not history."""
-    frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows, columns=list(COLUMNS))
-    bought = frame[(frame["type"] == "purchase") & (frame[QUANTITY] > 0)]
-    history = pd.DataFrame({CUSTOMER_ID: bought[CUSTOMER_ID], ITEM_ID: bought[ITEM_ID],
-                            TIMESTAMP: bought[TIMESTAMP].astype("int64"),
-                            ORDER_ID: bought[ORDER_ID].fillna(bought["event_id"]),
-                            QUANTITY: bought[QUANTITY].astype("int64")})
-    browsed = frame[frame["type"].isin(BROWSING)]
-    session = pd.DataFrame({CUSTOMER_ID: browsed[CUSTOMER_ID], ITEM_ID: browsed[ITEM_ID],
-                            TIMESTAMP: browsed[TIMESTAMP].astype("int64"), EVENT_TYPE: browsed["type"]})
-    return history.reset_index(drop=True), session.reset_index(drop=True)
+    # Row by row: a request brings a hundred events, and a frame's every step costs more than that many rows.
+    events = rows[list(COLUMNS)].itertuples(index=False, name=None) if isinstance(rows, pd.DataFrame) else rows
+    field = {name: i for i, name in enumerate(COLUMNS)}
+    kind, customer, item, when, quantity, order, event_id = (field[name] for name in (
+        "type", CUSTOMER_ID, ITEM_ID, TIMESTAMP, QUANTITY, ORDER_ID, "event_id"))
+    history, session = [], []
+    for event in events:
+        if event[kind] == "purchase" and event[quantity] > 0:
+            history.append((event[customer], event[item], int(event[when]),
+                            event[event_id] if event[order] is None or pd.isna(event[order]) else event[order],
+                            int(event[quantity])))
+        elif event[kind] in BROWSING:
+            session.append((event[customer], event[item], int(event[when]), event[kind]))
+    return _frame(history, HISTORY), _frame(session, SESSION)
 
 
 def unfolded_events(home: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -142,39 +145,38 @@ class _Sqlite:
                                    f"ORDER BY {', '.join(_order(kind))}", part).fetchall()
         return _frame(rows, columns)
 
-    def _write(self, kind: str, frame: pd.DataFrame, replace: bool) -> None:
-        columns, _, keep = KINDS[kind]
-        rows = list(frame[list(columns)].itertuples(index=False, name=None))
-        line = ", ".join(_order(kind)[1:])
+    def write(self, frames: dict[str, pd.DataFrame], replace: bool) -> None:
+        """Add (or, with `replace`, put in place of everything) lines of each kind, in one transaction."""
         with self._lock:
             db = self._connection()
             db.execute("BEGIN IMMEDIATE")
             try:
-                if replace:
-                    db.execute(f"DELETE FROM loyal_{kind}")
-                db.executemany(f"INSERT OR IGNORE INTO loyal_{kind} ({', '.join(columns)}) VALUES "
-                               f"({', '.join('?' * len(columns))})", rows)
-                if not replace:  # compute's frames are trimmed already; so is every customer at or under `keep`
-                    newest_first = ", ".join(f"{c} DESC" for c in _order(kind)[1:])
-                    over = []
-                    for part, marks in in_chunks(list({row[0] for row in rows})):
-                        over += [r[0] for r in db.execute(
-                            f"SELECT customer_id FROM loyal_{kind} WHERE customer_id IN ({marks}) GROUP BY customer_id "
-                            f"HAVING COUNT(*) > {int(keep)}", part)]
-                    for customer in over:
-                        db.execute(f"DELETE FROM loyal_{kind} WHERE customer_id = ?1 AND ({line}) NOT IN (SELECT "
-                                   f"{line} FROM loyal_{kind} WHERE customer_id = ?1 ORDER BY {newest_first} "
-                                   "LIMIT ?2)", (customer, keep))
+                for kind, frame in frames.items():
+                    self._write(db, kind, frame, replace)
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
 
-    def append(self, kind: str, frame: pd.DataFrame) -> None:
-        self._write(kind, frame, replace=False)
-
-    def replace(self, kind: str, frame: pd.DataFrame) -> None:
-        self._write(kind, frame, replace=True)
+    @staticmethod
+    def _write(db: sqlite3.Connection, kind: str, frame: pd.DataFrame, replace: bool) -> None:
+        columns, _, keep = KINDS[kind]
+        rows = list(frame[list(columns)].itertuples(index=False, name=None))
+        line = ", ".join(_order(kind)[1:])
+        if replace:
+            db.execute(f"DELETE FROM loyal_{kind}")
+        db.executemany(f"INSERT OR IGNORE INTO loyal_{kind} ({', '.join(columns)}) VALUES "
+                       f"({', '.join('?' * len(columns))})", rows)
+        if replace:  # compute's frames are trimmed already
+            return
+        over = []  # a customer at or under `keep` lines needs no trim
+        for part, marks in in_chunks(list({row[0] for row in rows})):
+            over += [r[0] for r in db.execute(f"SELECT customer_id FROM loyal_{kind} WHERE customer_id IN ({marks}) "
+                                              f"GROUP BY customer_id HAVING COUNT(*) > {int(keep)}", part)]
+        newest_first = ", ".join(f"{c} DESC" for c in _order(kind)[1:])
+        for customer in over:
+            db.execute(f"DELETE FROM loyal_{kind} WHERE customer_id = ?1 AND ({line}) NOT IN (SELECT {line} FROM "
+                       f"loyal_{kind} WHERE customer_id = ?1 ORDER BY {newest_first} LIMIT ?2)", (customer, keep))
 
     def erase(self, kind: str, ids: list[str]) -> int:
         removed = 0
@@ -210,6 +212,10 @@ class _Redis:
                 rows.append(tuple(int(line[c]) if c in NUMBERS else line[c] for c in columns))
         return _frame(rows, columns)
 
+    def write(self, frames: dict[str, pd.DataFrame], replace: bool) -> None:
+        for kind, frame in frames.items():
+            self._write(kind, frame, replace)
+
     def _write(self, kind: str, frame: pd.DataFrame, replace: bool) -> None:
         order, keep = _order(kind), KINDS[kind][2]
         per_customer: dict[str, dict[str, int]] = {}
@@ -232,11 +238,6 @@ class _Redis:
                 pipe.zremrangebyrank(key, 0, -(keep + 1))
             pipe.execute()
 
-    def append(self, kind: str, frame: pd.DataFrame) -> None:
-        self._write(kind, frame, replace=False)
-
-    def replace(self, kind: str, frame: pd.DataFrame) -> None:
-        self._write(kind, frame, replace=True)
 
     def erase(self, kind: str, ids: list[str]) -> int:
         pipe = self.client.pipeline(transaction=False)

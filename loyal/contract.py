@@ -72,6 +72,9 @@ def normalise(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+CONTROL_CHARACTERS = r"[\x00-\x1f\x7f]"  # never in an id: rows and events holding one are set aside
+
+
 def _rules(table: s.Table, limits: Limits) -> pa.DataFrameSchema:
     """The table's rules as a pandera schema; each check named by its quarantine reason."""
     columns: dict[str, pa.Column] = {}
@@ -79,7 +82,7 @@ def _rules(table: s.Table, limits: Limits) -> pa.DataFrameSchema:
         checks = []
         if name in ID_COLUMNS:
             checks += [pa.Check(lambda v: v.str.len() <= s.MAX_ID_LENGTH, name=f"{name}_too_long"),
-                       pa.Check(lambda v: ~v.str.contains(r"[\x00-\x1f\x7f]", regex=True), name=f"bad_{name}")]
+                       pa.Check(lambda v: ~v.str.contains(CONTROL_CHARACTERS, regex=True), name=f"bad_{name}")]
         if name in TIME_COLUMNS:
             checks.append(pa.Check.in_range(limits.earliest, limits.latest, error=f"{name}_out_of_range"))
         if name in (s.UNIT_PRICE, s.PRICE):

@@ -23,6 +23,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import re
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -41,6 +42,7 @@ from loyal.home import Home
 from loyal.store import Staging, to_arrow
 from loyal.suppression import Suppression
 
+CONTROL = re.compile(contract.CONTROL_CHARACTERS)
 PURCHASES = ("purchase", "return")  # folded into transactions
 BROWSING = s.EVENT_TYPES  # view, add_to_cart: folded into events
 TYPES = (*BROWSING, *PURCHASES)
@@ -101,7 +103,7 @@ def check(raw: Any, limits: contract.Limits, strict: bool = True) -> tuple:
             continue
         if value.strip().lower() in contract.MISSING_WORDS or not value.strip():
             raise BadEvent(f"{name}: missing")
-        if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        if CONTROL.search(value):
             raise BadEvent(f"{name}: control characters are not allowed")
     when = _timestamp(event.timestamp, limits)
     channel = s.DEFAULT_CHANNEL if event.channel is None else contract.CHANNEL_NAMES.get(

@@ -90,24 +90,28 @@ class Engine:
         return schemas.RecommendResponse(customer_id=request.customer_id, rail=request.rail, cold_start=cold_start,
                                          items=items, model_versions={RECOMMENDER: self.model_versions[RECOMMENDER]})
 
-    def _rail(self, customer_id: str, rail: str, k: int, exclude: list[str], item_id: str | None = None):
+    def _rail(self, customer_id: str, rail: str, k: int, exclude: list[str], item_id: str | None = None,
+              state: rails.State | None = None):
         """(items of the answer, cold_start)."""
-        answer = self.rails.answer(customer_id, rail, k, exclude, item_id)
+        answer = self.rails.answer(customer_id, rail, k, exclude, item_id, state=state)
         items = [schemas.Item(item_id=item, description=self.rails.descriptions.get(item), score=score, reason=reason)
                  for item, score, reason in zip(answer.items, answer.scores, answer.reasons)]
         return items, answer.cold_start
 
     # ------------------------------------------------------------------------------------------- /churn
-    def _features(self, customer_ids: list[str]) -> tuple[dict[str, list], np.ndarray]:
-        """The customer views' features from the online store, as columns; whether each customer is there."""
-        columns, known = self.reader.read_many(CUSTOMER_ID, customer_ids)
+    def _features(self, customer_ids: list[str], read: tuple[dict, list] | None = None
+                  ) -> tuple[dict[str, list], np.ndarray]:
+        """The customer views' features from the online store, as columns (`read`: as read already); whether each
+        customer is there."""
+        columns, known = read if read is not None else self.reader.read_many(CUSTOMER_ID, customer_ids)
         known = np.asarray(known, dtype=bool) & ~self.forgotten(customer_ids)
         return {CUSTOMER_ID: list(customer_ids)} | columns, known
 
-    def churn_scores(self, customer_ids: list[str], drivers: bool = True) -> dict[str, np.ndarray]:
+    def churn_scores(self, customer_ids: list[str], drivers: bool = True, read: tuple[dict, list] | None = None
+                     ) -> dict[str, np.ndarray]:
         """Per id: known, churn_probability, expected_value (NaN where unknown), risk_segment, loyalty_tier and,
-        when asked, top_drivers (lists of texts)."""
-        columns, known = self._features(customer_ids)
+        when asked, top_drivers (lists of texts). `read`: their features as the online store gave them already."""
+        columns, known = self._features(customer_ids, read)
         n = len(customer_ids)
         out = {"known": known, "churn_probability": np.full(n, np.nan), "expected_value": np.full(n, np.nan),
                "risk_segment": np.full(n, "unknown", dtype=object),
@@ -141,12 +145,15 @@ class Engine:
     # ------------------------------------------------------------------------------------------- /offers
     def offer(self, request: schemas.OfferRequest, now: datetime | None = None) -> schemas.OfferResponse:
         now = now or datetime.now(timezone.utc)
-        scores = self.churn_scores([request.customer_id], drivers=False)
+        # One read of the online store: the state the rail ranks from holds the features churn scores too.
+        state = self.rails.state_of([request.customer_id])
+        scores = self.churn_scores([request.customer_id], drivers=False,
+                                   read=(state.online_columns, state.online_known))
         known = bool(scores["known"][0])
         probability, value = scores["churn_probability"][0], scores["expected_value"][0]
         decision = {name: column[0] for name, column in
                     choose_columns(self.policy, [probability], [value], [scores[LOYALTY_TIER][0]]).items()}
-        items, cold_start = self._rail(request.customer_id, "for_you", request.k, [])
+        items, cold_start = self._rail(request.customer_id, "for_you", request.k, [], state=state)
         kind = decision["incentive"]
         incentive = schemas.Incentive(
             type=kind,

@@ -427,6 +427,13 @@ def test_the_session_moves_for_you_towards_what_was_just_browsed(client, served_
     after = client.post("/recommend", json={"customer_id": customer, "rail": "for_you", "k": 10}).json()
     assert after["items"][0]["item_id"] == carted and after["items"][0]["reason"] == "you viewed this"
     assert any(i["reason"].startswith("because you viewed ") for i in after["items"][1:])
+    # A first visit: no purchase yet, and the views count at once.
+    visitor = "first-visit-0815"
+    client.post("/events", json={"events": [_event("session-2", visitor, carted, "view", minutes_ago=0.1)]})
+    visit = client.post("/recommend", json={"customer_id": visitor, "rail": "for_you", "k": 10}).json()
+    assert not visit["cold_start"] and visit["items"][0] == {**visit["items"][0], "item_id": carted,
+                                                             "reason": "you viewed this"}
+    assert client.post("/recommend", json={"customer_id": visitor, "rail": "buy_again", "k": 10}).json()["cold_start"]
 
 
 def _descriptions(home: Path, item_id: str) -> set[str]:

@@ -33,6 +33,7 @@ CURVE_K = 50  # recall@k is drawn up to this k
 # than what they looked at last week). How far the weights move `for_you` is tuned on the validation window.
 SESSION_TYPE_WEIGHT = {"view": 1.0, "add_to_cart": 2.0}
 SESSION_HALF_LIFE_HOURS = 24.0
+SESSION_MIN_WEIGHT = 1e-3  # ten half-lives: a browse that old moves nothing and is left out (ranking stays fast)
 HOUR_US = 3_600_000_000
 
 
@@ -96,15 +97,17 @@ class Interactions:
         """The same histories with the customers' sessions (compute.SESSION rows: views and add-to-carts) as weights
         over the items, as of the cutoff (or `at_us`, a moment per session row in microseconds): each browse before
         it weighs SESSION_TYPE_WEIGHT, halved every SESSION_HALF_LIFE_HOURS; a customer's weights on one item add
-        up. Rows of other customers, of items outside the catalogue or from the moment on are left out."""
+        up. Rows of other customers, of items outside the catalogue, from the moment on or older than
+        SESSION_MIN_WEIGHT allows are left out."""
         rows = self.customers.get_indexer(session[CUSTOMER_ID])
         cols = self.items.get_indexer(session[ITEM_ID])
         at = self.cutoff.value // 1000 if at_us is None else np.asarray(at_us, dtype=np.int64)
         hours = (at - session[TIMESTAMP].to_numpy(np.int64)) / HOUR_US
         kind = session[EVENT_TYPE].map(SESSION_TYPE_WEIGHT).fillna(0.0).to_numpy(np.float64)
         keep = (rows >= 0) & (cols >= 0) & (hours > 0) & (kind > 0)
-        weights = kind[keep] * 0.5 ** (hours[keep] / SESSION_HALF_LIFE_HOURS)
-        matrix = sp.csr_matrix((weights, (rows[keep], cols[keep])), shape=self.counts.shape)
+        weights = kind * 0.5 ** (np.maximum(hours, 0.0) / SESSION_HALF_LIFE_HOURS)
+        keep &= weights >= SESSION_MIN_WEIGHT
+        matrix = sp.csr_matrix((weights[keep], (rows[keep], cols[keep])), shape=self.counts.shape)
         matrix.sum_duplicates()
         return replace(self, session=matrix)
 

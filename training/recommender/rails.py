@@ -151,7 +151,7 @@ class Recommender:
         nearest = self.similarity.max(axis=1).toarray().ravel()
         return sp.diags(np.where(nearest > 0, 1.0 / np.where(nearest > 0, nearest, 1.0), 0.0)) @ self.similarity
 
-    def _moved(self, lines: Interactions, rail: str) -> np.ndarray:
+    def moved(self, lines: Interactions, rail: str) -> np.ndarray:
         """Which customers' session moves this rail."""
         if rail != "for_you" or lines.session is None or not self.session_weight:
             return np.zeros(len(lines.customers), dtype=bool)
@@ -204,7 +204,7 @@ class Recommender:
              anchors: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Each customer's k best items on a rail, best first, and their scores ([n, k] item positions, -1 past the
         last shown). A customer without a history (a stranger, or one to be answered as one: give them no lines)
-        gets `trending`. `exclude`: item positions never shown. similar_items starts from `anchors` (an item position
+        gets `trending`, unless their session moves the rail (for_you: a first visit's views count at once). `exclude`: item positions never shown. similar_items starts from `anchors` (an item position
         per customer, -1 for none; default: their latest purchase), and a customer without one gets `trending`."""
         if rail not in SCORED:
             raise LoyalError(f"unknown rail {rail!r}: choose one of {', '.join(SCORED)}")
@@ -216,7 +216,7 @@ class Recommender:
             anchors = self.latest(lines) if anchors is None else np.asarray(anchors, dtype=np.int64)
             known = anchors >= 0
         else:
-            known = np.diff(lines.counts.indptr) > 0
+            known = (np.diff(lines.counts.indptr) > 0) | self.moved(lines, rail)
         if (~known).any():
             trending = self.trending_scores[None, :].astype(np.float64)
             ranked[~known], values[~known] = _cut(_without(trending, exclude), k)
@@ -244,15 +244,15 @@ class Recommender:
         (`browsed`) explains first: "viewed" (the item itself) or "because_viewed" (the browsed item most like it)."""
         if rail == "similar_items" and anchor >= 0:
             return [("similar", anchor)] * len(items)
-        if rail == "trending" or not len(owned):
+        seen = np.zeros(len(self.items), dtype=bool)
+        if rail == "for_you" and self.session_weight:
+            seen[browsed] = True
+        if rail == "trending" or not (len(owned) or seen.any()):
             return [("trending", -1)] * len(items)
         if rail == "buy_again":
             return [("bought", -1)] * len(items)
         mask = np.zeros(len(self.items), dtype=bool)
         mask[owned] = True
-        seen = np.zeros(len(self.items), dtype=bool)
-        if rail == "for_you" and self.session_weight:
-            seen[browsed] = True
         similarity, reasons = self._similarity_by_column(), []  # column c of the CSC: the items similar to c
         for item in items:
             span = slice(similarity.indptr[item], similarity.indptr[item + 1])
@@ -318,7 +318,7 @@ class Recommender:
               ) -> tuple[np.ndarray, np.ndarray]:
         """The k best items on a rail of customers with a history, and their scores (-1 where a rail has fewer)."""
         reranker = {"for_you": self.for_you, "discover": self.discover}.get(rail)
-        moved = self._moved(lines, rail)
+        moved = self.moved(lines, rail)
         if reranker is None or rail in self.served or moved.all():
             return _cut(_without(self.scores(lines, features, rail), exclude), k)
         # A re-ranked rail's k best are candidates wherever a customer has k of them left after the exclusions
@@ -408,6 +408,10 @@ class State:
     session: pd.DataFrame
     features: pd.DataFrame
     at: pd.Timestamp
+    # As the online store gave them: every feature column of every view (churn reads more than the re-rankers), and
+    # whether each customer is there. Only the online state has them; the service reads them once per request.
+    online_columns: dict[str, list] | None = None
+    online_known: list[bool] | None = None
 
 
 class OnlineState:
@@ -426,7 +430,7 @@ class OnlineState:
         if at is None:  # now; or just after the latest line, where a client's clock runs ahead of this one's
             latest = max([int(frame[TIMESTAMP].max()) + 1 for frame in lines.values() if len(frame)], default=0)
             at = max(pd.Timestamp.now("UTC"), pd.Timestamp(latest, unit="us", tz="UTC"))
-        return State(lines["history"], lines["session"], features, utc(at))
+        return State(lines["history"], lines["session"], features, utc(at), columns, list(known))
 
 
 class BatchState:
@@ -468,7 +472,7 @@ class Rails:
     def item_position(self) -> dict[str, int]:
         return {item: i for i, item in enumerate(self.item_ids)}
 
-    def _state(self, customer_ids: list[str], at=None) -> State:
+    def state_of(self, customer_ids: list[str], at=None) -> State:
         """Their state, with the suppressed answered as strangers (no history, no session, no features)."""
         state = self.state(customer_ids, at)
         gone = [c for c, erased in zip(customer_ids, self.suppression.contains(customer_ids)) if erased]
@@ -481,7 +485,7 @@ class Rails:
     def table(self, customer_ids, rail: str, k: int) -> pd.DataFrame:
         """Rows (customer_id, rank, item_id, score) for many customers: `loyal recommend`, campaign items."""
         ids = [str(c) for c in customer_ids]
-        state = self._state(ids)
+        state = self.state_of(ids)
         if rail == "recently_viewed":
             frames = [self._frame(c, *self._viewed(state, c, k, np.array([], dtype=np.int64))) for c in ids]
             return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
@@ -490,9 +494,10 @@ class Rails:
                                           anchors=anchors, session=state.session)[COLUMNS]
 
     def answer(self, customer_id: str, rail: str, k: int, exclude_item_ids=(), item_id: str | None = None,
-               at=None) -> Answer:
+               at=None, state: State | None = None) -> Answer:
         """One customer's rail, never showing `exclude_item_ids`; similar_items from `item_id` when given (an item the
-        model does not know is UnknownItem), else from the item the customer last viewed or bought."""
+        model does not know is UnknownItem), else from the item the customer last viewed or bought. `state`: theirs,
+        from `state_of`, where the caller read it already."""
         r = self.recommender
         exclude = np.array([p for p in (self.item_position.get(i, -1) for i in exclude_item_ids) if p >= 0],
                            dtype=np.int64)
@@ -503,7 +508,7 @@ class Rails:
             (items,), (scores,) = r.rank_similar(np.array([anchor]), k, exclude)
             return self._answer(items, scores, r.reasons(rail, np.array([], dtype=np.int64), anchor,
                                                          items[items >= 0]), False)
-        state = self._state([customer_id], at)
+        state = state if state is not None else self.state_of([customer_id], at)
         lines = r.lines(state.history, [customer_id], state.at, state.session)
         owned = lines.counts.indices
         if rail == "recently_viewed":
@@ -515,8 +520,8 @@ class Rails:
         shown = items[items >= 0]
         if anchors is not None:
             return self._answer(items, scores, r.reasons(rail, owned, int(anchors[0]), shown), anchors[0] < 0)
-        browsed = r.browsed(lines)
-        return self._answer(items, scores, r.reasons(rail, owned, -1, shown, browsed), not len(owned))
+        cold = not len(owned) and not r.moved(lines, rail)[0]
+        return self._answer(items, scores, r.reasons(rail, owned, -1, shown, r.browsed(lines)), cold)
 
     def _anchors(self, state: State, customer_ids: list[str]) -> np.ndarray:
         """Per customer, the item similar_items starts from: the latest they viewed, added to a cart or bought before
