@@ -312,6 +312,7 @@ def evaluate_realtime(
     cutoff: datetime = typer.Option(..., formats=["%Y-%m-%d"], help="train before this date, replay the days after"),
     days: int = typer.Option(30, min=1, help="how many days of orders to replay"),
     draws: int = typer.Option(1000, min=10, help="bootstrap draws for the intervals"),
+    trials: int = typer.Option(0, min=0, help="Optuna trials per study for the model trained at the cutoff"),
 ) -> None:
     """What real time is worth: train the recommender at CUTOFF, replay the next DAYS' orders in time order through
     the code the service uses, and score each order of a customer known before the cutoff with the rail they would
@@ -321,7 +322,7 @@ def evaluate_realtime(
     from loyal.training.recommender.realtime import evaluate_realtime as replay
     from loyal.training.recommender.realtime import markdown
 
-    report, _ = _evaluation("realtime", lambda: replay(loyal_home(), cutoff.date(), days, draws), markdown)
+    report, _ = _evaluation("realtime", lambda: replay(loyal_home(), cutoff.date(), days, draws, trials), markdown)
     _print_json(report)
 
 

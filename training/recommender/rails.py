@@ -133,9 +133,9 @@ class Recommender:
         """[n, items] in [0, 1): what each customer's session points at, each browsed item and the items like it
         (its BM25 item-kNN row, scaled to 1 at its nearest), by the session's weights (Interactions.with_session),
         saturating: 1 - exp(-sum). A view just now gives its item 0.63, a cart 0.86; week-old browses next to
-        nothing. None where it moves nothing: no session given, none browsed, or a weight of 0."""
+        nothing. None where there is nothing: no session given, or none browsed."""
         session = lines.session
-        if session is None or not session.nnz or not self.session_weight:
+        if session is None or not session.nnz:
             return None
         return -np.expm1(-(session + session @ self._similarity_scaled).toarray())
 
@@ -162,7 +162,7 @@ class Recommender:
         """Whole-catalogue scores of customers with a history, on one rail; -inf: never shown. (similar_items: from
         each customer's latest purchase; for_you: moved by the session, `session_weight` × `session_affinity`.)"""
         scores = self._scores(lines, features, rail)
-        affinity = self.session_affinity(lines) if rail == "for_you" else None
+        affinity = self.session_affinity(lines) if rail == "for_you" and self.session_weight else None
         return scores if affinity is None else scores + self.session_weight * affinity
 
     def _scores(self, lines: Interactions, features: np.ndarray, rail: str) -> np.ndarray:

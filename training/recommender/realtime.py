@@ -113,14 +113,14 @@ def _difference(first: np.ndarray, second: np.ndarray, a: np.ndarray, b: np.ndar
             "low": round(float(np.percentile(a - b, 2.5)), 4), "high": round(float(np.percentile(a - b, 97.5)), 4)}
 
 
-def evaluate_realtime(home: Path, cutoff, days: int = 30, draws: int = 1000) -> dict:
+def evaluate_realtime(home: Path, cutoff, days: int = 30, draws: int = 1000, trials: int = 0) -> dict:
     """The replay and its report (see the module's docstring)."""
     transactions = _transactions(home)
     cutoff = check_cutoff(transactions, cutoff)
     end = cutoff + pd.Timedelta(days=days)
     if transactions[TIMESTAMP].max() < cutoff:
         raise LoyalError(f"no purchases on or after {cutoff.date()}: nothing to replay")
-    trained = fit_and_evaluate(home, cutoff.date(), trials=0, draws=200)
+    trained = fit_and_evaluate(home, cutoff.date(), trials=trials, draws=200)
     recommender: Recommender = trained.model
     items = recommender.items
     history = purchase_history(transactions, end)
@@ -140,7 +140,7 @@ def evaluate_realtime(home: Path, cutoff, days: int = 30, draws: int = 1000) -> 
               "realtime_buy_again.explore": live_scores["buy_again_explore"]}
     boot = _cluster_bootstrap(live.customers, series, draws)
     report = {"cutoff": str(cutoff.date()), "days": days, "k": K, "bootstrap_draws": draws,
-              "model": {"trained_to": str(cutoff.date()), "rails": recommender.recipes()},
+              "model": {"trained_to": str(cutoff.date()), "trials_per_study": trials, "rails": recommender.recipes()},
               "customers": int(pd.Series(live.customers).nunique())}
     for name in ("realtime", "frozen", "realtime_buy_again"):
         report[name] = {view: _figure(series[f"{name}.{view}"], boot[f"{name}.{view}"]) for view in ("all", "explore")}
