@@ -19,7 +19,7 @@ from typing import Optional
 import typer
 
 from loyal.errors import LoyalError
-from loyal.home import ONLINE_STORE_ENV, OWNER_ONLY, Home, loyal_home
+from loyal.home import ENGINE_ENV, ONLINE_STORE_ENV, OWNER_ONLY, Home, loyal_home
 from loyal.locking import BUSY_EXIT_CODE, HomeBusy, writing
 from loyal.noise import silence_third_parties
 
@@ -194,12 +194,16 @@ def features_build(
         None, formats=["%Y-%m-%d"], help="last snapshot date (default: the day after the last event)"
     ),
     every: int = typer.Option(1, help="days between snapshots"),
+    engine: Optional[str] = typer.Option(
+        None, help="what runs the feature definitions: embedded (DuckDB, in this process) or spark "
+                   "(default: $LOYAL_ENGINE, else embedded)"),
 ) -> None:
     """Compute every feature at each snapshot date from the canonical tables, write the offline data and apply
     the Feast repo. A row stamped T uses only events strictly before T. Prints the build's lineage record."""
     from loyal.features.repo import BuildConfig, build
 
-    config = BuildConfig(start=start and start.date(), end=end and end.date(), every=every)
+    config = BuildConfig(start=start and start.date(), end=end and end.date(), every=every,
+                         engine=_engine(engine))
     try:
         record = build(loyal_home(), config)
     except LoyalError as error:
@@ -336,6 +340,9 @@ app.add_typer(train_app, name="train")
 def train_recommender(
     train_end: datetime = typer.Option(..., formats=["%Y-%m-%d"], help="train on the purchases before this date"),
     trials: int = typer.Option(0, min=0, help="Optuna trials per study; 0 keeps the default settings"),
+    tuning_workers: int = typer.Option(
+        1, min=1, help="processes running the Optuna trials, which split them; workers elsewhere join a study by its "
+                       "name in the storage LOYAL_OPTUNA_STORAGE names"),
     draws: int = typer.Option(1000, min=10, help="bootstrap draws for the intervals"),
 ) -> None:
     """Train the recommender on the purchases before TRAIN_END, measure it beside every baseline, register it in
@@ -344,7 +351,7 @@ def train_recommender(
 
     try:
         with _stale_warnings_to_stderr():
-            summary = train(loyal_home(), train_end.date(), trials, draws)
+            summary = train(loyal_home(), train_end.date(), trials, draws, tuning_workers=tuning_workers)
     except LoyalError as error:
         raise _fail(error) from None
     _print_json(summary)
@@ -358,6 +365,9 @@ def train_churn(
                                        help="train on snapshots whose whole label window ends by this date"),
     horizon_days: int = typer.Option(90, min=7, max=730, help="churn = no purchase in this many days"),
     trials: int = typer.Option(0, min=0, help="Optuna trials; 0 keeps the default settings"),
+    tuning_workers: int = typer.Option(
+        1, min=1, help="processes running the Optuna trials, which split them; workers elsewhere join a study by its "
+                       "name in the storage LOYAL_OPTUNA_STORAGE names"),
     draws: int = typer.Option(1000, min=10, help="bootstrap draws for the intervals"),
 ) -> None:
     """Train the churn and value model on monthly snapshots before TRAIN_END, measure it beside its baselines,
@@ -367,7 +377,8 @@ def train_churn(
 
     try:
         with _stale_warnings_to_stderr():
-            summary = train(loyal_home(), train_end.date(), horizon_days, trials, draws)
+            summary = train(loyal_home(), train_end.date(), horizon_days, trials, draws,
+                            tuning_workers=tuning_workers)
     except LoyalError as error:
         raise _fail(error) from None
     _print_json(summary)
@@ -430,6 +441,9 @@ def campaign(
                                              help="the campaign's date (default: the day after the last purchase)"),
     seed: int = typer.Option(0, help="seed of the control group's draw"),
     policy: Optional[Path] = typer.Option(None, help="another offer policy file than serving/policy.yaml"),
+    engine: Optional[str] = typer.Option(
+        None, help="what scores the customers: embedded (this process) or spark (the registered model as a Spark "
+                   "UDF); default: $LOYAL_ENGINE, else embedded"),
 ) -> None:
     """An email campaign's target list: every customer scored, only those opted in to email (unknown consent means
     no), not suppressed and not contacted too recently, ranked by expected retained value and filled up to the
@@ -449,7 +463,7 @@ def campaign(
             raise LoyalError(f"--output {output}: write .csv or .parquet")
         plan = Campaign(name=name, budget=budget, max_contacts=max_contacts, control_fraction=control_fraction,
                         min_days_since_contact=min_days_since_contact, as_of=as_of.date() if as_of else None,
-                        seed=seed)
+                        seed=seed, engine=_engine(engine))
         # One lock from scoring to the contact history: no erasure or ingest lands between choosing and recording.
         with writing(home, "campaign"), _stale_warnings_to_stderr():
             chosen, counts = build(home, plan, policy)
@@ -572,6 +586,9 @@ def score_churn(
     as_of: datetime = typer.Option(..., formats=["%Y-%m-%d"], help="score the customers known before this date"),
     output: Path = typer.Option(..., help="where to write the rows (.csv or .parquet)"),
     version: str = typer.Option(None, help="a loyal-churn version instead of the champion"),
+    engine: Optional[str] = typer.Option(
+        None, help="what scores the customers: embedded (this process) or spark (the registered model as a Spark "
+                   "UDF); default: $LOYAL_ENGINE, else embedded"),
 ) -> None:
     """Churn risk and expected value of every customer known before AS_OF, from the champion loyal-churn: one row
     per customer with customer_id, churn_probability, expected_value, risk_segment and top_drivers."""
@@ -581,12 +598,17 @@ def score_churn(
         if output.suffix not in (".csv", ".parquet"):
             raise LoyalError(f"--output {output}: write .csv or .parquet")
         with _stale_warnings_to_stderr():
-            rows = score(loyal_home(), as_of.date(), version)
+            rows = score(loyal_home(), as_of.date(), version, _engine(engine))
     except LoyalError as error:
         raise _fail(error) from None
     _write_atomically(rows, output)
     _print_json({"customers": len(rows), "as_of": str(as_of.date()), "output": str(output),
                  "segments": rows["risk_segment"].value_counts().to_dict()})
+
+
+def _engine(given: str | None) -> str:
+    """--engine, else $LOYAL_ENGINE, else embedded."""
+    return given or os.environ.get(ENGINE_ENV) or "embedded"
 
 
 def _customer_ids(path: Path) -> list[str]:

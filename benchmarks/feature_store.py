@@ -2,6 +2,7 @@
 
     python benchmarks/feature_store.py real  [--data ../shared/data/online_retail.csv.gz] [--repeats 3]
     python benchmarks/feature_store.py scale [--customers 1000000] [--start-days-before-end 28] [--every 7]
+    python benchmarks/feature_store.py engines [--data ../shared/data/online_retail.csv.gz] [--every 1]
 
 `real` ingests the UCI file into a temporary LOYAL_HOME, then times `build` (every daily snapshot of the data's
 year) `--repeats` times, materializes to SQLite, and times reading one (customer, item) row of `offers_v1`
@@ -12,6 +13,10 @@ and items (warm-up reads first, then `--reads` timed ones).
 materialization into a real redis-server it starts on a free loopback port, and reports this process's peak
 resident memory. At a million customers a daily snapshot of every customer is a million rows, so the snapshots
 are those of the last `--start-days-before-end` days, `--every` days apart (the latest always included).
+
+`engines` ingests the UCI file, runs every definition of features/features.sql (the three views and the customer
+state) on both engines, DuckDB in this process and a local Spark, over every daily snapshot of the year, times each,
+and compares every row: counts and money exactly, ratios to 1e-9 relative.
 
 Each writes its figures to benchmarks/results/feature_store_<part>.json with the machine it ran on.
 """
@@ -153,6 +158,60 @@ def scale(args) -> dict:
     }
 
 
+def compare_engines(args) -> dict:
+    from loyal.features import engines
+    from loyal.features.compute import Snapshots
+    from loyal.ingest import ingest_file
+    from loyal.schema import CUSTOMERS, EVENTS, TRANSACTIONS
+    from loyal.store import table_path
+
+    keys = {"customer_behaviour": ["customer_id", "event_timestamp"], "item_statistics": ["item_id", "event_timestamp"],
+            "customer_profile": ["customer_id", "event_timestamp"],
+            "purchase_history": ["customer_id", "timestamp", "item_id", "order_id", "quantity"],
+            "session": ["customer_id", "timestamp", "item_id", "event_type"]}
+    with tempfile.TemporaryDirectory() as folder:
+        home = Path(folder) / "home"
+        ingest_file("online-retail", args.data, home)
+        tables = {table.name: table_path(home, table) for table in (TRANSACTIONS, EVENTS, CUSTOMERS)}
+        times = pd.read_parquet(tables["transactions"], columns=["timestamp"])["timestamp"]
+        snapshots = Snapshots.covering(times.min(), times.max(), args.every).dates()
+        frames, seconds = {}, {}
+        for name in engines.ENGINES:
+            began = time.perf_counter()
+            runner = engines.engine(name, Path(folder) / name)
+            seconds[name] = {"start": round(time.perf_counter() - began, 2)}
+            runner.tables(tables, engines.snapshot_table(snapshots))
+            for query in keys:
+                began = time.perf_counter()
+                runner.write(query, Path(folder) / f"{name}-{query}.parquet")
+                seconds[name][query] = round(time.perf_counter() - began, 2)
+            runner.close()
+            frames[name] = {query: pd.read_parquet(Path(folder) / f"{name}-{query}.parquet") for query in keys}
+    compared = {}
+    for query, columns in keys.items():
+        a, b = (frames[name][query].sort_values(columns).reset_index(drop=True) for name in engines.ENGINES)
+        result = {"rows": [len(a), len(b)], "columns": len(a.columns)}
+        if len(a) == len(b):
+            differing, worst = {}, 0.0
+            for column in a.columns:
+                x, y = a[column], b[column]
+                if x.dtype.kind == "f":
+                    same = (x.isna() & y.isna()) | np.isclose(x, y, rtol=1e-9, atol=0)
+                    both = x.notna() & y.notna() & (x != 0)
+                    if both.any():
+                        worst = max(worst, float((abs(x[both] - y[both]) / abs(x[both])).max()))
+                else:
+                    same = (x.isna() & y.isna()) | (x == y)
+                if not same.all():
+                    differing[column] = int((~same).sum())
+            result |= {"differing_values_by_column": differing, "max_relative_difference_of_floats": worst}
+        compared[query] = result
+    equal = all(r["rows"][0] == r["rows"][1] and not r["differing_values_by_column"] for r in compared.values())
+    return {"benchmark": "feature_store_engines", "data": str(args.data), "snapshots": len(snapshots),
+            "equal": equal, "compared": compared, "seconds": seconds,
+            "note": "both engines in this process (Spark's JVM beside it, local[*]); start: the engine's session"}
+
+
 def latest_end(home: Path) -> str:
     """The day after the last transaction: the snapshot that sees all the data."""
     from loyal.store import day_after_last_purchase
@@ -173,9 +232,12 @@ def main() -> None:
     scale_part.add_argument("--days", type=int, default=365)
     scale_part.add_argument("--start-days-before-end", type=int, default=28)
     scale_part.add_argument("--every", type=int, default=7)
+    engines_part = parts.add_parser("engines")
+    engines_part.add_argument("--data", type=Path, default=Path("../shared/data/online_retail.csv.gz"))
+    engines_part.add_argument("--every", type=int, default=1)
     args = parser.parse_args()
 
-    result = real(args) if args.part == "real" else scale(args)
+    result = {"real": real, "scale": scale, "engines": compare_engines}[args.part](args)
     result["machine"] = _machine()
     out = RESULTS / f"feature_store_{args.part}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -43,7 +43,7 @@ def _summary(seconds: list[float]) -> dict:
 
 
 def real(data: Path, repeats: int) -> dict:
-    from loyal.features.compute import purchase_history
+    from loyal.features.engines import purchase_history
     from loyal.features.repo import build
     from loyal.ingest import ingest_file
     from loyal.schema import TIMESTAMP

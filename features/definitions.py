@@ -36,8 +36,9 @@ def _schema(catalogue: dict[str, str]) -> list[Field]:
     return [Field(name=name, dtype=FEAST_TYPES[kind]) for name, kind in catalogue.items()]
 
 
-def _source(view: str) -> FileSource:
-    return FileSource(name=f"{view}_source", path=f"{OFFLINE_DIR}/{view}.parquet", timestamp_field=EVENT_TIMESTAMP)
+def file_source(view: str, path: str) -> FileSource:
+    """A view's rows in a parquet file (the embedded engine's), which Feast's DuckDB offline store reads."""
+    return FileSource(name=f"{view}_source", path=path, timestamp_field=EVENT_TIMESTAMP)
 
 
 def _view(name: str, entity: Entity, catalogue: dict[str, str], description: str, freshness_days: int | None = None):
@@ -46,7 +47,7 @@ def _view(name: str, entity: Entity, catalogue: dict[str, str], description: str
         entities=[entity],
         ttl=UNBOUNDED,
         schema=_schema(catalogue),
-        source=_source(name),
+        source=file_source(name, f"{OFFLINE_DIR}/{name}.parquet"),
         description=description,
         tags={"freshness_days": str(freshness_days)} if freshness_days else {},
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import importlib
 import json
 import os
 import shutil
@@ -24,23 +25,27 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import yaml
 from feast import FeatureStore
+from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
 from feast.repo_config import RepoConfig
 
 from loyal.dates import midnight
 from loyal.errors import LoyalError
-from loyal.features import compute, definitions
-from loyal.features.compute import EVENT_TIMESTAMP, FeatureInputs, Snapshots
+from loyal.features import compute, definitions, engines
+from loyal.features.compute import EVENT_TIMESTAMP, Snapshots
 from loyal.features.online import OnlineReader, StaleFeaturesWarning
 from loyal.features.state import CustomerState, unfolded_events
 from loyal.home import ONLINE_STORE_ENV, Home
 from loyal.locking import writing
+from loyal.noise import silence_third_parties
 from loyal.schema import CUSTOMER_ID, CUSTOMERS, EVENTS, ITEM_ID, TIMESTAMP, TRANSACTIONS
 from loyal.store import read_table, table_path, without_customers
 
 TEMPLATE = Path(__file__).with_name("feature_store.yaml")
+SPARK_OFFLINE_STORE = "feast.infra.offline_stores.contrib.spark_offline_store.spark"
 LINEAGE = "lineage.jsonl"
 _ARROW_TYPES = {"int": pa.int64(), "float": pa.float64(), "str": pa.string(), "bool": pa.bool_()}
 
@@ -50,6 +55,7 @@ class BuildConfig:
     start: date | None = None  # first snapshot; default: the day after the first event
     end: date | None = None  # last snapshot; default: the day after the last event (sees all the data)
     every: int = 1  # days between snapshots
+    engine: str = "embedded"  # what runs the feature definitions: embedded (DuckDB) or spark (engines.py)
 
 
 def online_store_config(setting: str | None) -> dict:
@@ -67,18 +73,29 @@ def online_store_config(setting: str | None) -> dict:
     return {"type": "redis", "connection_string": ",".join(parts)}
 
 
-def _repo_config(home: Path) -> dict:
-    """The live repo's configuration: the template with the online store the environment asks for."""
+def _repo_config(home: Path, engine: str | None = None) -> dict:
+    """The live repo's configuration: the template with the online store the environment asks for, and, for the
+    builds Spark wrote (`engine`, default: the latest build's), Feast's Spark offline store (training sets) and its
+    Spark compute engine (materialization), configured as https://docs.feast.dev/reference/offline-stores/spark
+    and https://docs.feast.dev/reference/compute-engine/spark describe."""
     config = yaml.safe_load(TEMPLATE.read_text())
     config["online_store"] = online_store_config(os.environ.get(ONLINE_STORE_ENV))
+    if (engine or _latest_engine(home)) == "spark":
+        config["offline_store"] = {"type": "spark", "spark_conf": engines.spark_conf()}
+        config["batch_engine"] = {"type": "spark.engine", "spark_conf": engines.spark_conf(), "partitions": 0}
     return config
 
 
-def write_repo_config(home: Path) -> Path:
+def _latest_engine(home: Path) -> str:
+    builds = lineage(home)
+    return builds[-1].get("engine", "embedded") if builds else "embedded"
+
+
+def write_repo_config(home: Path, engine: str | None = None) -> Path:
     """Write the live feature_store.yaml (by the writers, build and materialize), for the `feast` command line:
     the configuration Loyal opens the store with, except a secret. A Redis password stays in the environment (LOYAL_ONLINE_STORE), never on disk: the file
     names it `${LOYAL_REDIS_PASSWORD}`, which Feast reads from the environment."""
-    config = _repo_config(home)
+    config = _repo_config(home, engine)
     store = config["online_store"]
     if "password=" in store.get("connection_string", ""):
         parts = [p for p in store["connection_string"].split(",") if not p.startswith("password=")]
@@ -94,7 +111,7 @@ def write_repo_config(home: Path) -> Path:
     return folder
 
 
-def open_store(home: Path, built: bool = True):
+def open_store(home: Path, built: bool = True, engine: str | None = None):
     """The FeatureStore of the repo under `home`; `built`: it must have been built already. Its configuration is
     made in memory from the environment (a password is never read back from disk); a store whose home was moved
     or copied is first pointed at its own offline files."""
@@ -102,7 +119,12 @@ def open_store(home: Path, built: bool = True):
         raise LoyalError(f"no feature store under {home}: run `loyal features build` first")
     folder = Home(home).feast
     folder.mkdir(parents=True, exist_ok=True)
-    config = RepoConfig(**_repo_config(home))
+    config = RepoConfig(**_repo_config(home, engine))
+    if config.offline_store.type == "spark":
+        # Feast's Spark offline store sets every RuntimeWarning to "once" when it is imported, in front of the
+        # filters of third-party noise: import it now and put those back (loyal/noise.py).
+        importlib.import_module(SPARK_OFFLINE_STORE)
+        silence_third_parties()
     config.repo_path = folder
     with _feast_quiet():
         store = FeatureStore(repo_path=str(folder), config=config)
@@ -145,6 +167,8 @@ def build(home: Path, config: BuildConfig = BuildConfig()) -> dict:
     under the home's write lock (which also clears the folder a killed build left)."""
     if config.every < 1:
         raise LoyalError(f"--every must be at least 1 day, not {config.every}")
+    if config.engine not in engines.ENGINES:
+        raise LoyalError(f"unknown engine {config.engine!r}: use one of {', '.join(engines.ENGINES)}")
     with writing(home, "features build"):
         return _build(home, config)
 
@@ -153,15 +177,11 @@ def _build(home: Path, config: BuildConfig) -> dict:
     path = table_path(home, TRANSACTIONS)
     if path is None:
         raise LoyalError(f"no transactions under {home}: run `loyal ingest` first")
-    transactions = _read(path)
-    if transactions.num_rows == 0:
+    tables = {table.name: table_path(home, table) for table in (TRANSACTIONS, EVENTS, CUSTOMERS)}
+    data = {name: _time_range(path) for name, path in tables.items() if path is not None and name != CUSTOMERS.name}
+    if data["transactions"]["rows"] == 0:
         raise LoyalError(f"the transactions table under {home} is empty: nothing to compute features from")
-    events_path = table_path(home, EVENTS)
-    events = _read(events_path) if events_path is not None else None
-
-    data = {"transactions": _time_range(transactions)}
-    if events is not None:
-        data["events"] = _time_range(events)
+    data = {name: bounds for name, bounds in data.items() if bounds["rows"]}
     first = min(pd.Timestamp(r["first"]) for r in data.values())
     last = max(pd.Timestamp(r["last"]) for r in data.values())
     snapshots = Snapshots.covering(first, last, config.every, _timestamp(config.start), _timestamp(config.end))
@@ -177,14 +197,15 @@ def _build(home: Path, config: BuildConfig) -> dict:
     staging = offline_root / f".{build_id}.partial"
     staging.mkdir(parents=True)
     try:
-        inputs = FeatureInputs(transactions, events, snapshots)
-        behaviour = compute.customer_behaviour(inputs)
-        _write(staging, "customer_behaviour", CUSTOMER_ID, compute.CUSTOMER_BEHAVIOUR, behaviour)
-        _write(staging, "item_statistics", ITEM_ID, compute.ITEM_STATISTICS, [compute.item_statistics(inputs)])
-        profile = compute.customer_profile(
-            read_table(home, CUSTOMERS.name), compute.first_seen(transactions, events), snapshots.end
-        )
-        _write(staging, "customer_profile", CUSTOMER_ID, compute.CUSTOMER_PROFILE, [profile])
+        runner = engines.engine(config.engine, staging / ".scratch")
+        try:
+            runner.tables(tables, engines.snapshot_table(snapshots.dates()))
+            for view in definitions.VIEWS:
+                runner.write(view.name, staging / f"{view.name}.parquet")
+                _check_schema(staging / f"{view.name}.parquet", view)
+        finally:
+            runner.close()
+        shutil.rmtree(staging / ".scratch", ignore_errors=True)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -195,18 +216,18 @@ def _build(home: Path, config: BuildConfig) -> dict:
         "build_id": build_id,
         "built_at": built_at.isoformat(timespec="seconds"),
         "data": data,
+        "engine": config.engine,
         "snapshots": {
             "start": snapshots.start.isoformat(),
             "end": snapshots.end.isoformat(),
             "every_days": snapshots.every,
             "count": len(snapshots.dates()),
         },
-        "rows": {view.name: pq.ParquetFile(offline / f"{view.name}.parquet").metadata.num_rows
-                 for view in definitions.VIEWS},
+        "rows": {view.name: ds.dataset(offline / f"{view.name}.parquet").count_rows() for view in definitions.VIEWS},
     }
-    write_repo_config(home)
-    store = open_store(home, built=False)
-    views = [_with_source_folder(view, offline) for view in definitions.VIEWS]
+    write_repo_config(home, config.engine)
+    store = open_store(home, built=False, engine=config.engine)
+    views = [_with_source_folder(view, offline, config.engine) for view in definitions.VIEWS]
     with _feast_quiet():
         store.apply([definitions.customer, definitions.item, *views, *definitions.SERVICES])
     # Recorded once applied: the lineage lists only builds the registry has pointed at.
@@ -216,12 +237,19 @@ def _build(home: Path, config: BuildConfig) -> dict:
     return record | {"feature_services": [s.name for s in definitions.SERVICES]}
 
 
-def _with_source_folder(view, folder: Path):
-    """A copy of the view reading its file from this build's folder, by absolute path (the DuckDB offline store
-    reads a path as given, relative to the working directory rather than the repo)."""
+def _with_source_folder(view, folder: Path, engine: str | None = None):
+    """A copy of the view reading its data from this build's folder, by absolute path (the DuckDB offline store
+    reads a path as given, relative to the working directory rather than the repo): a parquet file the embedded
+    engine wrote, read by the DuckDB offline store, or a folder of parts Spark wrote, read by the Spark offline
+    store (`engine`; default: as the view read before)."""
+    path = str(folder / Path(view.batch_source.path).name)
+    spark = engine == "spark" if engine else isinstance(view.batch_source, SparkSource)
     view = copy.copy(view)
-    view.batch_source = copy.copy(view.batch_source)
-    view.batch_source.file_options.uri = str(folder / Path(view.batch_source.path).name)
+    if spark:
+        view.batch_source = SparkSource(name=view.batch_source.name, path=path, file_format="parquet",
+                                        timestamp_field=EVENT_TIMESTAMP)
+    else:
+        view.batch_source = definitions.file_source(view.name, path)
     return view
 
 
@@ -236,25 +264,25 @@ def _timestamp(day: date | None) -> pd.Timestamp | None:
     return None if day is None else midnight(day)
 
 
-def _time_range(table: pa.Table) -> dict:
-    bounds = pc.min_max(table[TIMESTAMP]).as_py()
-    return {"rows": table.num_rows, "first": bounds["min"].isoformat(), "last": bounds["max"].isoformat()}
+def _check_schema(path: Path, view) -> None:
+    """The engine wrote the view's columns, in its order, of the kinds Feast reads them as."""
+    key = view.entities[0]
+    catalogue = {"customer_behaviour": compute.CUSTOMER_BEHAVIOUR, "customer_profile": compute.CUSTOMER_PROFILE,
+                 "item_statistics": compute.ITEM_STATISTICS}[view.name]
+    expected = pa.schema([(CUSTOMER_ID if key == definitions.customer.name else ITEM_ID, pa.string()),
+                          (EVENT_TIMESTAMP, pa.timestamp("us", tz="UTC"))]
+                         + [(name, _ARROW_TYPES[kind]) for name, kind in catalogue.items()])
+    written = [(field.name, field.type) for field in ds.dataset(path).schema]  # nullability is the engine's business
+    if written != [(field.name, field.type) for field in expected]:
+        raise LoyalError(f"the engine wrote {view.name} as {written}, not as {expected}")
 
 
-def _read(path: Path) -> pa.Table:
-    names = pq.ParquetFile(path).schema_arrow.names
-    return pq.read_table(path, read_dictionary=[c for c in compute.READ_AS_DICTIONARY if c in names])
-
-
-def _write(folder: Path, view: str, key: str, catalogue: dict[str, str], frames) -> None:
-    """Write a view's rows, frame by frame, to folder/<view>.parquet."""
-    schema = pa.schema(
-        [(key, pa.string()), (EVENT_TIMESTAMP, pa.timestamp("us", tz="UTC"))]
-        + [(name, _ARROW_TYPES[kind]) for name, kind in catalogue.items()]
-    )
-    with pq.ParquetWriter(folder / f"{view}.parquet", schema) as writer:
-        for frame in frames:
-            writer.write_table(pa.Table.from_pandas(frame, schema=schema, preserve_index=False))
+def _time_range(path: Path) -> dict:
+    times = pq.read_table(path, columns=[TIMESTAMP])[TIMESTAMP]
+    bounds = pc.min_max(times).as_py()
+    if not len(times):
+        return {"rows": 0}
+    return {"rows": len(times), "first": bounds["min"].isoformat(), "last": bounds["max"].isoformat()}
 
 
 def lineage(home: Path) -> list[dict]:
@@ -319,8 +347,8 @@ def _materialize(home: Path, full: bool) -> dict:
 def _write_state(home: Path, store) -> dict[str, int]:
     """Every customer's state as the canonical tables hold it, then the events not folded into them yet."""
     state = CustomerState(store)
-    history = compute.purchase_history(read_table(home, "transactions"))
-    session = compute.session(read_table(home, "events"))
+    history = engines.purchase_history(read_table(home, "transactions"))
+    session = engines.session(read_table(home, "events"))
     state.replace(history, session)
     later = unfolded_events(home)
     state.append(*later)

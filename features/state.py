@@ -1,5 +1,5 @@
-"""Each customer's state in the online store: their purchase history and their session (`compute.purchase_history`
-and `compute.session` define both, as of any moment, from the canonical tables). `loyal features materialize` writes
+"""Each customer's state in the online store: their purchase history and their session (`features.sql`
+defines both, as of any moment, from the canonical tables). `loyal features materialize` writes
 every customer's state as of the data; every event the service or `loyal events push` takes is appended at once; the
 rails read it at request time. So a purchase made now shows in the next answer, with no retraining.
 

@@ -16,6 +16,9 @@ from pathlib import Path
 
 DEFAULT_HOME = ".loyal"  # inside the working directory, and git-ignored
 ONLINE_STORE_ENV = "LOYAL_ONLINE_STORE"  # "sqlite" (default) or redis://[:PASSWORD@]HOST:PORT[/DB]
+TRACKING_ENV = "LOYAL_TRACKING_URI"  # a shared MLflow tracking server, http://HOST:PORT (default: the home's SQLite)
+OPTUNA_ENV = "LOYAL_OPTUNA_STORAGE"  # a shared Optuna storage, an SQLAlchemy URL (default: the home's SQLite)
+ENGINE_ENV = "LOYAL_ENGINE"  # what runs the feature definitions and batch scoring: "embedded" (default) or "spark"
 OWNER_ONLY = 0o077  # the umask: files 0600, folders 0700
 
 

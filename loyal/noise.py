@@ -27,6 +27,9 @@ THIRD_PARTY = (
     # missing), and no input example (the signature is given).
     "ignore:Hint. Inferred schema contains integer column:UserWarning:mlflow",
     "ignore:.*An input example was not provided:UserWarning:mlflow",
+    # Feast calls its Spark data source "alpha" on every source it makes (the Spark offline store of `--engine
+    # spark`); Loyal pins Feast and tests the engines against each other.
+    "ignore:The spark data source API is an experimental feature:RuntimeWarning:feast",
     # Starlette's test client asks for httpx2; the tests use the httpx it works with today.
     "ignore:Using `httpx` with `starlette.testclient` is deprecated::",
 )

@@ -247,6 +247,9 @@ class Staging:
         except BaseException:
             self.abort()
             raise
+        # The previous generation goes at once rather than at the next writer's start: a table can be gigabytes, and
+        # a reader that opened the manifest before the switch reads the new one instead (read_table retries).
+        discard_unreferenced_tables(self.home)
         return report
 
     def abort(self) -> None:

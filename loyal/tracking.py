@@ -11,7 +11,7 @@ from pathlib import Path
 import mlflow
 from mlflow import MlflowClient
 
-from loyal.home import Home
+from loyal.home import TRACKING_ENV, Home
 from loyal.locking import writing
 
 
@@ -38,9 +38,18 @@ EXPERIMENT = "loyal"
 _SET_BY_US: str | None = None  # MLflow exports the URI it is given to MLFLOW_TRACKING_URI: not the user's choice
 
 
+def shared_server() -> str | None:
+    """LOYAL_TRACKING_URI: a shared MLflow tracking server (`mlflow server`, a database backend store and served
+    artifacts) every command of every home tracks into and loads registered models from."""
+    return os.environ.get(TRACKING_ENV) or None
+
+
 def tracking_uri(home) -> str:
-    """Where the home's runs and registry are, without changing anything of this process: MLFLOW_TRACKING_URI when
-    the user set it, else the home's SQLite store (pointed at its own artifacts first, `follow_a_moved_home`)."""
+    """Where the home's runs and registry are, without changing anything of this process: LOYAL_TRACKING_URI,
+    else MLFLOW_TRACKING_URI when the user set it, else the home's SQLite store (pointed at its own artifacts first,
+    `follow_a_moved_home`)."""
+    if shared_server():
+        return shared_server()
     given = os.environ.get("MLFLOW_TRACKING_URI")
     if given and given != _SET_BY_US:
         return given
@@ -60,16 +69,16 @@ def client(home) -> MlflowClient:
 
 
 def use_home(home) -> None:
-    """Track into $LOYAL_HOME unless MLFLOW_TRACKING_URI says otherwise: an SQLite tracking store and registry
-    (`mlflow.db`) with the artifacts beside it (`mlartifacts/`). `mlflow ui --backend-store-uri
-    sqlite:///$LOYAL_HOME/mlflow.db` shows them. A home that was moved or copied is first made to point at its own
-    artifacts (`follow_a_moved_home`)."""
+    """Track into $LOYAL_HOME unless LOYAL_TRACKING_URI (a shared server) or MLFLOW_TRACKING_URI says otherwise: an
+    SQLite tracking store and registry (`mlflow.db`) with the artifacts beside it (`mlartifacts/`). `mlflow ui
+    --backend-store-uri sqlite:///$LOYAL_HOME/mlflow.db` shows them. A home that was moved or copied is first made
+    to point at its own artifacts (`follow_a_moved_home`)."""
     global _SET_BY_US
     # "Creating initial MLflow database tables..." on every new home says nothing the user needs, and neither do the
     # progress bars of downloading a model's few artifacts from the local store (unless the user asks for them).
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    given = os.environ.get("MLFLOW_TRACKING_URI")
+    given = shared_server() or os.environ.get("MLFLOW_TRACKING_URI")
     if not given or given == _SET_BY_US:
         home = Path(home).absolute()
         home.mkdir(parents=True, exist_ok=True)

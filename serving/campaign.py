@@ -25,6 +25,7 @@ import pandas as pd
 from loyal.errors import LoyalError
 from loyal.dates import midnight
 from loyal.features.compute import EVENT_TIMESTAMP
+from loyal.features.engines import ENGINES
 from loyal.features.repo import customer_features_at_last_snapshot, historical_features
 from loyal.home import Home
 from loyal.locking import writes_home
@@ -50,6 +51,7 @@ class Campaign:
     min_days_since_contact: int = 0
     as_of: date | None = None  # default: the day after the last purchase in the data
     seed: int = 0
+    engine: str = "embedded"  # what scores the customers: this process, or Spark (the registered model as a UDF)
 
     def check(self) -> None:
         if not self.name.strip():
@@ -62,6 +64,8 @@ class Campaign:
             raise LoyalError(f"--control-fraction must be in [0, 1), not {self.control_fraction}")
         if self.min_days_since_contact < 0:
             raise LoyalError(f"--min-days-since-contact must be 0 or more, not {self.min_days_since_contact}")
+        if self.engine not in ENGINES:
+            raise LoyalError(f"unknown engine {self.engine!r}: use one of {', '.join(ENGINES)}")
 
 
 def forget_contacts(home: Path, customer_ids: set[str]) -> int:
@@ -108,7 +112,7 @@ def build(home: Path, campaign: Campaign, policy_path: Path | None = None) -> tu
     counts["not_contacted_recently"] = int(keep.sum())
     eligible = customers[keep].reset_index(drop=True)
 
-    predicted = model.predict(eligible)
+    predicted = churn_scoring.predict(home, model, eligible, engine=campaign.engine)
     tier = eligible[LOYALTY_TIER] if LOYALTY_TIER in eligible else pd.Series([None] * len(eligible))
     offers = choose(policy, predicted["churn_probability"].to_numpy(), predicted["expected_value"].to_numpy(),
                     tier.to_numpy(dtype=object))

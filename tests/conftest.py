@@ -101,6 +101,69 @@ def redis_url():
     process.wait(timeout=10)
 
 
+def _missing(what: str, install: str):
+    """Absent server: skipped locally, a failure in CI (CI=true), where .ci/run installs it."""
+    import os
+
+    if os.environ.get("CI"):
+        pytest.fail(f"{what} is not installed: .ci/run should have installed it")
+    pytest.skip(f"{what} is not installed ({install})")
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server (Debian package postgresql) on a free loopback port for this test session, with
+    the databases `mlflow` and `optuna`; yields its SQLAlchemy URL without a database. As root (CI), the server runs
+    as the user postgres, which the package creates: PostgreSQL refuses to run as root."""
+    import glob
+    import os
+    import shutil
+    import subprocess
+    import tempfile
+
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb")) or [shutil.which("initdb")]
+    if not found[-1]:
+        _missing("PostgreSQL", "apt-get install postgresql")
+    bindir = Path(found[-1]).parent
+    folder = Path(tempfile.mkdtemp(prefix="loyal-postgres-"))  # not under pytest's folders, which only root enters
+    as_user = []
+    if os.geteuid() == 0:
+        shutil.chown(folder, "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    data, port = folder / "data", _free_port()
+
+    def run(*command):
+        subprocess.run([*as_user, *command], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    run(str(bindir / "initdb"), "-D", str(data), "-U", "loyal", "--auth=trust", "-E", "UTF8")
+    run(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(folder / "log"), "-w", "-o",
+        f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
+    try:
+        for database in ("mlflow", "optuna"):
+            run(str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "loyal", database)
+        yield f"postgresql+psycopg://loyal@127.0.0.1:{port}"
+    finally:
+        run(str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(postgres, tmp_path_factory):
+    """A real `mlflow server` for this test session: PostgreSQL as its backend store, its artifacts served from a
+    folder of its own. Yields its URL, what LOYAL_TRACKING_URI takes."""
+    import sys
+
+    from loyal.serving.launch import free_port, started
+
+    folder = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    command = [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+               "--backend-store-uri", f"{postgres}/mlflow", "--serve-artifacts",
+               "--artifacts-destination", (folder / "artifacts").as_uri(), "--workers", "1"]
+    with started(command, f"http://127.0.0.1:{port}/health", folder / "log", timeout=120):
+        yield f"http://127.0.0.1:{port}"
+
+
 @pytest.fixture(params=["sqlite", "redis"])
 def online_store(request, monkeypatch) -> str:
     """Each online test runs against the embedded SQLite store and against a real Redis server."""

@@ -180,3 +180,41 @@ def test_a_bigger_budget_lists_more_and_expects_more_without_recording_anything(
     assert curve["listed"].is_monotonic_increasing and curve["expected_gain"].is_monotonic_increasing
     assert curve["expected_gain"].iat[-1] > curve["expected_gain"].iat[0]
     assert ((Home(shop).contacts).read_bytes() if (Home(shop).contacts).exists() else None) == before
+
+
+@pytest.mark.integration  # starts a local Spark (a JVM)
+def test_scores_and_campaigns_on_spark_equal_the_embedded_ones(shop, tmp_path):
+    """`--engine spark` scores with the registered champion as a Spark UDF (mlflow.pyfunc.spark_udf): the same
+    customers, the same groups, scores within 1e-9 of the embedded path."""
+    from loyal.store import day_after_last_purchase
+    from loyal.training.churn import scoring
+
+    as_of = day_after_last_purchase(shop)
+    model, frame, embedded = scoring.scored_snapshot(shop, as_of)
+    spark = scoring.predict(shop, model, frame, engine="spark")
+    assert len(spark) == len(embedded) > 100 and (spark.index == embedded.index).all()
+    np.testing.assert_allclose(spark.to_numpy(), embedded.to_numpy(), rtol=1e-9, atol=0)
+
+    scores = {}
+    for engine in ("embedded", "spark"):
+        result = CliRunner().invoke(app, ["score", "churn", "--as-of", str(as_of), "--engine", engine,
+                                          "--output", str(tmp_path / f"{engine}.parquet")])
+        assert result.exit_code == 0, result.output
+        scores[engine] = pd.read_parquet(tmp_path / f"{engine}.parquet")
+    pd.testing.assert_frame_equal(scores["embedded"], scores["spark"])
+
+    lists = {}
+    for engine in ("embedded", "spark"):
+        output = tmp_path / f"list-{engine}.csv"
+        result = _campaign("--name", f"on-{engine}", "--budget", "50", "--seed", "3", "--as-of", str(as_of),
+                           "--engine", engine, "--output", str(output))
+        assert result.exit_code == 0, result.output
+        lists[engine] = pd.read_csv(output, dtype={"customer_id": str})
+    assert len(lists["embedded"]) > 10
+    pd.testing.assert_frame_equal(lists["embedded"], lists["spark"])
+
+
+def test_an_unknown_engine_is_one_line(shop, tmp_path):
+    result = _campaign("--name", "nowhere", "--budget", "10", "--engine", "flink", "--output", str(tmp_path / "x.csv"))
+    assert result.exit_code != 0 and "unknown engine 'flink'" in result.output
+    assert not (tmp_path / "x.csv").exists()

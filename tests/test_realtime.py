@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from loyal.app.cli import app
-from loyal.features.compute import purchase_history
+from loyal.features.engines import purchase_history
 from loyal.training.recommender.replay import replay, window_orders
 
 CUTOFF = pd.Timestamp("2024-03-01", tz="UTC")

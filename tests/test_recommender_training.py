@@ -19,7 +19,7 @@ from loyal.store import read_table
 from loyal.synthetic import SyntheticConfig
 from loyal.training.recommender.evaluate import split
 from loyal.training.recommender.training import PENALTIES, SESSION_WEIGHTS
-from loyal.features.compute import purchase_history
+from loyal.features.engines import purchase_history
 from loyal.training.recommender.rails import Recommender, _cut, load_model
 from loyal.training.recommender.ranker import (
     LabelledStage,

@@ -23,7 +23,7 @@ from loyal.tracking import use_home
 from loyal.training.churn.model import ChurnConfig, ChurnModel
 from loyal.training.churn.explain import top_drivers
 from loyal.training.recommender.evaluate import split
-from loyal.features.compute import purchase_history
+from loyal.features.engines import purchase_history
 from loyal.training.recommender.rails import SCORED, Recommender
 from loyal.training.recommender.ranker import LabelledStage, RankerConfig, Reranker, Stage, no_features
 from loyal.training.recommender.models import EASE, EASEConfig

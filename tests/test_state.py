@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from loyal.features import compute
+from loyal.features import compute, engines
 from loyal.schema import CUSTOMER_ID
 from loyal.store import read_table
 
@@ -31,8 +31,8 @@ def loyal(home: Path, *args: str) -> subprocess.CompletedProcess:
 
 def batch_state(home: Path, customers: list[str]) -> dict[str, pd.DataFrame]:
     """What `compute` makes of the canonical tables now, for these customers."""
-    history = compute.purchase_history(read_table(home, "transactions"))
-    session = compute.session(read_table(home, "events"))
+    history = engines.purchase_history(read_table(home, "transactions"))
+    session = engines.session(read_table(home, "events"))
     return {kind: frame[frame[CUSTOMER_ID].isin(customers)].reset_index(drop=True)
             for kind, frame in (("history", history), ("session", session))}
 

@@ -4,6 +4,7 @@ reads its margins and guardrails from `champion.yaml` beside this module."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import tempfile
 import warnings
@@ -165,6 +166,18 @@ def load_version(name: str, version: str | None = None, client: MlflowClient | N
     """The registered pyfunc `name` at `version` (default: the one carrying `champion`) from `client`'s registry
     (default: this process's), loaded only after its files are checked against the digest its training run
     recorded. UnloadableModel, naming the artifact, otherwise."""
+    with verified_files(name, version, client) as (local, label):
+        try:
+            return mlflow.pyfunc.load_model(str(local))
+        except Exception as error:  # noqa: BLE001 - any failure to read the files is a damaged artifact
+            raise UnloadableModel(f"cannot load {label}: {type(error).__name__}: {_first_line(error)}") from None
+
+
+@contextlib.contextmanager
+def verified_files(name: str, version: str | None = None, client: MlflowClient | None = None):
+    """(a local folder holding the registered model's files, a label naming it), for as long as the context lasts,
+    once the files are checked against the digest its training run recorded: what `load_version` loads, and what
+    a Spark UDF ships to its executors."""
     client = client or MlflowClient()
     try:
         found = (client.get_model_version(name, version) if version is not None
@@ -192,10 +205,7 @@ def load_version(name: str, version: str | None = None, client: MlflowClient | N
         if "model_code_path" not in _pyfunc_flavour(local):
             raise UnloadableModel(f"{label} was saved with pickle by an older Loyal, which no longer loads pickled "
                                   "models: train it again")
-        try:
-            return mlflow.pyfunc.load_model(str(local))
-        except Exception as error:  # noqa: BLE001 - any failure to read the files is a damaged artifact
-            raise UnloadableModel(f"cannot load {label}: {type(error).__name__}: {_first_line(error)}") from None
+        yield local, label
 
 
 def _pyfunc_flavour(folder: Path) -> dict:

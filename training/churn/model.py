@@ -206,10 +206,13 @@ class ChurnModel:
         return self.encoded_outputs(self.encoder.transform(frame))
 
     def encoded_outputs(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(churn logit, log spend) of already encoded rows."""
+        """(churn logit, log spend) of already encoded rows, computed in float64 from the float32 weights: a row's
+        score then does not depend on the rows it is scored with. In float32, matrix products round differently for
+        different batch shapes, and a Spark UDF's batches moved scores by 5e-7 from the same rows scored at once."""
+        weights = {name: value.double() for name, value in self.network.state_dict().items()}
         with torch.no_grad():
-            logit, spend = self.network(torch.from_numpy(x))
-        return logit.numpy().astype(np.float64), spend.numpy().astype(np.float64)
+            logit, spend = torch.func.functional_call(self.network, weights, (torch.from_numpy(x.astype(np.float64)),))
+        return logit.numpy(), spend.numpy()
 
     def churn_of_logit(self, logit: np.ndarray) -> np.ndarray:
         return expit(logit / self.temperature)

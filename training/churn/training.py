@@ -47,7 +47,7 @@ from loyal.training.registry import (
     decided,
     load_gate,
 )
-from loyal.training.tuning import churn_from, tune_churn
+from loyal.training.tuning import check_workers, churn_from, tune_churn
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ def _against_champion(champion: Champion, model: ChurnModel, train: pd.DataFrame
 
 def fit_and_evaluate(home: Path, train_end, horizon_days: int = HORIZON_DAYS, trials: int = 0,
                      draws: int = 1000, config: ChurnConfig | None = None,
-                     champion: Champion | None = None) -> Trained:
+                     champion: Champion | None = None, tuning_workers: int = 1) -> Trained:
     """Fit on the monthly snapshots before the last (tuned with `trials`, or with `config` as given), measure on
     the last beside the baselines and `champion`, and on the test snapshot when the data reach it."""
     began = time.perf_counter()
@@ -140,11 +140,11 @@ def fit_and_evaluate(home: Path, train_end, horizon_days: int = HORIZON_DAYS, tr
             raise LoyalError(f"tuning needs three monthly snapshots before --train-end, and there are "
                              f"{len(snapshots)}: choose a later date or leave --trials out")
         study = tune_churn(home, pd.concat(snapshots[:-2], ignore_index=True), snapshots[-2], trials,
-                           f"{train_end.date()}-h{horizon_days}")
+                           f"{train_end.date()}-h{horizon_days}", tuning_workers)
         config = churn_from(study.best_params)
         tuning = {"study": study.study_name, "trials": len(study.trials), "best_validation_auc":
                   round(study.best_value, 4), "validation_cutoff": str(cutoffs[-2].date()),
-                  "pruned": sum(t.state.name == "PRUNED" for t in study.trials)}
+                  "pruned": sum(t.state.name == "PRUNED" for t in study.trials), "workers": tuning_workers}
     config = config or ChurnConfig()
     model = ChurnModel(config).fit(train, calibration)
     baselines = {b.name: b().fit(train) for b in dict.fromkeys((*CHURN_BASELINES, *VALUE_BASELINES))}
@@ -245,13 +245,14 @@ class ChurnFamily:
     trials: int = 0
     draws: int = 1000
     config: ChurnConfig | None = None
+    tuning_workers: int = 1
     name: str = MODEL_NAME
     family: str = "churn"
     artifact: str = ARTIFACT
 
     def fit_and_evaluate(self, home: Path, champion: Champion | None) -> Trained:
         return fit_and_evaluate(home, self.train_end, self.horizon_days, self.trials, self.draws, self.config,
-                                champion)
+                                champion, self.tuning_workers)
 
     def run_name(self, report: dict) -> str:
         return f"churn-{report['train_end']}"
@@ -292,12 +293,13 @@ class ChurnFamily:
         return _decide(report, gate)
 
     def summary(self, report: dict) -> dict:
-        return {}
+        return {"tuning": report["tuning"]} if report["tuning"] else {}
 
 
 @writes_home("train churn")
 def train_churn(home: Path, train_end, horizon_days: int = HORIZON_DAYS, trials: int = 0, draws: int = 1000,
-                config: ChurnConfig | None = None, gate: dict | None = None) -> dict:
-    """Train, log, register `loyal-churn` and decide on `champion` (measured against the current one). Returns a
-    summary for the command line."""
-    return train(ChurnFamily(train_end, horizon_days, trials, draws, config), home, gate)
+                config: ChurnConfig | None = None, gate: dict | None = None, tuning_workers: int = 1) -> dict:
+    """Train, log, register `loyal-churn` and decide on `champion` (measured against the current one), its trials
+    run by `tuning_workers` processes. Returns a summary for the command line."""
+    check_workers(tuning_workers)
+    return train(ChurnFamily(train_end, horizon_days, trials, draws, config, tuning_workers), home, gate)

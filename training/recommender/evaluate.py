@@ -22,7 +22,8 @@ import pandas as pd
 import scipy.sparse as sp
 
 from loyal.dates import utc
-from loyal.features.compute import DAY_US, purchase_history
+from loyal.features.compute import DAY_US
+from loyal.features.engines import purchase_history
 from loyal.schema import CUSTOMER_ID, EVENT_TYPE, ITEM_ID, QUANTITY, TIMESTAMP
 
 TEST_DAYS = 30
@@ -44,7 +45,7 @@ class Interactions:
 
     `counts[u, i]`: purchase lines of item i by customer u; `purchases`: the underlying lines (customer and item as
     positions, and their age in days at `cutoff`, for time decay). A line is one of the customer's history as
-    `features.compute.purchase_history` defines it, the same for training, batch answers and the online state."""
+    `features.sql` defines it (engines.purchase_history), the same for training, batch answers and the online state."""
 
     customers: pd.Index
     items: pd.Index

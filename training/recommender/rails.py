@@ -38,7 +38,8 @@ import scipy.sparse as sp
 
 from loyal.dates import utc
 from loyal.errors import LoyalError
-from loyal.features.compute import DAY_US, purchase_history, session
+from loyal.features.compute import DAY_US
+from loyal.features.engines import purchase_history, session
 from loyal.features.online import OnlineReader
 from loyal.features.repo import features_by_entity
 from loyal.features.state import CustomerState

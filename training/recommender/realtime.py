@@ -32,7 +32,8 @@ import numpy as np
 import pandas as pd
 
 from loyal.errors import LoyalError
-from loyal.features.compute import EVENT_TIMESTAMP, purchase_history
+from loyal.features.compute import EVENT_TIMESTAMP
+from loyal.features.engines import purchase_history
 from loyal.features.repo import historical_features
 from loyal.schema import CUSTOMER_ID, TIMESTAMP
 from loyal.store import read_table

@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 
 from loyal.dates import midnight
-from loyal.features.compute import DAY_US, SESSION_EVENTS, session
+from loyal.features.compute import DAY_US, SESSION_EVENTS
+from loyal.features.engines import session
 from loyal.schema import CUSTOMER_ID, EVENT_TYPE, ITEM_ID, ORDER_ID, QUANTITY, TIMESTAMP
 from loyal.training.recommender.evaluate import Interactions
 
@@ -72,7 +73,7 @@ def replay(lines: pd.DataFrame, history: pd.DataFrame, items: pd.Index, frozen_a
 
 def with_sessions(orders: Orders, events: pd.DataFrame | None, frozen_at: pd.Timestamp | None = None) -> Orders:
     """The orders with each customer's session just before the order (or as it was at `frozen_at`): their latest
-    SESSION_EVENTS views and add-to-carts, as compute.session defines a session, weighted as the service weighs
+    SESSION_EVENTS views and add-to-carts, as features.sql defines a session, weighted as the service weighs
     them (Interactions.with_session)."""
     if events is None or events.empty:
         return replace(orders, before=orders.before.with_session(session(None)))

@@ -23,7 +23,8 @@ from mlflow.models import infer_signature
 from loyal.dates import midnight
 from loyal.errors import LoyalError
 from loyal.locking import writes_home
-from loyal.features.compute import DAY_US, purchase_history
+from loyal.features.compute import DAY_US
+from loyal.features.engines import purchase_history
 from loyal.schema import CUSTOMER_ID, ITEM_ID, ORDER_ID, TIMESTAMP
 from loyal.store import read_table
 from loyal.tracking import use_home
@@ -63,6 +64,7 @@ from loyal.training.tuning import (
     BASELINE_SPACES,
     Validation,
     baseline_from,
+    check_workers,
     ranker_from,
     tune_baseline,
     tune_ranker,
@@ -269,7 +271,7 @@ def _against_champion(report: dict, values: dict, draws: int, champion: Champion
 
 def fit_and_evaluate(
     home: Path, cutoff, trials: int = 0, draws: int = 1000, features: FeatureSource | None = None,
-    configs: dict[str, RankerConfig] | None = None, champion: Champion | None = None,
+    configs: dict[str, RankerConfig] | None = None, champion: Champion | None = None, tuning_workers: int = 1,
 ) -> Trained:
     """Tune on the validation window (with `trials` per study, unless `configs` gives the re-rankers' settings per
     view), measure on it beside the baselines and `champion`, fit on everything before the cutoff, and measure on
@@ -291,11 +293,11 @@ def fit_and_evaluate(
     if trials and not given:
         for view in VIEWS:
             for name in BASELINE_SPACES:
-                study = tune_baseline(home, name, view, validation, trials, tag)
+                study = tune_baseline(home, name, view, validation, trials, tag, tuning_workers)
                 tuned_baselines[f"{name}_tuned_{view}"] = (name, study.best_params)
                 tuning[f"{name}_{view}"] = {"best_ndcg": round(study.best_value, 4), "params": study.best_params,
                                             "trials": len(study.trials)}
-            study = tune_ranker(home, view, validation, features, trials, tag, stages)
+            study = tune_ranker(home, view, validation, features, trials, tag, stages, tuning_workers)
             configs[view] = ranker_from(study.best_params, view)
             tuning[f"reranker_{view}"] = {"best_ndcg": round(study.best_value, 4), "params": study.best_params,
                                           "trials": len(study.trials),
@@ -487,13 +489,14 @@ class RecommenderFamily:
     trials: int = 0
     draws: int = 1000
     configs: dict[str, RankerConfig] | None = None
+    tuning_workers: int = 1
     name: str = MODEL_NAME
     family: str = "recommender"
     artifact: str = ARTIFACT
 
     def fit_and_evaluate(self, home: Path, champion: Champion | None) -> Trained:
         return fit_and_evaluate(home, self.train_end, self.trials, self.draws, configs=self.configs,
-                                champion=champion)
+                                champion=champion, tuning_workers=self.tuning_workers)
 
     def run_name(self, report: dict) -> str:
         return f"recommender-{report['cutoff']}"
@@ -525,7 +528,9 @@ class RecommenderFamily:
 
 @writes_home("train recommender")
 def train_recommender(home: Path, train_end, trials: int = 0, draws: int = 1000,
-                      configs: dict[str, RankerConfig] | None = None, gate: dict | None = None) -> dict:
-    """Train, log, register `loyal-recommender` and decide on `champion` (measured against the current one).
-    Returns a summary for the command line."""
-    return train(RecommenderFamily(train_end, trials, draws, configs), home, gate)
+                      configs: dict[str, RankerConfig] | None = None, gate: dict | None = None,
+                      tuning_workers: int = 1) -> dict:
+    """Train, log, register `loyal-recommender` and decide on `champion` (measured against the current one), its
+    trials run by `tuning_workers` processes. Returns a summary for the command line."""
+    check_workers(tuning_workers)
+    return train(RecommenderFamily(train_end, trials, draws, configs, tuning_workers), home, gate)
