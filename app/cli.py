@@ -100,6 +100,7 @@ def ingest(
     path: Optional[Path] = typer.Argument(None, help="the file (or, for canonical, a folder); not for synthetic"),
     customers: int = typer.Option(5_000, help="synthetic: how many customers"),
     days: int = typer.Option(365, help="synthetic: how many days of history"),
+    items: int = typer.Option(3_000, help="synthetic: how many products"),
     seed: int = typer.Option(0, help="synthetic: random seed (the same seed gives the same data)"),
     earliest: datetime = typer.Option("1990-01-01", formats=["%Y-%m-%d"],
                                       help="rows dated before this day are set aside (the latest is a day after now)"),
@@ -125,7 +126,8 @@ def ingest(
         if format == "synthetic":
             if path is not None:
                 raise LoyalError("synthetic takes no PATH: it generates its data (see --customers, --days, --seed)")
-            summary = ingest_synthetic(SyntheticConfig(customers=customers, days=days, seed=seed), loyal_home())
+            summary = ingest_synthetic(SyntheticConfig(customers=customers, days=days, seed=seed, items=items),
+                                       loyal_home())
         else:
             if path is None:
                 raise LoyalError(f"{format} needs a PATH: the file to ingest")

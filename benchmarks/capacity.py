@@ -1,6 +1,7 @@
 """Benchmark: the capacity plan's figures. Every step of Loyal, on a synthetic shop of each size, on both engines.
 
     python benchmarks/capacity.py --customers 100000 300000 1000000 [--steps ingest,features,...] [--engine both]
+    python benchmarks/capacity.py --customers 100000 --items 30000     # the slope in products
 
 Each size gets a fresh LOYAL_HOME (under --scratch). Each step is the command line a data team would run, in a process
 of its own; the figures are its wall time and the peak resident memory of its whole process tree (sampled from /proc
@@ -146,15 +147,18 @@ def _sizes(home: Path) -> dict:
     return sizes
 
 
-def run_size(customers: int, steps: set[str], engines: list[str], scratch: Path) -> dict:
-    home = scratch / f"capacity-{customers}"
+def run_size(customers: int, steps: set[str], engines: list[str], scratch: Path, items: int,
+             result: dict) -> None:
+    """Every step at one size, its figures into `result` as they come (a failed step keeps those before it)."""
+    label = f"{customers}" if items == 3_000 else f"{customers}-items-{items}"
+    home = scratch / f"capacity-{label}"
     if "ingest" in steps:
         shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "LOYAL_ENGINE")}
     env |= {"LOYAL_HOME": str(home), "LOYAL_ONLINE_STORE": "sqlite"}
-    log = scratch / f"capacity-{customers}.log"
-    result: dict = {"customers": customers, "steps": {}}
+    log = scratch / f"capacity-{label}.log"
+    result |= {"customers": customers, "items": items, "steps": {}}
     steps_out = result["steps"]
 
     def step(name: str, *arguments: str) -> dict:
@@ -166,7 +170,8 @@ def run_size(customers: int, steps: set[str], engines: list[str], scratch: Path)
         return figures
 
     if "ingest" in steps:
-        step("ingest", "ingest", "synthetic", "--customers", str(customers), "--days", "365", "--seed", "7")
+        step("ingest", "ingest", "synthetic", "--customers", str(customers), "--days", "365", "--seed", "7",
+             "--items", str(items))
     result["sizes"] = _sizes(home)
     transactions = pd.read_parquet(_canonical(home, "transactions"), columns=["timestamp"])["timestamp"]
     end = (transactions.max() + pd.Timedelta(days=1)).date()
@@ -193,12 +198,12 @@ def run_size(customers: int, steps: set[str], engines: list[str], scratch: Path)
     if "serve" in steps:
         steps_out["serve"] = _serve(home, env, log)
         print(customers, "serve", steps_out["serve"], flush=True)
-    return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--customers", type=int, nargs="+", default=[100_000, 300_000, 1_000_000])
+    parser.add_argument("--items", type=int, default=3_000, help="products of the synthetic shop (the slope in items)")
     parser.add_argument("--steps", default=",".join(STEPS), help=f"comma-separated, of {', '.join(STEPS)}")
     parser.add_argument("--engine", choices=("both", "embedded", "spark"), default="both")
     parser.add_argument("--scratch", type=Path, default=Path("/tmp/loyal-capacity"))
@@ -208,14 +213,16 @@ def main() -> None:
     args.scratch.mkdir(parents=True, exist_ok=True)
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"sizes": {}}
     for customers in args.customers:
+        figures: dict = {}
         try:
-            figures = run_size(customers, steps, engines, args.scratch)
+            run_size(customers, steps, engines, args.scratch, args.items, figures)
         except RuntimeError as error:
             print(error, file=sys.stderr)
-            figures = {"customers": customers, "failed": str(error)}
-        previous = results["sizes"].get(str(customers), {})
+            figures["failed"] = str(error)
+        label = f"{customers}" if args.items == 3_000 else f"{customers}-items-{args.items}"
+        previous = results["sizes"].get(label, {})
         figures["steps"] = previous.get("steps", {}) | figures.get("steps", {})
-        results["sizes"][str(customers)] = previous | figures
+        results["sizes"][label] = previous | figures
         memory = round(os.sysconf("SC_PHYS_PAGES") * PAGE / 2**30, 1)
         results["machine"] = {"cpus": os.cpu_count(), "memory_gib": memory, "platform": platform.platform(),
                               "python": platform.python_version()}
