@@ -184,6 +184,9 @@ def spark_conf() -> dict[str, str]:
         "spark.ui.enabled": "false",
         "spark.ui.showConsoleProgress": "false",
         "spark.sql.shuffle.partitions": os.environ.get("LOYAL_SPARK_PARTITIONS", "8"),
+        # pandas in and out of Spark (the snapshot a model scores, Feast's training sets) as Arrow batches rather
+        # than a Python object per value.
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
     }
 
 

@@ -89,14 +89,15 @@ def discard_unreferenced_tables(home: Path, keep: set[str] = frozenset()) -> int
     return removed
 
 
-def read_table(home: Path, name: str) -> pd.DataFrame | None:
-    """A canonical table as a DataFrame, or None when nothing has been ingested into it yet."""
+def read_table(home: Path, name: str, columns: list[str] | None = None) -> pd.DataFrame | None:
+    """A canonical table (only `columns`, when given) as a DataFrame, or None when nothing has been ingested into it
+    yet."""
     for attempt in range(3):
         path = table_path(home, TABLES[name])
         if path is None:
             return None
         try:
-            return pq.read_table(path).to_pandas()
+            return pq.read_table(path, columns=columns).to_pandas()
         except FileNotFoundError:
             # A writer committed, and a later one cleared this generation, between reading the manifest and
             # opening the file: the new manifest names the table as it is now.

@@ -170,6 +170,20 @@ def test_a_campaign_reads_the_last_snapshot_straight_and_other_dates_through_fea
     assert counts["as_of"] == str(earlier) and len(week_before) > 0
 
 
+def test_scores_at_the_last_snapshot_read_it_straight_and_equal_feasts_join(shop):
+    """`loyal score churn` on the day after the data reads the last snapshot's rows straight, as campaigns do: the
+    same customers and the same scores as Feast's point-in-time join of churn_v1 at that date."""
+    from loyal.features.repo import historical_features, latest_build
+    from loyal.training.churn import scoring
+    from loyal.training.churn.data import FEATURE_SERVICE
+
+    end = pd.Timestamp(latest_build(shop)["snapshots"]["end"])
+    model, frame, predicted = scoring.scored_snapshot(shop, end)
+    joined = historical_features(shop, frame[["customer_id"]].assign(event_timestamp=end), service=FEATURE_SERVICE)
+    assert joined["customer_id"].tolist() == frame["customer_id"].tolist() and len(frame) > 100
+    np.testing.assert_allclose(model.predict(joined).to_numpy(), predicted.to_numpy(), rtol=1e-12, atol=0)
+
+
 def test_a_bigger_budget_lists_more_and_expects_more_without_recording_anything(shop):
     from loyal.home import Home
     from loyal.serving.campaign import value_by_budget

@@ -17,7 +17,7 @@ import pandas as pd
 from loyal.errors import LoyalError
 from loyal.dates import midnight
 from loyal.features.engines import ENGINES, spark_session
-from loyal.schema import CUSTOMER_ID
+from loyal.schema import CUSTOMER_ID, QUANTITY, TIMESTAMP
 from loyal.store import read_table
 from loyal.tracking import client
 from loyal.training.churn.data import snapshot
@@ -65,7 +65,7 @@ def scored_snapshot(home: Path, as_of, version: str | None = None, engine: str =
     """The champion (or `version`), the unlabelled snapshot of every customer known before `as_of`, and its
     predictions (churn_probability, expected_value per row) by `engine`."""
     model = load_model(home, version)
-    transactions = read_table(home, "transactions")
+    transactions = read_table(home, "transactions", columns=[CUSTOMER_ID, TIMESTAMP, QUANTITY])
     frame = snapshot(home, transactions, as_of, labelled=False)
     if frame.empty:
         raise LoyalError(f"no customer bought anything before {midnight(as_of).date()}")
