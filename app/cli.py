@@ -102,6 +102,8 @@ def ingest(
     days: int = typer.Option(365, help="synthetic: how many days of history"),
     items: int = typer.Option(3_000, help="synthetic: how many products"),
     seed: int = typer.Option(0, help="synthetic: random seed (the same seed gives the same data)"),
+    campaigns: int = typer.Option(0, help="synthetic: past campaigns with planted effects (lists, control groups, "
+                                  "outcomes; the truth under $LOYAL_HOME/ground_truth)"),
     earliest: datetime = typer.Option("1990-01-01", formats=["%Y-%m-%d"],
                                       help="rows dated before this day are set aside (the latest is a day after now)"),
     max_price: float = typer.Option(100_000.0, help="unit and item prices above this are set aside"),
@@ -126,7 +128,8 @@ def ingest(
         if format == "synthetic":
             if path is not None:
                 raise LoyalError("synthetic takes no PATH: it generates its data (see --customers, --days, --seed)")
-            summary = ingest_synthetic(SyntheticConfig(customers=customers, days=days, seed=seed, items=items),
+            summary = ingest_synthetic(SyntheticConfig(customers=customers, days=days, seed=seed, items=items,
+                                                       campaigns=campaigns),
                                        loyal_home())
         else:
             if path is None:

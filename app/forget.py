@@ -27,7 +27,7 @@ from loyal.ingest import normal_id, scrub_quarantine
 from loyal.home import Home
 from loyal.locking import writing
 from loyal.schema import CUSTOMER_ID
-from loyal.serving.campaign import forget_contacts
+from loyal.contacts import forget_contacts
 from loyal.store import drop_customers
 from loyal.suppression import suppress
 

@@ -223,6 +223,8 @@ def main() -> None:
         previous = results["sizes"].get(label, {})
         figures["steps"] = previous.get("steps", {}) | figures.get("steps", {})
         results["sizes"][label] = previous | figures
+        if "failed" not in figures:  # this run went through: an earlier run's failure no longer stands
+            results["sizes"][label].pop("failed", None)
         memory = round(os.sysconf("SC_PHYS_PAGES") * PAGE / 2**30, 1)
         results["machine"] = {"cpus": os.cpu_count(), "memory_gib": memory, "platform": platform.platform(),
                               "python": platform.python_version()}

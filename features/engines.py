@@ -184,6 +184,10 @@ def spark_conf() -> dict[str, str]:
         "spark.ui.enabled": "false",
         "spark.ui.showConsoleProgress": "false",
         "spark.sql.shuffle.partitions": os.environ.get("LOYAL_SPARK_PARTITIONS", "8"),
+        # The JVM's heap: Spark's default (1g) ran out in the year's windows of a million customers on one
+        # machine. Local Spark runs everything in this driver; on a cluster, the executors' memory is the
+        # cluster's setting.
+        "spark.driver.memory": os.environ.get("LOYAL_SPARK_DRIVER_MEMORY", "4g"),
         # pandas in and out of Spark (the snapshot a model scores, Feast's training sets) as Arrow batches rather
         # than a Python object per value.
         "spark.sql.execution.arrow.pyspark.enabled": "true",

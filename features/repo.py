@@ -82,7 +82,14 @@ def _repo_config(home: Path, engine: str | None = None) -> dict:
     config["online_store"] = online_store_config(os.environ.get(ONLINE_STORE_ENV))
     if (engine or _latest_engine(home)) == "spark":
         config["offline_store"] = {"type": "spark", "spark_conf": engines.spark_conf()}
-        config["batch_engine"] = {"type": "spark.engine", "spark_conf": engines.spark_conf(), "partitions": 0}
+        writing = engines.spark_conf()
+        if config["online_store"]["type"] == "sqlite":
+            # SQLite takes one writer at a time, and Feast's engine writes from each partition of the deduplicated
+            # rows (its `partitions` setting is not applied on that path): two at once, and the one kept waiting
+            # past SQLite's 5 s gives up ("database is locked", seen at a million customers). One partition, one
+            # writer. Redis takes them all at once.
+            writing["spark.sql.shuffle.partitions"] = "1"
+        config["batch_engine"] = {"type": "spark.engine", "spark_conf": writing, "partitions": 0}
     return config
 
 

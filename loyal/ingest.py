@@ -20,6 +20,7 @@ import pyarrow as pa
 
 from loyal import contract
 from loyal import schema as s
+from loyal.contacts import append_contacts
 from loyal.contract import Limits
 from loyal.errors import LoyalError
 from loyal.events import fold
@@ -33,6 +34,8 @@ from loyal.synthetic import (
     SyntheticConfig,
     activity_blocks,
     build_world,
+    campaign_history,
+    campaign_truth,
     customers_table,
     ground_truth,
     items_table,
@@ -508,6 +511,12 @@ def ingest_synthetic(config: SyntheticConfig, home: Path) -> dict:
     """Generate a synthetic retailer and ingest it; its planted truth goes to LOYAL_HOME/ground_truth."""
     if config.customers < 1 or config.days < 1:
         raise LoyalError("synthetic: --customers and --days must be at least 1")
+    if config.campaigns < 0:
+        raise LoyalError(f"synthetic: --campaigns must be 0 or more, not {config.campaigns}")
+    try:
+        config.campaign_days()
+    except ValueError as error:
+        raise LoyalError(f"synthetic: --campaigns {config.campaigns}: {error}") from None
     world = build_world(config)
     with writing(home, "ingest"):
         return _commit_synthetic(world, config, home)
@@ -539,8 +548,13 @@ def _commit_synthetic(world, config: SyntheticConfig, home: Path) -> dict:
         browsing.abort()
         raise
     browsing.commit()
-    save_truth(ground_truth(world), home)
-    source = f"synthetic(customers={config.customers}, days={config.days}, seed={config.seed})"
+    truth = ground_truth(world)
+    if config.campaigns:
+        append_contacts(home, campaign_history(world))
+        truth |= campaign_truth(world)
+    save_truth(truth, home)
+    source = f"synthetic(customers={config.customers}, days={config.days}, seed={config.seed}" + (
+        f", campaigns={config.campaigns})" if config.campaigns else ")")
     return _summary("synthetic", source, home, counts, {}, merged, []) | {"event_log": folded}
 
 

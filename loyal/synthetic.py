@@ -6,7 +6,15 @@ Planted so that models have something to find and tests know the right answer:
 - churners: their purchase rate fades linearly to zero over `fade_days` before their churn day;
 - browsing: before each order line, `views_per_line` views (on average) of items of the bought item's category in
   the half hour before, then the add-to-cart of the bought item a minute before (what a session says about the
-  coming order); `ground_truth/browsing.parquet` names the order each event led to.
+  coming order); `ground_truth/browsing.parquet` names the order each event led to;
+- past campaigns (`campaigns` > 0): each lists a random share of the opted-in customers active by its day, holds a
+  random part out as control and offers the rest a random incentive, whose effect over the next
+  `campaign_window_days` depends on what the customer was doing, observably: a customer whose buying fades (a
+  churner in their fade) is *persuadable*, the incentive restoring part of the lost rate (some incentives more than
+  others); a store shopper (most orders in store) is *put off* and buys less; everyone else is a *sure thing*
+  (buys anyway) or a *lost cause* (stopped already) and does not change. The lists go to the contact history;
+  `ground_truth/campaign_effects.parquet` holds each listed customer's expected effect of every incentive, and
+  `ground_truth/effects_at_end.parquet` every customer's on the day after the data.
 Purchases are a Poisson process per customer (rates vary between customers), thinned by the fade. Activity is
 drawn in blocks of customers with array operations only, so a million customers fit in a few GB.
 """
@@ -36,6 +44,12 @@ CATEGORY_NAMES = np.array([
     "mugs", "textiles", "crafts", "pets",
 ])
 BLOCK_CUSTOMERS = 50_000  # part of the recipe: the same seed gives the same data only with the same block size
+INCENTIVES = np.array(["percent_off", "free_shipping", "points_multiplier"])  # the names policy.yaml gives them
+INCENTIVE_PULL = np.array([0.8, 0.4, 0.5])  # the share of a persuadable's lost buying rate each incentive restores
+PUT_OFF_LOSS = 0.5  # the share of a put-off customer's orders an email costs in its window
+UPLIFT_TYPES = np.array(["persuadable", "sure_thing", "lost_cause", "put_off"])
+PERSUADABLE, SURE_THING, LOST_CAUSE, PUT_OFF = range(4)
+TREATMENT, CONTROL = 1, 2  # a campaign's groups; 0: not listed
 DAY_US = 86_400 * 1_000_000
 MINUTE_US = 60_000_000
 
@@ -60,6 +74,25 @@ class SyntheticConfig:
     return_share: float = 0.03
     opt_in_share: float = 0.6
     views_per_line: float = 1.0
+    campaigns: int = 0                  # past campaigns with planted heterogeneous effects
+    campaign_share: float = 0.3         # of the opted-in customers active by its day, the share a campaign lists
+    campaign_control: float = 0.5       # of a list, the share held out as control
+    campaign_window_days: int = 30      # how long an incentive acts
+
+    def campaign_days(self) -> np.ndarray:
+        """The day of each past campaign: evenly spread over the second half of the window, each one's effect
+        over before the next starts and the last one's inside the data."""
+        if self.campaigns == 0:
+            return np.zeros(0, dtype=np.int64)
+        first, last = self.days // 2, self.days - self.campaign_window_days - 1
+        if self.campaigns > 1 and (last - first) / (self.campaigns - 1) < self.campaign_window_days:
+            room = max(0, (last - first) // self.campaign_window_days + 1)
+            raise ValueError(f"{self.days} days leave room for {room} campaign(s) of {self.campaign_window_days} "
+                             f"days in their second half, not {self.campaigns}")
+        if last < first:
+            raise ValueError(f"{self.days} days are too few for a campaign: "
+                             f"{2 * (self.campaign_window_days + 1)} at least")
+        return np.linspace(first, last, self.campaigns).round().astype(np.int64)
 
 
 @dataclass(frozen=True)
@@ -83,6 +116,12 @@ class World:
     channel_pref: np.ndarray        # (customers, 3) cumulative channel probabilities
     customer_ids: np.ndarray
     item_ids: np.ndarray
+    country: np.ndarray             # per customer, an index into COUNTRIES
+    opt_in: np.ndarray              # per customer
+    order_value: np.ndarray         # per customer, the expected value of an order (before the rare repeated line)
+    campaign_days: np.ndarray       # (campaigns,)
+    campaign_group: np.ndarray      # (campaigns, customers): 0 not listed, TREATMENT or CONTROL
+    campaign_incentive: np.ndarray  # (campaigns, customers): an index into INCENTIVES, for those listed
 
 
 def pick_in_category(cum_by_item: np.ndarray, first_item: np.ndarray, categories: np.ndarray,
@@ -117,6 +156,30 @@ def build_world(config: SyntheticConfig) -> World:
     staple_categories = group_categories[group[:, None],
                                          rng.integers(0, config.categories_per_group, (n_c, config.staples_per_customer))]
     staples = pick_in_category(cum_by_item, first_item, staple_categories.ravel(), rng).reshape(n_c, -1)
+    channel_pref = rng.dirichlet([3.0, 1.5, 1.5], n_c).cumsum(axis=1)
+
+    profile = np.random.default_rng([config.seed, 2])
+    country = profile.choice(len(COUNTRIES), n_c, p=COUNTRY_WEIGHTS)
+    opt_in = profile.random(n_c) < config.opt_in_share
+    # An order's expected value: its lines (1 + Poisson(2)) x units (1 + Poisson(1)) x the expected unit price of
+    # a line, which is a staple, an item of the group's categories or anything, each item by its popularity.
+    category_price = np.divide(np.bincount(item_category, popularity * item_price, minlength=n_k), category_total,
+                               out=np.zeros(n_k), where=category_total > 0)
+    general_price = float(category_price @ (category_total / category_total.sum()))
+    in_group_price = category_price[group_categories].mean(axis=1)[group]
+    line_price = (config.staple_share * item_price[staples].mean(axis=1) + (1 - config.staple_share)
+                  * (config.in_group_share * in_group_price + (1 - config.in_group_share) * general_price))
+    order_value = 3.0 * 2.0 * line_price
+
+    days = config.campaign_days()
+    drawn = np.random.default_rng([config.seed, 3])
+    campaign_group = np.zeros((len(days), n_c), dtype=np.int8)
+    campaign_incentive = np.zeros((len(days), n_c), dtype=np.int8)
+    for k, day in enumerate(days):
+        listed = opt_in & (np.maximum(signup_day, 0) < day) & (drawn.random(n_c) < config.campaign_share)
+        control = drawn.random(n_c) < config.campaign_control
+        campaign_group[k] = np.where(listed, np.where(control, CONTROL, TREATMENT), 0)
+        campaign_incentive[k] = drawn.integers(0, len(INCENTIVES), n_c)
     return World(
         config=config,
         start_us=pd.Timestamp(config.start, tz="UTC").value // 1000,
@@ -124,10 +187,41 @@ def build_world(config: SyntheticConfig) -> World:
         category_weights=category_total / category_total.sum(), item_price=item_price,
         group_categories=group_categories, group=group, signup_day=signup_day, rate=rate,
         is_churner=is_churner, churn_day=churn_day, staples=staples,
-        channel_pref=rng.dirichlet([3.0, 1.5, 1.5], n_c).cumsum(axis=1),
+        channel_pref=channel_pref,
         customer_ids=np.char.add("C", np.char.zfill(np.arange(n_c).astype(str), 7)),
         item_ids=np.char.add("SKU", np.char.zfill(np.arange(n_i).astype(str), 5)),
+        country=country, opt_in=opt_in, order_value=order_value,
+        campaign_days=days, campaign_group=campaign_group, campaign_incentive=campaign_incentive,
     )
+
+
+def _fade(world: World, customers: np.ndarray, day: np.ndarray) -> np.ndarray:
+    """The share of their buying rate customers keep on a (fractional) day: 1 until a churner's fade begins,
+    falling to 0 at their churn day."""
+    return np.clip((world.churn_day[customers] - day) / world.config.fade_days, 0, 1)
+
+
+def uplift_type(world: World, customers: np.ndarray, day: int) -> np.ndarray:
+    """What an incentive offered on `day` does to each customer, by what they were doing (UPLIFT_TYPES' index)."""
+    fade = _fade(world, customers, day)
+    store_share = 1 - world.channel_pref[customers, 1]
+    return np.select([fade <= 0, store_share > 0.5, fade < 1], [LOST_CAUSE, PUT_OFF, PERSUADABLE], SURE_THING)
+
+
+def true_effects(world: World, customers: np.ndarray, day: int) -> pd.DataFrame:
+    """Each customer's expected change in orders and revenue over the window of an incentive offered on `day`,
+    for every incentive: the rate each is given in `activity`, integrated over the window day by day."""
+    window = day + 0.5 + np.arange(world.config.campaign_window_days)
+    fade = _fade(world, customers[:, None], window[None, :])  # (customers, days)
+    kind = uplift_type(world, customers, day)
+    rate = world.rate[customers]
+    frame = pd.DataFrame({s.CUSTOMER_ID: world.customer_ids[customers], "uplift_type": UPLIFT_TYPES[kind]})
+    lost = np.where(kind == PUT_OFF, -PUT_OFF_LOSS * rate * fade.sum(axis=1), 0.0)
+    for incentive, pull in zip(INCENTIVES, INCENTIVE_PULL):
+        orders = np.where(kind == PERSUADABLE, pull * rate * (1 - fade).sum(axis=1), lost)
+        frame[f"true_incremental_orders_{incentive}"] = orders
+        frame[f"true_incremental_revenue_{incentive}"] = orders * world.order_value[customers]
+    return frame
 
 
 def _strings(values: np.ndarray, codes: np.ndarray) -> pa.Array:
@@ -148,6 +242,8 @@ def activity(world: World, first: int, last: int) -> tuple[pa.Table, pa.Table, p
     order_day = active_from[local] + rng.random(len(local)) * span[local]
     keep = rng.random(len(local)) < np.clip((world.churn_day[first + local] - order_day) / c.fade_days, 0, 1)
     order_customer, order_day = first + local[keep], order_day[keep]
+    if len(world.campaign_days):
+        order_customer, order_day = _campaign_outcomes(world, first, last, order_customer, order_day)
     order_us = world.start_us + (order_day * DAY_US).astype(np.int64)
     order_us -= order_us % MINUTE_US  # whole minutes, like a till receipt
     n_orders = len(order_customer)
@@ -219,20 +315,44 @@ def activity(world: World, first: int, last: int) -> tuple[pa.Table, pa.Table, p
     return transactions, events, browsing
 
 
+def _campaign_outcomes(world: World, first: int, last: int, order_customer: np.ndarray, order_day: np.ndarray
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """The orders of customers first..last-1 once each past campaign has acted on its treatment group: a
+    put-off customer loses a share of the window's orders; a persuadable one gains orders at the part of their lost
+    rate their incentive restores (drawn at that share of their full rate, kept where their fade has taken it)."""
+    c = world.config
+    rng = np.random.default_rng([c.seed, 4, first])  # its own stream: without campaigns the data are as before
+    customers = np.arange(first, last)
+    for k, day in enumerate(world.campaign_days):
+        treated = world.campaign_group[k, customers] == TREATMENT
+        kind = uplift_type(world, customers, day)
+        end = min(day + c.campaign_window_days, c.days)
+        local = order_customer - first
+        in_window = (order_day >= day) & (order_day < end)
+        dropped = in_window & treated[local] & (kind[local] == PUT_OFF) & (rng.random(len(local)) < PUT_OFF_LOSS)
+        order_customer, order_day = order_customer[~dropped], order_day[~dropped]
+        gaining = customers[treated & (kind == PERSUADABLE)]
+        pull = INCENTIVE_PULL[world.campaign_incentive[k, gaining]]
+        extra = np.repeat(gaining, rng.poisson(world.rate[gaining] * pull * (end - day)))
+        extra_day = day + rng.random(len(extra)) * (end - day)
+        extra_kept = rng.random(len(extra)) >= _fade(world, extra, extra_day)
+        order_customer = np.concatenate([order_customer, extra[extra_kept]])
+        order_day = np.concatenate([order_day, extra_day[extra_kept]])
+    return order_customer, order_day
+
+
 def activity_blocks(world: World) -> Iterator[tuple[pa.Table, pa.Table, pa.Table]]:
     for first in range(0, world.config.customers, BLOCK_CUSTOMERS):
         yield activity(world, first, min(first + BLOCK_CUSTOMERS, world.config.customers))
 
 
 def customers_table(world: World) -> pa.Table:
-    rng = np.random.default_rng([world.config.seed, 2])
-    n_c = world.config.customers
     tier = np.searchsorted(np.quantile(world.rate, [0.6, 0.9]), world.rate)  # tiers follow spend, as they do
     return pa.table({
         s.CUSTOMER_ID: pa.array(world.customer_ids),
-        s.COUNTRY: _strings(COUNTRIES, rng.choice(len(COUNTRIES), n_c, p=COUNTRY_WEIGHTS)),
+        s.COUNTRY: _strings(COUNTRIES, world.country),
         s.SIGNUP_DATE: pa.array(world.start_us + world.signup_day * DAY_US, s.TIMESTAMP_TYPE),
-        s.EMAIL_OPT_IN: pa.array(rng.random(n_c) < world.config.opt_in_share),
+        s.EMAIL_OPT_IN: pa.array(world.opt_in),
         s.LOYALTY_TIER: _strings(TIERS, tier),
     }, schema=s.CUSTOMERS.schema)
 
@@ -270,6 +390,40 @@ def ground_truth(world: World) -> dict[str, pd.DataFrame]:
             s.ITEM_ID: world.item_ids[world.staples.ravel()],
         }),
     }
+
+
+def campaign_history(world: World) -> pd.DataFrame:
+    """The past campaigns' lists, as `loyal campaign` records them in the contact history: campaign, customer,
+    group, the day, and the incentive offered (the control group is offered nothing but drawn one all the same,
+    so that the truth knows what it would have done)."""
+    frames = []
+    for k, day in enumerate(world.campaign_days):
+        listed = np.flatnonzero(world.campaign_group[k])
+        frames.append(pd.DataFrame({
+            "campaign": f"synthetic-{k + 1}",
+            s.CUSTOMER_ID: world.customer_ids[listed],
+            "group": np.where(world.campaign_group[k, listed] == TREATMENT, "treatment", "control"),
+            "contacted_on": pd.Timestamp(world.config.start) + pd.Timedelta(days=int(day)),
+            "incentive": INCENTIVES[world.campaign_incentive[k, listed]],
+        }))
+    history = pd.concat(frames, ignore_index=True)
+    return history.astype({"campaign": "string", s.CUSTOMER_ID: "string", "group": "string",
+                           "contacted_on": "datetime64[us]", "incentive": "string"})
+
+
+def campaign_truth(world: World) -> dict[str, pd.DataFrame]:
+    """Each listed customer's true effects in each past campaign, and every customer's on the day after the data."""
+    frames = []
+    for k, day in enumerate(world.campaign_days):
+        listed = np.flatnonzero(world.campaign_group[k])
+        effects = true_effects(world, listed, int(day))
+        effects.insert(0, "campaign", f"synthetic-{k + 1}")
+        effects.insert(2, "group", np.where(world.campaign_group[k, listed] == TREATMENT, "treatment", "control"))
+        effects.insert(3, "incentive", INCENTIVES[world.campaign_incentive[k, listed]])
+        frames.append(effects)
+    everyone = np.arange(world.config.customers)
+    return {"campaign_effects": pd.concat(frames, ignore_index=True),
+            "effects_at_end": true_effects(world, everyone, world.config.days)}
 
 
 class BrowsingTruth:

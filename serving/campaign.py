@@ -27,9 +27,9 @@ from loyal.dates import midnight
 from loyal.features.compute import EVENT_TIMESTAMP
 from loyal.features.engines import ENGINES
 from loyal.features.repo import customer_features_at_last_snapshot, historical_features
-from loyal.home import Home
+from loyal.contacts import append_contacts, contact_history, outcomes, window
 from loyal.locking import writes_home
-from loyal.schema import CUSTOMER_ID, EMAIL_OPT_IN, ITEM_ID, LOYALTY_TIER, QUANTITY, TIMESTAMP, UNIT_PRICE
+from loyal.schema import CUSTOMER_ID, EMAIL_OPT_IN, ITEM_ID, LOYALTY_TIER, QUANTITY, TIMESTAMP
 from loyal.serving.policy import choose, load_policy
 from loyal.store import day_after_last_purchase, read_table, write_atomically
 from loyal.suppression import Suppression, suppressed
@@ -66,23 +66,6 @@ class Campaign:
             raise LoyalError(f"--min-days-since-contact must be 0 or more, not {self.min_days_since_contact}")
         if self.engine not in ENGINES:
             raise LoyalError(f"unknown engine {self.engine!r}: use one of {', '.join(ENGINES)}")
-
-
-def forget_contacts(home: Path, customer_ids: set[str]) -> int:
-    """Remove these customers from the contact history; rows removed."""
-    history = contact_history(home)
-    theirs = history[CUSTOMER_ID].isin(customer_ids)
-    if theirs.any():
-        write_atomically(history[~theirs], Home(home).contacts)
-    return int(theirs.sum())
-
-
-def contact_history(home: Path) -> pd.DataFrame:
-    path = Home(home).contacts
-    if not path.exists():
-        return pd.DataFrame({"campaign": pd.Series(dtype="string"), CUSTOMER_ID: pd.Series(dtype="string"),
-                             "group": pd.Series(dtype="string"), "contacted_on": pd.Series(dtype="datetime64[us]")})
-    return pd.read_parquet(path)
 
 
 def build(home: Path, campaign: Campaign, policy_path: Path | None = None) -> tuple[pd.DataFrame, dict]:
@@ -192,11 +175,9 @@ def record(home: Path, campaign: Campaign, chosen: pd.DataFrame, counts: dict, o
     list's SHA-256."""
     write_atomically(chosen, output)
     digest = hashlib.sha256(chosen.to_csv(index=False).encode()).hexdigest()
-    contacted_on = pd.Timestamp(counts["as_of"])
-    new = pd.DataFrame({"campaign": campaign.name, CUSTOMER_ID: chosen[CUSTOMER_ID].astype(str),
-                        "group": chosen["group"], "contacted_on": contacted_on})
-    history = contact_history(home)
-    write_atomically(pd.concat([history, new], ignore_index=True) if len(history) else new, Home(home).contacts)
+    append_contacts(home, pd.DataFrame({"campaign": campaign.name, CUSTOMER_ID: chosen[CUSTOMER_ID].astype(str),
+                                        "group": chosen["group"], "contacted_on": pd.Timestamp(counts["as_of"]),
+                                        "incentive": chosen["incentive"]}))
 
     use_home(home)
     with mlflow.start_run(run_name=f"campaign {campaign.name}"):
@@ -217,19 +198,13 @@ def measure(home: Path, name: str, days: int = 30) -> dict:
     contacts = history[history["campaign"] == name]
     if contacts.empty:
         raise LoyalError(f"no campaign named {name!r} in the contact history")
-    start = pd.Timestamp(contacts["contacted_on"].iloc[0]).tz_localize("UTC")
-    end = start + pd.Timedelta(days=days)
+    start, end = window(contacts, days)
     transactions = read_table(home, "transactions")
     latest = transactions[TIMESTAMP].max() if transactions is not None and len(transactions) else None
     if latest is None or latest < end - pd.Timedelta(days=1):
         raise LoyalError(f"the outcomes of {name!r} are not all in: its window runs to {end.date()}, the purchases "
                          f"ingested end {latest.date() if latest is not None else 'nowhere'}")
-    window = transactions[(transactions[TIMESTAMP] >= start) & (transactions[TIMESTAMP] < end)
-                          & (transactions[QUANTITY] > 0)]
-    revenue = (window[QUANTITY] * window[UNIT_PRICE]).groupby(window[CUSTOMER_ID]).sum()
-    outcome = contacts[[CUSTOMER_ID, "group"]].assign(
-        revenue=lambda f: f[CUSTOMER_ID].map(revenue).fillna(0.0).to_numpy())
-    outcome["bought"] = (outcome["revenue"] > 0).astype(float)
+    outcome = outcomes(contacts, transactions, days).astype({"bought": float})
     groups = {g: outcome[outcome["group"] == g] for g in ("treatment", "control")}
     if min(len(g) for g in groups.values()) < 2:
         raise LoyalError(f"{name!r} needs at least two customers in each group to measure anything")

@@ -133,3 +133,64 @@ def test_sessions_announce_the_order_they_lead_to(world):
     views = browsing[browsing["event_type"] == "view"].assign(category=lambda v: v["item_id"].map(category))
     ordered = lines.assign(category=lines["item_id"].map(category))[["order_id", "category"]].drop_duplicates()
     assert views.merge(ordered.assign(same=True), how="left")["same"].notna().all()
+
+
+@pytest.fixture(scope="module")
+def campaigned(tmp_path_factory):
+    home = tmp_path_factory.mktemp("campaigned")
+    ingest_synthetic(SyntheticConfig(customers=20_000, days=365, seed=1, campaigns=4), home)
+    return home
+
+
+def test_past_campaigns_start_the_contact_history_with_random_control_groups(campaigned):
+    from loyal.contacts import contact_history
+
+    history = contact_history(campaigned)
+    assert sorted(history["campaign"].unique()) == [f"synthetic-{k}" for k in range(1, 5)]
+    days = history.groupby("campaign")["contacted_on"].agg(["min", "max"])
+    assert (days["min"] == days["max"]).all() and days["min"].diff().dropna().min() >= pd.Timedelta(days=30)
+    customers = read_table(campaigned, "customers").set_index("customer_id")
+    assert customers.loc[history["customer_id"], "email_opt_in"].all()  # only those who consented
+    share = (history["group"] == "control").groupby(history["campaign"]).mean()
+    assert share.between(0.45, 0.55).all()
+    assert set(history["incentive"]) == {"percent_off", "free_shipping", "points_multiplier"}
+    truth = pd.read_parquet(Home(campaigned).ground_truth / "campaign_effects.parquet")
+    assert len(truth) == len(history) and set(truth["uplift_type"]) == {
+        "persuadable", "sure_thing", "lost_cause", "put_off"}
+    at_end = pd.read_parquet(Home(campaigned).ground_truth / "effects_at_end.parquet")
+    assert len(at_end) == 20_000
+
+
+def test_the_planted_effects_show_between_treatment_and_control(campaigned):
+    """Over the four campaigns, the revenue each group brings in the 30 days after: treatment - control is
+    positive for the persuadable, negative for those put off, nothing for lost causes, near the planted truth."""
+    from loyal.contacts import contact_history
+
+    history = contact_history(campaigned)
+    truth = pd.read_parquet(Home(campaigned).ground_truth / "campaign_effects.parquet")
+    sales = read_table(campaigned, "transactions").query("quantity > 0")
+    outcome = []
+    for name, listed in history.groupby("campaign"):
+        start = pd.Timestamp(listed["contacted_on"].iloc[0]).tz_localize("UTC")
+        window = sales[(sales["timestamp"] >= start) & (sales["timestamp"] < start + pd.Timedelta(days=30))]
+        revenue = (window["quantity"] * window["unit_price"]).groupby(window["customer_id"]).sum()
+        outcome.append(listed.assign(revenue=listed["customer_id"].map(revenue).fillna(0.0).to_numpy()))
+    rows = pd.concat(outcome).merge(truth, on=["campaign", "customer_id", "group", "incentive"])
+    rows["true"] = [row[f"true_incremental_revenue_{row['incentive']}"] for _, row in rows.iterrows()]
+    by = rows.groupby(["uplift_type", "group"])["revenue"].agg(["mean", "var", "size"]).unstack()
+    effect = by["mean"]["treatment"] - by["mean"]["control"]
+    error = 1.96 * np.sqrt(by["var"]["treatment"] / by["size"]["treatment"]
+                           + by["var"]["control"] / by["size"]["control"])
+    planted = rows[rows["group"] == "treatment"].groupby("uplift_type")["true"].mean()
+    assert effect["persuadable"] - error["persuadable"] > 0 and effect["put_off"] + error["put_off"] < 0
+    assert effect["lost_cause"] == 0 and (planted["lost_cause"] == 0) and planted["sure_thing"] == 0
+    for kind in ("persuadable", "put_off"):  # the truth lies within the measured interval
+        assert abs(effect[kind] - planted[kind]) < error[kind], kind
+
+
+def test_too_many_campaigns_for_the_days_is_one_line(tmp_path):
+    from loyal.errors import LoyalError
+
+    with pytest.raises(LoyalError, match="leave room for"):
+        ingest_synthetic(SyntheticConfig(customers=100, days=365, seed=1, campaigns=9), tmp_path)
+    assert not (tmp_path / "canonical").exists()

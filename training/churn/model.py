@@ -75,6 +75,21 @@ class Encoder:
         }
         return self
 
+    def put(self, arrays: artifacts.Arrays) -> None:
+        """Its scales into a model's saved arrays (its categories go into the model's JSON config)."""
+        arrays.put("encoder.mean", self.mean)
+        arrays.put("encoder.std", self.std)
+        arrays.put("encoder.varied", self.varied)
+
+    @classmethod
+    def saved(cls, arrays: artifacts.Arrays, categories: dict[str, list[str]]) -> Encoder:
+        """The encoder `put` saved, with its categories."""
+        encoder = cls()
+        encoder.mean, encoder.std = arrays["encoder.mean"], arrays["encoder.std"]
+        encoder.varied = arrays["encoder.varied"]
+        encoder.categories = categories
+        return encoder
+
     def transform(self, frame: Columns) -> np.ndarray:
         """A DataFrame, or for one request's customers a dict of columns (lists): NumPy over whole columns."""
         columns = [np.where(self.varied, (self._numeric(frame) - self.mean) / self.std, 0.0)]
@@ -233,9 +248,7 @@ class ChurnModel:
         """Write the fitted model into a new folder, without pickle (training/artifacts.py)."""
         arrays = artifacts.Arrays()
         encoder = self.encoder
-        arrays.put("encoder.mean", encoder.mean)
-        arrays.put("encoder.std", encoder.std)
-        arrays.put("encoder.varied", encoder.varied)
+        encoder.put(arrays)
         arrays.put_state("network", self.network)
         reference = {name: None if pd.isna(value) else (value if isinstance(value, str) else float(value))
                      for name, value in self.reference.iloc[0].items()}
@@ -249,9 +262,7 @@ class ChurnModel:
         """The model `save` wrote: it answers exactly as the one that was saved."""
         saved, arrays = artifacts.read(folder, "loyal-churn")
         model = cls(ChurnConfig(**saved["config"]))
-        model.encoder = Encoder()
-        model.encoder.mean, model.encoder.std = arrays["encoder.mean"], arrays["encoder.std"]
-        model.encoder.varied, model.encoder.categories = arrays["encoder.varied"], saved["categories"]
+        model.encoder = Encoder.saved(arrays, saved["categories"])
         model.encoded_width = saved["encoded_width"]
         model.network = arrays.load_state("network", TwoHeads(model.encoded_width, model.config))
         numbers = [*LOG_FEATURES, *RAW_FEATURES]
