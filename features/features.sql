@@ -204,7 +204,10 @@ activity AS (
          0 AS buyers_7d, 0 AS buyers_30d, 0 AS buyers_90d, 0 AS buyers_365d, 0 AS repeat_buyers
   FROM sales GROUP BY item_id, day
   UNION ALL
-  SELECT item_id, day, 0, 0, 0, buyers_7d, buyers_30d, buyers_90d, buyers_365d, repeat_buyers FROM counted
+  -- Summed per item and day first: at most items x days rows for the windows, whatever the number of buyers.
+  SELECT item_id, day, 0, 0, 0, SUM(buyers_7d), SUM(buyers_30d), SUM(buyers_90d), SUM(buyers_365d),
+         SUM(repeat_buyers)
+  FROM counted GROUP BY item_id, day
 ),
 timeline AS (
   SELECT item_id, day, NULL AS snapshot_us, revenue, units, sale_lines, buyers_7d, buyers_30d, buyers_90d,
