@@ -12,6 +12,7 @@ import mlflow
 import pandas as pd
 
 from loyal.errors import LoyalError
+from loyal.home import Home
 from loyal.schema import CUSTOMER_ID, DESCRIPTION, ITEM_ID, LOYALTY_TIER, QUANTITY, TIMESTAMP
 from loyal.serving.policy import choose, load_policy
 from loyal.store import day_after_last_purchase, read_table
@@ -120,3 +121,23 @@ def offers_for_everyone(home: Path, as_of=None) -> pd.DataFrame:
     return pd.concat([frame[[CUSTOMER_ID]].reset_index(drop=True),
                       predicted[["churn_probability", "expected_value"]].reset_index(drop=True),
                       offers.reset_index(drop=True)], axis=1)
+
+
+def latest_uplift_evaluation(home: Path) -> dict | None:
+    """The newest `loyal evaluate uplift` report under $LOYAL_HOME/reports (None where none was made: a shop with no
+    measured campaigns)."""
+    found = sorted(Home(home).reports.glob("uplift-*.json"), key=lambda path: path.stat().st_mtime)
+    return json.loads(found[-1].read_text()) if found else None
+
+
+def uplift_table(report: dict) -> pd.DataFrame:
+    """One row per targeting: its Qini and AUUC with intervals, and what it earned at the report's budget."""
+    rows = []
+    for name in ("uplift", "risk", "random"):
+        part = report[name]
+        estimate = part["incremental_revenue"] or {"value": None, "low": None, "high": None}
+        rows.append({"targeting": name, "qini": part["qini"]["value"], "qini_low": part["qini"]["low"],
+                     "qini_high": part["qini"]["high"], "picked": part["picked"], "spent": part["spent"],
+                     "incremental_revenue": estimate["value"], "low": estimate["low"], "high": estimate["high"],
+                     "true_incremental_revenue": part.get("true_incremental_revenue")})
+    return pd.DataFrame(rows).set_index("targeting").round(1)

@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pandas as pd
 
 RESULTS = Path(__file__).parent / "results" / "capacity.json"
@@ -200,6 +201,26 @@ def run_size(customers: int, steps: set[str], engines: list[str], scratch: Path,
         print(customers, "serve", steps_out["serve"], flush=True)
 
 
+def slopes(sizes: dict) -> dict:
+    """Per step, b in time ∝ N^b and memory ∝ N^b: the least-squares slope of the logs against log(customers), over
+    the sizes (of 3,000 products) where the step went through."""
+    found = {}
+    for label, size in sorted(sizes.items(), key=lambda item: int(item[0]) if item[0].isdigit() else 0):
+        if not label.isdigit():
+            continue
+        for step, figures in size["steps"].items():
+            if figures.get("exit_code") == 0:
+                found.setdefault(step, []).append((int(label), figures["seconds"], figures["peak_rss_gib"]))
+    result = {}
+    for step, points in found.items():
+        if len(points) >= 2:
+            customers, seconds, memory = (np.log(column) for column in zip(*points))
+            result[step] = {"customers": [p[0] for p in points],
+                            "time": round(float(np.polyfit(customers, seconds, 1)[0]), 2),
+                            "memory": round(float(np.polyfit(customers, memory, 1)[0]), 2)}
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--customers", type=int, nargs="+", default=[100_000, 300_000, 1_000_000])
@@ -225,6 +246,7 @@ def main() -> None:
         results["sizes"][label] = previous | figures
         if "failed" not in figures:  # this run went through: an earlier run's failure no longer stands
             results["sizes"][label].pop("failed", None)
+        results["slopes"] = slopes(results["sizes"])
         memory = round(os.sysconf("SC_PHYS_PAGES") * PAGE / 2**30, 1)
         results["machine"] = {"cpus": os.cpu_count(), "memory_gib": memory, "platform": platform.platform(),
                               "python": platform.python_version()}

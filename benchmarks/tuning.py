@@ -13,13 +13,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from machine import write_results
 
 RESULTS = Path(__file__).parent / "results" / "tuning_workers.json"
 LOYAL = str(Path(sys.executable).parent / "loyal")
@@ -55,12 +56,8 @@ def main() -> None:
                          "pruned": tuning["pruned"], "test_roc_auc": test.get("model"),
                          "test_best_baseline": [test.get("best_baseline"), test.get("baseline")]})
             print(json.dumps(runs[-1])[:600], flush=True)
-    result = {"benchmark": "tuning_workers", "train_end": args.train_end, "trials": args.trials, "runs": runs,
-              "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                          "python": platform.python_version()}}
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    write_results(RESULTS, {"benchmark": "tuning_workers", "train_end": args.train_end, "trials": args.trials,
+                            "runs": runs})
 
 
 if __name__ == "__main__":

@@ -30,6 +30,8 @@ THIRD_PARTY = (
     # Feast calls its Spark data source "alpha" on every source it makes (the Spark offline store of `--engine
     # spark`); Loyal pins Feast and tests the engines against each other.
     "ignore:The spark data source API is an experimental feature:RuntimeWarning:feast",
+    # SHAP (which causalml, the uplift baselines, imports) sets its colour maps with calls Matplotlib will deprecate.
+    "ignore:The set_(bad|over|under) function will be deprecated:PendingDeprecationWarning:shap",
     # Starlette's test client asks for httpx2; the tests use the httpx it works with today.
     "ignore:Using `httpx` with `starlette.testclient` is deprecated::",
 )

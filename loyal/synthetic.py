@@ -10,8 +10,8 @@ Planted so that models have something to find and tests know the right answer:
 - past campaigns (`campaigns` > 0): each lists a random share of the opted-in customers active by its day, holds a
   random part out as control and offers the rest a random incentive, whose effect over the next
   `campaign_window_days` depends on what the customer was doing, observably: a customer whose buying fades (a
-  churner in their fade) is *persuadable*, the incentive restoring part of the lost rate (some incentives more than
-  others); a store shopper (most orders in store) is *put off* and buys less; everyone else is a *sure thing*
+  churner in their fade) is *persuadable*: the incentive brings them back for one order with some probability and
+  restores the same share of the lost rate (some incentives more than others); a store shopper (most orders in store) is *put off* and buys less; everyone else is a *sure thing*
   (buys anyway) or a *lost cause* (stopped already) and does not change. The lists go to the contact history;
   `ground_truth/campaign_effects.parquet` holds each listed customer's expected effect of every incentive, and
   `ground_truth/effects_at_end.parquet` every customer's on the day after the data.
@@ -45,7 +45,9 @@ CATEGORY_NAMES = np.array([
 ])
 BLOCK_CUSTOMERS = 50_000  # part of the recipe: the same seed gives the same data only with the same block size
 INCENTIVES = np.array(["percent_off", "free_shipping", "points_multiplier"])  # the names policy.yaml gives them
-INCENTIVE_PULL = np.array([0.8, 0.4, 0.5])  # the share of a persuadable's lost buying rate each incentive restores
+# Per incentive, what it does to a persuadable: the probability they come back for one order in the window (the
+# offer redeemed), and the same share of their lost buying rate restored over it.
+INCENTIVE_PULL = np.array([0.8, 0.4, 0.5])
 PUT_OFF_LOSS = 0.5  # the share of a put-off customer's orders an email costs in its window
 UPLIFT_TYPES = np.array(["persuadable", "sure_thing", "lost_cause", "put_off"])
 PERSUADABLE, SURE_THING, LOST_CAUSE, PUT_OFF = range(4)
@@ -218,7 +220,7 @@ def true_effects(world: World, customers: np.ndarray, day: int) -> pd.DataFrame:
     frame = pd.DataFrame({s.CUSTOMER_ID: world.customer_ids[customers], "uplift_type": UPLIFT_TYPES[kind]})
     lost = np.where(kind == PUT_OFF, -PUT_OFF_LOSS * rate * fade.sum(axis=1), 0.0)
     for incentive, pull in zip(INCENTIVES, INCENTIVE_PULL):
-        orders = np.where(kind == PERSUADABLE, pull * rate * (1 - fade).sum(axis=1), lost)
+        orders = np.where(kind == PERSUADABLE, pull * (1 + rate * (1 - fade).sum(axis=1)), lost)
         frame[f"true_incremental_orders_{incentive}"] = orders
         frame[f"true_incremental_revenue_{incentive}"] = orders * world.order_value[customers]
     return frame
@@ -318,8 +320,9 @@ def activity(world: World, first: int, last: int) -> tuple[pa.Table, pa.Table, p
 def _campaign_outcomes(world: World, first: int, last: int, order_customer: np.ndarray, order_day: np.ndarray
                        ) -> tuple[np.ndarray, np.ndarray]:
     """The orders of customers first..last-1 once each past campaign has acted on its treatment group: a
-    put-off customer loses a share of the window's orders; a persuadable one gains orders at the part of their lost
-    rate their incentive restores (drawn at that share of their full rate, kept where their fade has taken it)."""
+    put-off customer loses a share of the window's orders; a persuadable one redeems the offer in one order with
+    its incentive's pull as probability, and gains orders at the part of their lost rate it restores (drawn at
+    that share of their full rate, kept where their fade has taken it)."""
     c = world.config
     rng = np.random.default_rng([c.seed, 4, first])  # its own stream: without campaigns the data are as before
     customers = np.arange(first, last)
@@ -336,8 +339,10 @@ def _campaign_outcomes(world: World, first: int, last: int, order_customer: np.n
         extra = np.repeat(gaining, rng.poisson(world.rate[gaining] * pull * (end - day)))
         extra_day = day + rng.random(len(extra)) * (end - day)
         extra_kept = rng.random(len(extra)) >= _fade(world, extra, extra_day)
-        order_customer = np.concatenate([order_customer, extra[extra_kept]])
-        order_day = np.concatenate([order_day, extra_day[extra_kept]])
+        redeemed = gaining[rng.random(len(gaining)) < pull]
+        redeemed_day = day + rng.random(len(redeemed)) * (end - day)
+        order_customer = np.concatenate([order_customer, extra[extra_kept], redeemed])
+        order_day = np.concatenate([order_day, extra_day[extra_kept], redeemed_day])
     return order_customer, order_day
 
 

@@ -2,8 +2,9 @@
 
 `build` scores every customer at once from the offline store (the churn champion on the `churn_v1` features at the
 campaign's date, as `loyal score churn` does), keeps those who may be emailed (opted in, not suppressed, not
-contacted too recently), asks the offer policy (`serving/policy.py`, the service's own rules and assumptions) for
-each one's incentive, ranks them by expected retained value and fills the budget down that ranking. A seeded random
+contacted too recently), chooses each one's incentive and ranks them (`serving/targeting.py`: by the offer policy's
+expected retained value, or, with target "uplift", by the uplift champion's incremental revenue per unit of cost)
+and fills the budget down that ranking. A seeded random
 share of the list is held out as control. `record` writes the list, an MLflow run and the contact history that the
 next campaign's frequency cap reads.
 
@@ -30,12 +31,14 @@ from loyal.features.repo import customer_features_at_last_snapshot, historical_f
 from loyal.contacts import append_contacts, contact_history, outcomes, window
 from loyal.locking import writes_home
 from loyal.schema import CUSTOMER_ID, EMAIL_OPT_IN, ITEM_ID, LOYALTY_TIER, QUANTITY, TIMESTAMP
-from loyal.serving.policy import choose, load_policy
+from loyal.serving.policy import load_policy
+from loyal.serving.targeting import TARGETS, by_risk, by_uplift
 from loyal.store import day_after_last_purchase, read_table, write_atomically
 from loyal.suppression import Suppression, suppressed
 from loyal.tracking import use_home
 from loyal.training.churn import scoring as churn_scoring
 from loyal.training.recommender import rails
+from loyal.training.uplift import scoring as uplift_scoring
 
 ITEMS_PER_CONTACT = 4
 LIST_COLUMNS = [CUSTOMER_ID, "group", "incentive", "percent", "multiplier", "items", "churn_probability",
@@ -52,6 +55,7 @@ class Campaign:
     as_of: date | None = None  # default: the day after the last purchase in the data
     seed: int = 0
     engine: str = "embedded"  # what scores the customers: this process, or Spark (the registered model as a UDF)
+    target: str = "risk"  # whom first: the likeliest to leave (risk) or those an offer changes most (uplift)
 
     def check(self) -> None:
         if not self.name.strip():
@@ -66,6 +70,8 @@ class Campaign:
             raise LoyalError(f"--min-days-since-contact must be 0 or more, not {self.min_days_since_contact}")
         if self.engine not in ENGINES:
             raise LoyalError(f"unknown engine {self.engine!r}: use one of {', '.join(ENGINES)}")
+        if self.target not in TARGETS:
+            raise LoyalError(f"unknown target {self.target!r}: use one of {', '.join(TARGETS)}")
 
 
 def build(home: Path, campaign: Campaign, policy_path: Path | None = None) -> tuple[pd.DataFrame, dict]:
@@ -96,17 +102,20 @@ def build(home: Path, campaign: Campaign, policy_path: Path | None = None) -> tu
     eligible = customers[keep].reset_index(drop=True)
 
     predicted = churn_scoring.predict(home, model, eligible, engine=campaign.engine)
-    tier = eligible[LOYALTY_TIER] if LOYALTY_TIER in eligible else pd.Series([None] * len(eligible))
-    offers = choose(policy, predicted["churn_probability"].to_numpy(), predicted["expected_value"].to_numpy(),
-                    tier.to_numpy(dtype=object))
+    offers, counts["target"], uplift_version = _offers(home, campaign.target, policy, eligible, predicted)
+    if uplift_version is not None:
+        counts["uplift_version"] = uplift_version
+    if counts["target"] != campaign.target:
+        counts["fallback"] = (f"no {uplift_scoring.MODEL_NAME} champion yet (`loyal train uplift` learns one from "
+                              "measured campaigns): targeted by churn risk")
     ranked = pd.DataFrame({
         CUSTOMER_ID: eligible[CUSTOMER_ID].astype(str).to_numpy(),
         "churn_probability": predicted["churn_probability"].to_numpy(),
         "expected_value": predicted["expected_value"].to_numpy(),
     }).join(offers)
-    ranked = ranked[ranked["incentive"] != "none"]  # nothing the policy offers pays for itself
+    ranked = ranked[ranked["priority"].notna()]  # nothing offered pays for itself
     counts["worth_an_incentive"] = len(ranked)
-    ranked = ranked.sort_values(["expected_gain", CUSTOMER_ID], ascending=[False, True], ignore_index=True)
+    ranked = ranked.sort_values(["priority", CUSTOMER_ID], ascending=[False, True], ignore_index=True)
 
     chosen = ranked.iloc[_fill(ranked["expected_cost"].to_numpy(), campaign)].reset_index(drop=True)
     size = len(chosen)
@@ -125,6 +134,20 @@ def build(home: Path, campaign: Campaign, policy_path: Path | None = None) -> tu
                "as_of": str(as_of)}
     chosen = chosen.round({"churn_probability": 4, "expected_value": 2, "expected_gain": 2, "expected_cost": 2})
     return chosen[LIST_COLUMNS].reset_index(drop=True), counts
+
+
+def _offers(home: Path, target: str, policy, eligible: pd.DataFrame, predicted: pd.DataFrame
+            ) -> tuple[pd.DataFrame, str, str | None]:
+    """(each eligible customer's offer and priority, the target that chose them, the uplift version that did):
+    by uplift where asked and an uplift champion exists, else by churn risk."""
+    p, value = predicted["churn_probability"].to_numpy(), predicted["expected_value"].to_numpy()
+    tier = (eligible[LOYALTY_TIER] if LOYALTY_TIER in eligible else pd.Series([None] * len(eligible))).to_numpy(
+        dtype=object)
+    found = uplift_scoring.champion(home) if target == "uplift" else None
+    if found is not None:
+        model, version = found
+        return by_uplift(policy, model.predict(eligible), p, value, tier), "uplift", version
+    return by_risk(policy, p, value, tier), "risk", None
 
 
 def value_by_budget(home: Path, budgets: list[float], control_fraction: float = 0.1) -> pd.DataFrame:

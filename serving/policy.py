@@ -89,19 +89,22 @@ def discount_percent(policy: Policy, churn_probability: np.ndarray) -> np.ndarra
     return percent
 
 
-def _tiers(loyalty_tier) -> np.ndarray:
+def as_tiers(loyalty_tier) -> np.ndarray:
     """Tiers as an object array of str, None where there is none (NaN, pd.NA, empty)."""
     return np.array([str(t) if isinstance(t, str) and t else None for t in loyalty_tier], dtype=object)
 
 
-def expected_costs(policy: Policy, churn_probability, expected_value) -> np.ndarray:
+def expected_costs(policy: Policy, churn_probability, expected_value, percent: np.ndarray | None = None
+                   ) -> np.ndarray:
     """(customers, INCENTIVES) what each incentive is expected to cost: response rate x (cost per use + share of
-    spend x expected value); `none` costs 0. What a campaign's budget is spent on."""
+    spend x expected value); `none` costs 0. What a campaign's budget is spent on. `percent`: the discount each
+    customer would be offered (default: the one their churn probability earns)."""
     p = np.nan_to_num(np.asarray(churn_probability, dtype=np.float64))
     value = np.maximum(np.nan_to_num(np.asarray(expected_value, dtype=np.float64)), 0.0)
     discount, shipping, points = policy.percent_off, policy.free_shipping, policy.points_multiplier
+    percent = discount_percent(policy, p) if percent is None else percent
     costs = np.zeros((len(value), len(INCENTIVES)))
-    costs[:, 1] = discount.response_rate * value * discount_percent(policy, p) / 100
+    costs[:, 1] = discount.response_rate * value * percent / 100
     costs[:, 2] = shipping.response_rate * shipping.cost_per_use
     costs[:, 3] = points.response_rate * value * (points.multiplier - 1) * points.point_value
     return costs
@@ -113,7 +116,7 @@ def expected_gains(policy: Policy, churn_probability, expected_value, loyalty_ti
     incentive."""
     p = np.asarray(churn_probability, dtype=np.float64)
     value = np.asarray(expected_value, dtype=np.float64)
-    tier = _tiers(loyalty_tier)
+    tier = as_tiers(loyalty_tier)
     known = np.isfinite(p) & np.isfinite(value)
     p, value = np.where(known, p, 0.0), np.where(known, np.maximum(value, 0.0), 0.0)
     allowed = known & (p >= policy.min_churn_probability)
@@ -143,7 +146,7 @@ def choose_columns(policy: Policy, churn_probability, expected_value, loyalty_ti
     """`choose` as plain columns, for the service's one customer per request."""
     p = np.asarray(churn_probability, dtype=np.float64)
     value = np.asarray(expected_value, dtype=np.float64)
-    tier = _tiers(loyalty_tier)
+    tier = as_tiers(loyalty_tier)
     gains = expected_gains(policy, p, value, tier)
     best = np.argmax(gains, axis=1)  # ties go to the earlier incentive: `none` first
     rows = np.arange(len(best))

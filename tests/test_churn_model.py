@@ -122,6 +122,16 @@ def test_batched_ablation_equals_replacing_each_raw_input_in_turn(fitted):
     assert {"recency_days", "mean_days_between_orders", "country"} <= set(fast.columns)
 
 
+def test_ablations_in_blocks_of_customers_equal_one_batch(fitted, monkeypatch):
+    """Blocks keep a million customers' ablations within memory (one batch held more than 20 GiB at 1M)."""
+    from loyal.training.churn import explain
+
+    frame = _snapshot(250, 8)
+    whole = explain.contributions(fitted, frame)
+    monkeypatch.setattr(explain, "BLOCK", 7)
+    pd.testing.assert_frame_equal(explain.contributions(fitted, frame), whole)
+
+
 def test_a_customer_unlike_any_in_training_gets_a_finite_value(fitted):
     # Far outside training the value head extrapolates to e^40 and more; the answer stays within what was seen.
     far = _snapshot(20, 8).assign(recency_days=1e12, tenure_days=1e12, spend_total=1e12)

@@ -21,12 +21,16 @@ def _runner():
 
 @pytest.fixture(scope="module")
 def shop(tmp_path_factory):
-    """A small synthetic shop (three channels, consent), its features built and both models carrying `champion`:
-    what the main job leaves, in small."""
+    """A small synthetic shop (three channels, consent, six past campaigns), its features built, both models carrying
+    `champion` and an uplift model judged on the latest campaign: what the main job leaves, in small."""
+    from loyal.app.uplift_evaluation import evaluate_uplift, write_report
     from loyal.synthetic import SyntheticConfig
+    from loyal.training.uplift.training import train_uplift
 
     home = tmp_path_factory.mktemp("notebooks") / "home"
-    with trained_shop(home, SyntheticConfig(customers=300, days=400, seed=3)):
+    with trained_shop(home, SyntheticConfig(customers=300, days=400, seed=3, campaigns=6)):
+        train_uplift(home, draws=20)
+        write_report(home, evaluate_uplift(home, 20.0, draws=20))
         yield home
 
 

@@ -271,6 +271,32 @@ def test_an_ingest_killed_at_any_moment_leaves_the_tables_whole(tmp_path, home):
     assert set(p.name for p in (home / "canonical").iterdir()) <= {"manifest.json", *manifest(home)["tables"].values()}
 
 
+@pytest.mark.integration
+def test_a_synthetic_ingest_killed_at_any_moment_keeps_its_tables_and_campaigns_whole(tmp_path, home):
+    """kill -9 during `loyal ingest synthetic --campaigns K`, which writes the tables, then the contact history,
+    then the truth: each is absent or whole, never half, and the same ingest run again ends as one never killed
+    (the campaigns replaced, not doubled)."""
+    from loyal.contacts import contact_history
+
+    command = ("ingest", "synthetic", "--customers", "20000", "--days", "365", "--seed", "4", "--campaigns", "4")
+    reference = tmp_path / "reference"
+    assert loyal(reference, *command).returncode == 0
+    rows, contacts = len(read_table(reference, "transactions")), len(contact_history(reference))
+    for delay in (0.5, 1.5, 2.5, 3.5):
+        run = start(home, *command)
+        time.sleep(delay)
+        run.send_signal(signal.SIGKILL)
+        run.wait()
+        stored = read_table(home, "transactions")
+        assert stored is None or len(stored) == rows
+        history = contact_history(home)
+        assert len(history) in (0, contacts) and history["campaign"].nunique() in (0, 4)
+    assert loyal(home, *command).returncode == 0
+    assert len(read_table(home, "transactions")) == rows and len(contact_history(home)) == contacts
+    truth = Home(home).ground_truth / "campaign_effects.parquet"
+    assert len(pd.read_parquet(truth)) == contacts
+
+
 # ------------------------------------------------------------------------------------------------ bad values
 
 

@@ -2,22 +2,39 @@
 
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import pandas as pd
 import pytest
+from conftest import trained_shop
+from typer.testing import CliRunner
 
+from loyal.app.cli import app
 from loyal.errors import LoyalError
-from loyal.ingest import ingest_synthetic
 from loyal.synthetic import SyntheticConfig
 
 
 @pytest.fixture(scope="module")
 def campaigned(tmp_path_factory):
-    from loyal.features.repo import BuildConfig, build
+    """A synthetic shop with four past campaigns, its features built, churn and recommender carrying `champion`."""
+    home = tmp_path_factory.mktemp("uplift") / "home"
+    with trained_shop(home, SyntheticConfig(customers=3_000, days=365, seed=2, campaigns=4)):
+        yield home
 
-    home = tmp_path_factory.mktemp("uplift")
-    ingest_synthetic(SyntheticConfig(customers=3_000, days=365, seed=2, campaigns=4), home)
-    build(home, BuildConfig())
-    return home
+
+@pytest.fixture(scope="module")
+def uplift_trained(campaigned):
+    """The shop with loyal-uplift version 1 trained (held out: the latest campaign) and the summary of it."""
+    from loyal.training.uplift.training import train_uplift
+
+    patch = pytest.MonkeyPatch()
+    patch.setenv("LOYAL_HOME", str(campaigned))
+    patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    try:
+        yield campaigned, train_uplift(campaigned, draws=30)
+    finally:
+        patch.undo()
 
 
 def test_each_measured_campaign_becomes_rows_with_features_from_before_it(campaigned):
@@ -87,3 +104,148 @@ def test_the_network_finds_whom_an_incentive_persuades_and_saves_without_pickle(
     assert not list(folder.rglob("*.pkl")) and not list(folder.rglob("*.pickle"))
     again = type(model).load(folder).predict(test)
     np.testing.assert_array_equal(again.to_numpy(), predicted.to_numpy())
+
+
+def test_uplift_trains_beside_its_baselines_registers_and_faces_the_gate(uplift_trained):
+    import mlflow
+    from mlflow import MlflowClient
+
+    home, summary = uplift_trained
+    assert summary["model"] == "loyal-uplift" and summary["version"] == "1"
+    assert summary["campaigns"] == {"train": ["synthetic-1", "synthetic-2"], "validation": "synthetic-3",
+                                    "test": "synthetic-4"}
+    for window in ("validation", "test"):
+        qini = summary[window]["qini"]
+        assert qini["best_baseline"] in {"t_learner", "x_learner", "churn_risk"}
+        assert qini["beats_best_baseline"] == (qini["model"] > qini["baseline"])
+        # The synthetic shop's truth judges every ranking too.
+        assert set(summary[window]["true_qini"]["baselines"]) == {"t_learner", "x_learner", "churn_risk"}
+    # Promoted only when it beats them all on the validation campaign and random targeting.
+    validation = summary["validation"]["qini"]
+    assert summary["champion"] == (validation["beats_best_baseline"] and validation["model_low"] > 0)
+    assert "Qini" in summary["reason"]
+    version = MlflowClient().get_model_version("loyal-uplift", "1")
+    assert version.tags["trained_on_campaigns"] == "synthetic-1,synthetic-2"
+    assert version.tags["held_out_campaign"] == "synthetic-4"
+
+    # The registered pyfunc (from code, no pickle) answers what the campaign asks of it.
+    from loyal.training.uplift.data import training_set
+
+    rows = training_set(home, ["synthetic-4"]).head(50)
+    loaded = mlflow.pyfunc.load_model("models:/loyal-uplift/1")
+    inputs = loaded.metadata.get_input_schema().input_names()
+    answered = loaded.predict(rows[inputs].astype({c: "float64" for c in inputs if c != "customer_id"
+                                                   and pd.api.types.is_numeric_dtype(rows[c])}))
+    assert {f"incremental_revenue_{k}" for k in ("percent_off", "free_shipping", "points_multiplier")} <= set(
+        answered.columns)
+    assert np.isfinite(answered.to_numpy()).all()
+
+
+def test_uplift_needs_three_measured_campaigns():
+    from loyal.training.uplift.training import split
+
+    rows = pd.DataFrame({"campaign": ["a", "b"], "contacted_on": pd.to_datetime(["2024-01-01", "2024-03-01"])})
+    with pytest.raises(LoyalError, match="needs three measured campaigns"):
+        split(rows, None)
+    with pytest.raises(LoyalError, match="is not a measured campaign"):
+        split(rows, "c")
+
+
+def test_uplift_targeting_picks_the_incentive_that_pays_and_ranks_by_return_on_cost():
+    from loyal.serving.policy import load_policy
+    from loyal.serving.targeting import by_risk, by_uplift, offer_costs
+
+    policy = load_policy()
+    uplift = pd.DataFrame({"incremental_revenue_percent_off": [40.0, 0.5, 9.0, 9.0, 30.0],
+                           "incremental_revenue_free_shipping": [1.0, -2.0, 8.0, 8.0, 30.0]})
+    risk = np.array([0.1, 0.9, 0.5, 0.5, 0.5])
+    value = np.array([100.0, 100.0, 100.0, 100.0, 100.0])
+    tiers = np.array([None, None, None, "staff", "gold"], dtype=object)
+    offers = by_uplift(policy, uplift, risk, value, tiers)
+    costs = offer_costs(policy, risk, value)
+    # A customer at low risk the policy would never offer anything can be the best bet; a put-off one gets nothing.
+    assert offers.loc[0, "incentive"] == "percent_off" and offers.loc[0, "percent"] == 10
+    assert offers.loc[1, "incentive"] == "none" and np.isnan(offers.loc[1, "priority"])
+    assert by_risk(policy, risk, value, tiers).loc[0, "incentive"] == "none"
+    # The incentive whose gain over its cost is largest; points were never offered, so they are never chosen.
+    assert offers.loc[2, "expected_gain"] == pytest.approx(max(9.0 - costs[2, 1], 8.0 - costs[2, 2]))
+    assert "points_multiplier" not in set(offers["incentive"])
+    assert offers.loc[3, "incentive"] == "none" and offers.loc[3, "reason_codes"] == ["TIER_NEVER_INCENTIVISED"]
+    chosen = offers.loc[4]
+    assert chosen["priority"] == pytest.approx(chosen["incremental_revenue"] / chosen["expected_cost"])
+
+
+def test_value_at_a_budget_is_estimated_from_the_randomised_list_and_matches_the_truth():
+    from loyal.training.uplift.evaluate import fill, value_at_budget
+
+    rng = np.random.default_rng(0)
+    rows = 20_000
+    effect = np.where(rng.random(rows) < 0.3, 20.0, 0.0)
+    frame = pd.DataFrame({"treated": rng.random(rows) < 0.5, "incentive": "free_shipping"})
+    frame["revenue"] = rng.exponential(10.0, rows) + effect * frame["treated"]
+    truth = pd.DataFrame({"true_incremental_revenue_free_shipping": effect})
+    incentive = np.full(rows, "free_shipping", dtype=object)
+    cost = np.ones(rows)
+    knowing = value_at_budget(frame, incentive, effect + rng.random(rows), cost, 5_000, truth)
+    guessing = value_at_budget(frame, incentive, rng.random(rows), cost, 5_000, truth)
+    assert knowing["picked"] == guessing["picked"] == 5_000 and knowing["spent"] == 5_000
+    assert knowing["true_incremental_revenue"] == pytest.approx(5_000 * 20.0)
+    for judged in (knowing, guessing):
+        estimate = judged["incremental_revenue"]
+        assert estimate["low"] < judged["true_incremental_revenue"] < estimate["high"]
+    assert guessing["true_incremental_revenue"] < 0.4 * knowing["true_incremental_revenue"]
+    # One too dear is passed over for cheaper ones below; nobody with no priority is picked.
+    assert fill(np.array([3.0, 2.0, 1.0, np.nan]), np.array([1.0, 5.0, 1.0, 0.0]), 2.5).tolist() == [0, 2]
+
+
+def test_campaigns_target_by_uplift_once_there_is_a_champion_and_say_so_until_then(uplift_trained, tmp_path):
+    from mlflow import MlflowClient
+
+    _, summary = uplift_trained
+    registry = MlflowClient()
+    if summary["champion"]:
+        registry.delete_registered_model_alias("loyal-uplift", "champion")
+    runner = CliRunner()
+    first = runner.invoke(app, ["campaign", "--name", "by-uplift-1", "--budget", "30", "--target", "uplift",
+                                "--output", str(tmp_path / "first.csv")])
+    assert first.exit_code == 0, first.output
+    counts = json.loads(first.stdout)
+    assert counts["target"] == "risk" and "no loyal-uplift champion" in counts["fallback"]
+
+    registry.set_registered_model_alias("loyal-uplift", "champion", "1")
+    second = runner.invoke(app, ["campaign", "--name", "by-uplift-2", "--budget", "30", "--target", "uplift",
+                                 "--output", str(tmp_path / "second.csv")])
+    assert second.exit_code == 0, second.output
+    counts = json.loads(second.stdout)
+    assert counts["target"] == "uplift" and "fallback" not in counts
+    listed = pd.read_csv(tmp_path / "second.csv")
+    treated = listed[listed["group"] == "treatment"]
+    assert len(listed) > 0 and treated["expected_cost"].sum() <= 30 + 0.005 * len(treated)
+    assert listed["reason"].str.contains("UPLIFT_TARGETED").all() and (listed["group"] == "control").any()
+    bad = runner.invoke(app, ["campaign", "--name", "x", "--budget", "30", "--target", "luck",
+                              "--output", str(tmp_path / "x.csv")])
+    assert bad.exit_code == 2 and "unknown target 'luck'" in bad.output and not (tmp_path / "x.csv").exists()
+
+
+def test_evaluate_uplift_judges_three_targetings_on_the_held_out_campaign(uplift_trained):
+    from loyal.home import Home
+
+    home, _ = uplift_trained
+    runner = CliRunner()
+    result = runner.invoke(app, ["evaluate", "uplift", "--budget", "40", "--draws", "20"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((Home(home).reports / "uplift-synthetic-4.json").read_text())
+    assert report["campaign"] == "synthetic-4" and report["truth_known"]
+    for name in ("uplift", "risk", "random"):
+        part = report[name]
+        assert {"qini", "incremental_revenue", "true_incremental_revenue"} <= set(part)
+        assert part["qini"]["low"] <= part["qini"]["value"] <= part["qini"]["high"]
+        assert part["spent"] <= 40 + 1e-9 and part["picked"] > 0
+    assert [point["budget"] for point in report["budget_curve"]] == [10.0, 20.0, 40.0, 80.0, 160.0]
+    assert (Home(home).reports / "uplift-synthetic-4.md").exists()
+
+    learnt = runner.invoke(app, ["evaluate", "uplift", "--budget", "40", "--campaign", "synthetic-2"])
+    assert learnt.exit_code == 2 and "learnt from 'synthetic-2'" in learnt.output
+    assert "Traceback" not in learnt.output
+    negative = runner.invoke(app, ["evaluate", "uplift", "--budget", "-5"])
+    assert negative.exit_code == 2 and "--budget must be a positive amount" in negative.output

@@ -161,3 +161,24 @@ def histograms(groups: dict, xlabel: str, title: str, bins: int = 30):
     axes.legend(fontsize=8)
     figure.tight_layout()
     return figure
+
+
+def budget_curve(points: list[dict], strategies) -> plt.Figure:
+    """Incremental revenue against budget, one line per targeting: the true figure where the truth is known, else
+    the estimate with its 95% interval as a band."""
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    budgets = [point["budget"] for point in points]
+    for name in strategies:
+        parts = [point[name] for point in points]
+        if all("true_incremental_revenue" in part for part in parts):
+            axes.plot(budgets, [part["true_incremental_revenue"] for part in parts], marker="o", label=f"{name} (true)")
+            continue
+        estimates = [part["incremental_revenue"] or {"value": np.nan, "low": np.nan, "high": np.nan} for part in parts]
+        axes.plot(budgets, [e["value"] for e in estimates], marker="o", label=f"{name} (estimated)")
+        axes.fill_between(budgets, [e["low"] for e in estimates], [e["high"] for e in estimates], alpha=0.15)
+    axes.axhline(0, color="grey", linewidth=0.8)
+    axes.set(xlabel="budget (expected cost of the incentives)", ylabel="incremental revenue",
+             title="What each targeting earns at each budget")
+    axes.legend()
+    axes.grid(alpha=0.3)
+    return figure

@@ -19,7 +19,7 @@ from loyal.errors import LoyalError, LoyalWarning
 
 CHAMPION = "champion"
 GATE = Path(__file__).with_name("champion.yaml")
-_GATE_KEYS = {"churn": {"ece"}, "recommender": {"discover_ndcg", "coverage"}}
+_GATE_KEYS = {"churn": {"ece"}, "recommender": {"discover_ndcg", "coverage"}, "uplift": set()}
 
 
 @dataclass(frozen=True)

@@ -45,21 +45,33 @@ PLAIN_NAMES = {
     LOYALTY_TIER: "loyalty tier",
 }
 TOP_DRIVERS = 3
+# Customers whose ablations go through the network together: each brings one copy per input (about 30), so a
+# million at once held 30 million encoded rows and their activations (more than 20 GiB); a block holds a few
+# hundred MB.
+BLOCK = 20_000
 
 
 def contributions(model: ChurnModel, frame: pd.DataFrame) -> pd.DataFrame:
     """Per customer (rows of `frame`) and input (columns, raw names): risk minus the risk with that input set to the
-    reference customer's value. All the ablations go through the network as one batch, in encoded form."""
+    reference customer's value. A block of customers' ablations go through the network as one batch, encoded."""
     encoded = model.encoder.transform(frame)
     reference = model.encoder.transform(model.reference)[0]
     columns = {name: cols for name, cols in model.encoder.columns_of().items()
                if name in model.reference.columns and name in frame.columns}
+    blocks = [_ablations(model, encoded[start:start + BLOCK], reference, list(columns.values()))
+              for start in range(0, len(encoded), BLOCK)]
+    moved = np.concatenate(blocks) if blocks else np.zeros((0, len(columns)))
+    return pd.DataFrame(moved, index=frame.index, columns=list(columns))
+
+
+def _ablations(model: ChurnModel, encoded: np.ndarray, reference: np.ndarray, columns: list) -> np.ndarray:
+    """(customers, inputs): each customer's risk minus their risk with one input at the reference's value."""
     batch = np.repeat(encoded[None, :, :], len(columns) + 1, axis=0)  # copy 0 is the customer as is
-    for copy, cols in enumerate(columns.values(), start=1):
+    for copy, cols in enumerate(columns, start=1):
         batch[copy][:, cols] = reference[cols]
     logit, _ = model.encoded_outputs(batch.reshape(-1, encoded.shape[1]))
-    risk = model.churn_of_logit(logit).reshape(len(columns) + 1, len(frame))
-    return pd.DataFrame((risk[0] - risk[1:]).T, index=frame.index, columns=list(columns))
+    risk = model.churn_of_logit(logit).reshape(len(columns) + 1, len(encoded))
+    return (risk[0] - risk[1:]).T
 
 
 def top_drivers(model: ChurnModel, frame: pd.DataFrame, top: int = TOP_DRIVERS) -> pd.Series:

@@ -121,7 +121,7 @@ class UpliftModel:
         kept = arm >= 0  # a treated row of an incentive training never saw has no head to learn
         frame, arm = frame[kept], arm[kept]
         return (torch.from_numpy(self.encoder.transform(frame)), torch.from_numpy(arm),
-                torch.from_numpy((frame["revenue"].to_numpy(dtype=np.float32) / self.revenue_scale)),
+                torch.from_numpy(frame["revenue"].to_numpy(dtype=np.float32) / self.revenue_scale),
                 torch.from_numpy(frame["bought"].to_numpy(dtype=np.float32)))
 
     def _outputs(self, frame: Columns) -> tuple[np.ndarray, np.ndarray]:
