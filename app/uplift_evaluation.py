@@ -31,7 +31,7 @@ from loyal.training.registry import champion_version, load_version
 from loyal.training.uplift import scoring as uplift_scoring
 from loyal.training.uplift.data import training_set
 from loyal.training.uplift.evaluate import ranking_quality, value_at_budget
-from loyal.training.uplift.training import own_arm, true_effects
+from loyal.training.uplift.training import own_arm, true_effects, true_own_arm
 
 STRATEGIES = ("uplift", "risk", "random")
 CURVE = (0.25, 0.5, 1.0, 2.0, 4.0)  # the budget curve's budgets, as multiples of the one asked for
@@ -86,8 +86,7 @@ def evaluate_uplift(home: Path, budget: float, campaign: str | None = None, draw
     strategies = {"uplift": uplift, "risk": risk, "random": random}
     rankings = {"uplift": own_arm(predicted, rows["incentive"]), "risk": p * value,
                 "random": random["priority"].to_numpy()}
-    true = own_arm(truth.rename(columns=lambda c: c.replace("true_", "", 1)), rows["incentive"]) \
-        if truth is not None else None
+    true = true_own_arm(truth, rows["incentive"])
     quality = ranking_quality(rows["revenue"].to_numpy(), rows["treated"].to_numpy(),
                               {k: np.nan_to_num(v, nan=-np.inf) for k, v in rankings.items()}, draws, seed, true)
 

@@ -67,6 +67,13 @@ def true_effects(home: Path, rows: pd.DataFrame) -> pd.DataFrame | None:
                       on=["campaign", "customer_id"]).drop(columns=["campaign", "customer_id"])
 
 
+def true_own_arm(truth: pd.DataFrame | None, incentive: pd.Series) -> np.ndarray | None:
+    """Each row's true incremental revenue for the incentive it was given (or drawn), where the truth is known."""
+    if truth is None:
+        return None
+    return own_arm(truth.rename(columns=lambda c: c.replace("true_", "", 1)), incentive)
+
+
 def split(rows: pd.DataFrame, hold_out: str | None) -> tuple[list[str], str, str]:
     """(training campaigns, the validation campaign, the held-out campaign), by the campaigns' days."""
     order = rows.groupby("campaign")["contacted_on"].min().sort_values().index.tolist()
@@ -84,8 +91,7 @@ def split(rows: pd.DataFrame, hold_out: str | None) -> tuple[list[str], str, str
 def _measure(rows: pd.DataFrame, rankings: dict[str, np.ndarray], truth: pd.DataFrame | None, draws: int) -> dict:
     """Each ranking's Qini and AUUC on a campaign's rows, and the comparison of the network with the best
     baseline (by Qini)."""
-    true = own_arm(truth.rename(columns=lambda c: c.replace("true_", "", 1)), rows["incentive"]) \
-        if truth is not None else None
+    true = true_own_arm(truth, rows["incentive"])
     scores = {name: np.nan_to_num(score, nan=-np.inf) for name, score in rankings.items()}
     models = ranking_quality(rows["revenue"].to_numpy(), rows["treated"].to_numpy(), scores, draws,
                              true_effect=true)
