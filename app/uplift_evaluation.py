@@ -30,7 +30,11 @@ from loyal.training.churn import scoring as churn_scoring
 from loyal.training.registry import champion_version, load_version
 from loyal.training.uplift import scoring as uplift_scoring
 from loyal.training.uplift.data import training_set
-from loyal.training.uplift.evaluate import ranking_quality, value_at_budget
+from loyal.training.uplift.evaluate import (
+    ExpectedRevenue,
+    ranking_quality,
+    value_at_budget,
+)
 from loyal.training.uplift.training import own_arm, true_effects, true_own_arm
 
 STRATEGIES = ("uplift", "risk", "random")
@@ -70,6 +74,9 @@ def evaluate_uplift(home: Path, budget: float, campaign: str | None = None, draw
     if rows.empty:
         raise LoyalError(f"no measured campaign named {campaign!r}: the measured ones are "
                          f"{', '.join(every['campaign'].unique())}")
+    # Every estimate is taken on revenue less what the features alone predict, learnt on the other campaigns.
+    others = every[every["campaign"] != campaign]
+    expected = ExpectedRevenue(seed).fit(others).predict(rows) if len(others) else None
     policy = load_policy()
     churn = churn_scoring.load_model(home).predict(rows)
     p, value = churn["churn_probability"].to_numpy(), churn["expected_value"].to_numpy()
@@ -88,12 +95,13 @@ def evaluate_uplift(home: Path, budget: float, campaign: str | None = None, draw
                 "random": random["priority"].to_numpy()}
     true = true_own_arm(truth, rows["incentive"])
     quality = ranking_quality(rows["revenue"].to_numpy(), rows["treated"].to_numpy(),
-                              {k: np.nan_to_num(v, nan=-np.inf) for k, v in rankings.items()}, draws, seed, true)
+                              {k: np.nan_to_num(v, nan=-np.inf) for k, v in rankings.items()}, draws, seed, true,
+                              expected)
 
     def worth(name: str, at: float) -> dict:
         offers = strategies[name]
         return value_at_budget(rows, offers["incentive"].to_numpy(), offers["priority"].to_numpy(dtype=np.float64),
-                               offers["expected_cost"].to_numpy(dtype=np.float64), at, truth)
+                               offers["expected_cost"].to_numpy(dtype=np.float64), at, truth, expected)
 
     report = {"campaign": campaign, "budget": budget, "rows": len(rows), "treated": int(rows["treated"].sum()),
               "uplift_model": about, "churn_model": str(champion_version(churn_scoring.MODEL_NAME, client(home)).version),

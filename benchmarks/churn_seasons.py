@@ -7,7 +7,9 @@ HOME holds the real data ingested and its features built (what `bash scripts/run
 cutoff the churn family is trained exactly as `loyal train churn --train-end CUTOFF` trains it (monthly snapshots
 whose 90-day label window ends before the cutoff; the latest of them held out for the temperature), once per seed,
 and measured on the cutoff's own snapshot, labelled by the 90 days after it, which nothing was fitted or chosen on.
-Per cutoff and seed: the network's ROC-AUC and ECE, the best baseline's ROC-AUC and the difference's interval; per
+Per cutoff and seed: the network's ROC-AUC and ECE, the best baseline's ROC-AUC and the difference's interval, and
+the ECE after a prior-shift correction (Saerens et al., 2002: EM re-estimates the churn rate of the cutoff's own,
+unlabelled customers from the model's probabilities and moves every probability to it; tried, not adopted); per
 cutoff, the same for the mean of the seeds' probabilities (the seed ensemble); and the spread of each over seeds.
 Writes benchmarks/results/churn_seasons.json with the machine it ran on.
 """
@@ -33,6 +35,19 @@ RESULTS = Path(__file__).parent / "results" / "churn_seasons.json"
 CUTOFFS = ("2011-06-10", "2011-07-10", "2011-08-10", "2011-09-10")
 
 
+def prior_shift(probability: np.ndarray, trained_rate: float, steps: int = 500) -> tuple[float, np.ndarray]:
+    """(the churn rate EM estimates for these customers, their probabilities moved to it), from probabilities
+    calibrated where the churn rate was `trained_rate` (Saerens, Latinne and Decaestecker, 2002)."""
+    rate, moved = trained_rate, probability
+    for _ in range(steps):
+        up = rate / trained_rate * probability
+        moved = up / (up + (1 - rate) / (1 - trained_rate) * (1 - probability))
+        if abs(moved.mean() - rate) < 1e-7:
+            break
+        rate = float(moved.mean())
+    return rate, moved
+
+
 def one_cutoff(home: Path, cutoff: str, seeds: list[int], draws: int, transactions: pd.DataFrame) -> dict:
     test = snapshot(home, transactions, cutoff)
     churned = test["churned"].to_numpy()
@@ -46,6 +61,10 @@ def one_cutoff(home: Path, cutoff: str, seeds: list[int], draws: int, transactio
                      "best_baseline": comparison["best_baseline"], "baseline_roc_auc": comparison["baseline"],
                      "difference": comparison["difference"], "seconds": round(time.perf_counter() - began, 1)})
         probabilities.append(trained.model.predict(test)["churn_probability"].to_numpy())
+        rate, moved = prior_shift(probabilities[-1], trained.report["validation"]["churn_rate"])
+        runs[-1]["prior_shift_em"] = {"calibration_churn_rate": trained.report["validation"]["churn_rate"],
+                                      "estimated_churn_rate": round(rate, 4),
+                                      "ece": churn_metrics(churned, moved)["ece"]}
         print(cutoff, runs[-1], flush=True)
     mean = np.mean(probabilities, axis=0)
     ensemble = churn_metrics(churned, mean)

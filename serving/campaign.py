@@ -28,6 +28,7 @@ from loyal.dates import midnight
 from loyal.features.compute import EVENT_TIMESTAMP
 from loyal.features.engines import ENGINES
 from loyal.features.repo import customer_features_at_last_snapshot, historical_features
+from loyal.budget import spend_down
 from loyal.contacts import append_contacts, contact_history, outcomes, window
 from loyal.locking import writes_home
 from loyal.schema import CUSTOMER_ID, EMAIL_OPT_IN, ITEM_ID, LOYALTY_TIER, QUANTITY, TIMESTAMP
@@ -166,19 +167,12 @@ def _fill(costs: np.ndarray, campaign: Campaign) -> np.ndarray:
     """Positions taken, down the ranking: each customer whose cost still fits the budget (one too dear is passed
     over for cheaper ones below), until the emailed part would pass --max-contacts. The whole list's cost fits the
     budget, so its treated part always does, whoever the control draw holds out."""
-    limit = len(costs)
+    limit = None
     if campaign.max_contacts is not None:
-        limit = min(limit, int(campaign.max_contacts / (1 - campaign.control_fraction)) + 1)
+        limit = min(len(costs), int(campaign.max_contacts / (1 - campaign.control_fraction)) + 1)
         while limit - round(campaign.control_fraction * limit) > campaign.max_contacts:
             limit -= 1
-    taken, spent = [], 0.0
-    for position, cost in enumerate(costs.tolist()):
-        if len(taken) == limit:
-            break
-        if spent + cost <= campaign.budget:
-            taken.append(position)
-            spent += cost
-    return np.array(taken, dtype=np.int64)
+    return spend_down(costs, campaign.budget, limit)
 
 
 def _items(home: Path, customer_ids: pd.Series, as_of) -> list[str]:

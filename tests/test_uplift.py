@@ -113,14 +113,20 @@ def test_uplift_trains_beside_its_baselines_registers_and_faces_the_gate(uplift_
     home, summary = uplift_trained
     assert summary["model"] == "loyal-uplift" and summary["version"] == "1"
     assert summary["campaigns"] == {"train": ["synthetic-1", "synthetic-2"], "validation": "synthetic-3",
-                                    "test": "synthetic-4"}
+                                    "test": "synthetic-4", "validation_folds": ["synthetic-2", "synthetic-3"]}
     for window in ("validation", "test"):
         qini = summary[window]["qini"]
         assert qini["best_baseline"] in {"t_learner", "x_learner", "churn_risk"}
         assert qini["beats_best_baseline"] == (qini["model"] > qini["baseline"])
         # The synthetic shop's truth judges every ranking too.
         assert set(summary[window]["true_qini"]["baselines"]) == {"t_learner", "x_learner", "churn_risk"}
-    # Promoted only when it beats them all on the validation campaign and random targeting.
+    # Promoted only when it beats them all on the validation campaigns pooled, and random targeting. Each fold was
+    # judged by what was fitted on the campaigns before it; the pool is their sum.
+    report = json.loads(mlflow.artifacts.load_text(f"runs:/{summary['run_id']}/evaluation.json"))
+    folds = report["validation"]["folds"]
+    assert [fold["campaign"] for fold in folds] == ["synthetic-2", "synthetic-3"]
+    assert summary["validation"]["qini"]["model"] == pytest.approx(
+        sum(fold["models"]["uplift_network"]["qini"]["value"] for fold in folds))
     validation = summary["validation"]["qini"]
     assert summary["champion"] == (validation["beats_best_baseline"] and validation["model_low"] > 0)
     assert "Qini" in summary["reason"]
@@ -196,6 +202,55 @@ def test_value_at_a_budget_is_estimated_from_the_randomised_list_and_matches_the
     assert guessing["true_incremental_revenue"] < 0.4 * knowing["true_incremental_revenue"]
     # One too dear is passed over for cheaper ones below; nobody with no priority is picked.
     assert fill(np.array([3.0, 2.0, 1.0, np.nan]), np.array([1.0, 5.0, 1.0, 0.0]), 2.5).tolist() == [0, 2]
+
+
+def test_the_qini_interval_is_as_wide_as_the_estimate_really_varies():
+    from loyal.training.uplift.evaluate import ranking_quality
+
+    estimates, half_widths = [], []
+    for seed in range(24):  # 24 campaigns drawn alike: how much does the estimate move, and what does it claim?
+        rng = np.random.default_rng(100 + seed)
+        rows = 2_000
+        effect = np.where(rng.random(rows) < 0.3, 8.0, 0.0)
+        treated = rng.random(rows) < 0.5
+        revenue = rng.gamma(2.0, 20.0, rows) + effect * treated
+        qini = ranking_quality(revenue, treated, {"knowing": effect + rng.random(rows)}, draws=40, seed=seed)
+        estimates.append(qini["knowing"]["qini"]["value"])
+        half_widths.append((qini["knowing"]["qini"]["high"] - qini["knowing"]["qini"]["low"]) / 2)
+    claimed, actual = np.mean(half_widths) / 1.96, np.std(estimates, ddof=1)
+    assert 0.7 < claimed / actual < 1.4, (claimed, actual)  # causalml's own half-sample figure: about 0.5
+
+
+def test_taking_out_what_the_features_predict_keeps_the_estimates_and_narrows_their_intervals():
+    from loyal.training.churn.model import LOG_FEATURES, RAW_FEATURES
+    from loyal.training.uplift.evaluate import (
+        ExpectedRevenue,
+        ranking_quality,
+        value_at_budget,
+    )
+
+    rng = np.random.default_rng(1)
+    rows = 20_000
+    spend = rng.gamma(2.0, 20.0, rows)  # what a customer spends anyway, which their past spending shows
+    effect = np.where(rng.random(rows) < 0.3, 8.0, 0.0)
+    frame = pd.DataFrame({"treated": rng.random(rows) < 0.5, "incentive": "free_shipping",
+                          "spend_365d": spend * (1 + 0.1 * rng.standard_normal(rows))})
+    frame = frame.assign(**{name: 0.0 for name in [*LOG_FEATURES, *RAW_FEATURES] if name != "spend_365d"})
+    frame["revenue"] = spend + rng.normal(0, 5, rows) + effect * frame["treated"]
+    # Learnt on the same customers' outcomes in another campaign, never on the rows judged.
+    earlier = frame.assign(revenue=spend + rng.normal(0, 5, rows))
+    expected = ExpectedRevenue().fit(earlier).predict(frame)
+    score = {"knowing": effect + rng.random(rows)}
+    raw = ranking_quality(frame["revenue"], frame["treated"], score, draws=50)["knowing"]["qini"]
+    adjusted = ranking_quality(frame["revenue"], frame["treated"], score, draws=50, expected=expected)["knowing"]["qini"]
+    assert adjusted["high"] - adjusted["low"] < 0.5 * (raw["high"] - raw["low"])
+    assert adjusted["low"] < raw["value"] < adjusted["high"] or raw["low"] < adjusted["value"] < raw["high"]
+    truth = pd.DataFrame({"true_incremental_revenue_free_shipping": effect})
+    incentive, cost = np.full(rows, "free_shipping", dtype=object), np.ones(rows)
+    at = value_at_budget(frame, incentive, score["knowing"], cost, 5_000, truth, expected)
+    estimate = at["incremental_revenue"]
+    assert estimate["low"] < at["true_incremental_revenue"] < estimate["high"]
+    assert estimate["high"] - estimate["low"] < 0.5 * at["true_incremental_revenue"]
 
 
 def test_campaigns_target_by_uplift_once_there_is_a_champion_and_say_so_until_then(uplift_trained, tmp_path):

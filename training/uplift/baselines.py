@@ -23,6 +23,12 @@ def arms(rows: pd.DataFrame) -> np.ndarray:
     return np.where(rows["treated"].to_numpy(dtype=bool), rows["incentive"].astype(str).to_numpy(), CONTROL)
 
 
+def lightgbm(seed: int = 0) -> LGBMRegressor:
+    """The regressor every LightGBM in the uplift evaluation uses: the meta-learners' arms and the expected revenue."""
+    return LGBMRegressor(n_estimators=200, learning_rate=0.05, min_child_samples=50, subsample=0.8, subsample_freq=1,
+                         random_state=seed, verbose=-1)
+
+
 class MetaLearner:
     """A causalml meta-learner over LightGBM, fitted on campaign rows; predicts incremental revenue per incentive."""
 
@@ -32,9 +38,7 @@ class MetaLearner:
 
     def fit(self, train: pd.DataFrame) -> MetaLearner:
         self.encoder = Encoder().fit(train)
-        regressor = LGBMRegressor(n_estimators=200, learning_rate=0.05, min_child_samples=50, subsample=0.8,
-                                  subsample_freq=1, random_state=self.seed, verbose=-1)
-        self.learner = LEARNERS[self.name](learner=regressor, control_name=CONTROL)
+        self.learner = LEARNERS[self.name](learner=lightgbm(self.seed), control_name=CONTROL)
         assigned = arms(train)
         self.incentives = sorted(set(assigned) - {CONTROL})
         # The arms were drawn at random, so each one's propensity is known (its share beside control), not fitted.
