@@ -27,7 +27,13 @@ from loyal.schema import CUSTOMER_ID, TIMESTAMP
 from loyal.store import read_table
 from loyal.training import plots
 from loyal.training.churn.baselines import CHURN_BASELINES, VALUE_BASELINES
-from loyal.training.churn.data import FEATURE_SERVICE, HORIZON_DAYS, snapshot, training_cutoffs
+from loyal.training.churn.data import (
+    FEATURE_SERVICE,
+    HORIZON_DAYS,
+    MIN_HISTORY_DAYS,
+    snapshot,
+    training_cutoffs,
+)
 from loyal.training.churn.evaluate import (
     LEAKAGE_AUC,
     calibration_curve,
@@ -123,7 +129,8 @@ def _against_champion(champion: Champion, model: ChurnModel, train: pd.DataFrame
 
 def fit_and_evaluate(home: Path, train_end, horizon_days: int = HORIZON_DAYS, trials: int = 0,
                      draws: int = 1000, config: ChurnConfig | None = None,
-                     champion: Champion | None = None, tuning_workers: int = 1) -> Trained:
+                     champion: Champion | None = None, tuning_workers: int = 1,
+                     min_history_days: int = MIN_HISTORY_DAYS) -> Trained:
     """Fit on the monthly snapshots before the last (tuned with `trials`, or with `config` as given), measure on
     the last beside the baselines and `champion`, and on the test snapshot when the data reach it."""
     began = time.perf_counter()
@@ -131,7 +138,7 @@ def fit_and_evaluate(home: Path, train_end, horizon_days: int = HORIZON_DAYS, tr
     if transactions.empty:
         raise LoyalError("there are no transactions: run `loyal ingest` first")
     train_end = midnight(train_end)
-    cutoffs = training_cutoffs(transactions, train_end, horizon_days)
+    cutoffs = training_cutoffs(transactions, train_end, horizon_days, min_history_days=min_history_days)
     snapshots = [snapshot(home, transactions, c, horizon_days) for c in cutoffs]
     train, calibration = pd.concat(snapshots[:-1], ignore_index=True), snapshots[-1]
     tuning = {}
