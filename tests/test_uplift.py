@@ -242,7 +242,8 @@ def test_taking_out_what_the_features_predict_keeps_the_estimates_and_narrows_th
     expected = ExpectedRevenue().fit(earlier).predict(frame)
     score = {"knowing": effect + rng.random(rows)}
     raw = ranking_quality(frame["revenue"], frame["treated"], score, draws=50)["knowing"]["qini"]
-    adjusted = ranking_quality(frame["revenue"], frame["treated"], score, draws=50, expected=expected)["knowing"]["qini"]
+    adjusted = ranking_quality(frame["revenue"], frame["treated"], score, draws=50,
+                               expected=expected)["knowing"]["qini"]
     assert adjusted["high"] - adjusted["low"] < 0.5 * (raw["high"] - raw["low"])
     assert adjusted["low"] < raw["value"] < adjusted["high"] or raw["low"] < adjusted["value"] < raw["high"]
     truth = pd.DataFrame({"true_incremental_revenue_free_shipping": effect})

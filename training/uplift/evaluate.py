@@ -43,7 +43,7 @@ def _interval(scores: pd.DataFrame, column: str, rows: int) -> dict:
     estimates 663 against a bootstrap standard error of 375). So the standard error is scaled by rows / (rows // 2)
     and the 95% interval taken from it."""
     row = scores.loc[column]
-    value, se = float(row.iloc[0]), float(row["se"]) * rows / (rows // 2)
+    value, se = float(row.iloc[0]), float(row["se"]) * rows / max(rows // 2, 1)
     return {"value": value, "low": value - Z95 * se, "high": value + Z95 * se}
 
 

@@ -1,13 +1,13 @@
 """Train the uplift model on the campaigns Loyal already ran, measure it beside its baselines, and register it in
 MLflow as `loyal-uplift`.
 
-The measured campaigns, in time order, split as the other families' windows do: the latest (or `--hold-out NAME`)
-is held out, nothing learns from it, and `loyal evaluate uplift` judges targeting on it; the one before it is the
+The measured campaigns, in time order, split as the other families' windows do: the latest (or `--hold-out NAME`) is
+held out, nothing learns from it, and `loyal evaluate uplift` judges targeting on it; the one before it is the
 validation campaign, where the registered network's epochs stop; the earlier ones are trained on. The champion
 decision pools rolling-origin folds: each of the last VALIDATION_FOLDS campaigns before the held-out one is judged
-with everything fitted on the campaigns before it. Each ranking (the network, causalml's T- and X-learners, and "no model": churn risk x value from the
-churn champion, which is how campaigns target today) is measured by its Qini and AUUC with bootstrap intervals, and
-against the truth where the synthetic shop saved it.
+with everything fitted on the campaigns before it. Each ranking (the network, causalml's T- and X-learners, and "no
+model": churn risk x value from the churn champion, which is how campaigns target today) is measured by its Qini and
+AUUC with bootstrap intervals, and against the truth where the synthetic shop saved it.
 """
 
 from __future__ import annotations
