@@ -13,6 +13,8 @@ Per cutoff and seed: the network's ROC-AUC and ECE, the best baseline's ROC-AUC 
 the ECE after a prior-shift correction (Saerens et al., 2002: EM re-estimates the churn rate of the cutoff's own,
 unlabelled customers from the model's probabilities and moves every probability to it; tried, not adopted); per
 cutoff, the same for the mean of the seeds' probabilities (the seed ensemble); and the spread of each over seeds.
+Beside them, the churn rate over 30, 60 and 90 days from the 10th of every month whose windows the data cover: how
+far the base rate moves with the season.
 Writes benchmarks/results/churn_seasons.json with the machine it ran on.
 """
 
@@ -27,8 +29,9 @@ import numpy as np
 import pandas as pd
 from machine import write_results
 
+from loyal.schema import TIMESTAMP
 from loyal.store import read_table
-from loyal.training.churn.data import snapshot
+from loyal.training.churn.data import labels, snapshot
 from loyal.training.churn.evaluate import churn_metrics
 from loyal.training.churn.model import ChurnConfig
 from loyal.training.churn.training import fit_and_evaluate
@@ -85,6 +88,20 @@ def one_cutoff(home: Path, cutoff: str, seeds: list[int], draws: int, transactio
     }
 
 
+def base_rates(transactions: pd.DataFrame, horizons=(30, 60, 90)) -> list[dict]:
+    """Per month's 10th (from the data's second month), the share of the customers known by then who bought nothing
+    in each horizon after it, where the data cover the longest."""
+    first, last = transactions[TIMESTAMP].min(), transactions[TIMESTAMP].max()
+    rates = []
+    for month in pd.date_range(first.normalize() + pd.offsets.MonthBegin(1), last, freq="MS"):
+        day = month + pd.Timedelta(days=9)
+        if day + pd.Timedelta(days=max(horizons)) > last:
+            break
+        rates.append({"cutoff": str(day.date())} | {
+            f"churn_rate_{h}d": round(float(labels(transactions, day, h)["churned"].mean()), 4) for h in horizons})
+    return rates
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--home", type=Path, required=True)
@@ -97,7 +114,8 @@ def main() -> None:
     transactions = read_table(args.home, "transactions")
     cutoffs = [one_cutoff(args.home, c, args.seeds, args.draws, transactions, args.min_history_days)
                for c in args.cutoffs]
-    write_results(RESULTS, {"cutoffs": cutoffs, "seeds": args.seeds, "min_history_days": args.min_history_days})
+    write_results(RESULTS, {"cutoffs": cutoffs, "seeds": args.seeds, "min_history_days": args.min_history_days,
+                            "base_rates": base_rates(transactions)})
 
 
 if __name__ == "__main__":
