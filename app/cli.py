@@ -425,8 +425,9 @@ def train_uplift(
 ) -> None:
     """The uplift model, from the campaigns already measured (each a randomised experiment): per customer and
     incentive, the incremental revenue and purchase probability over the 30 days after an offer. Trained on all but
-    the last two campaigns, stopped and judged on the second latest beside causalml's T- and X-learners and churn
-    risk, registered as loyal-uplift, and promoted to champion only if it beats them (and the champion)."""
+    the last two campaigns and stopped on the second latest; judged beside causalml's T- and X-learners and churn
+    risk on the last three campaigns before the held-out one (each by what was fitted on those before it),
+    registered as loyal-uplift, and promoted to champion only if it beats them (and the champion)."""
     from loyal.training.uplift.training import train_uplift as train
 
     try:

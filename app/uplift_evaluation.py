@@ -27,7 +27,7 @@ from loyal.serving.targeting import by_risk, by_uplift, offer_costs
 from loyal.tracking import client, use_home
 from loyal.training import plots
 from loyal.training.churn import scoring as churn_scoring
-from loyal.training.registry import champion_version, load_version
+from loyal.training.registry import champion_version
 from loyal.training.uplift import scoring as uplift_scoring
 from loyal.training.uplift.data import training_set
 from loyal.training.uplift.evaluate import (
@@ -50,7 +50,7 @@ def _uplift_model(home: Path):
         if not versions:
             raise LoyalError(f"no {uplift_scoring.MODEL_NAME} is registered: run `loyal train uplift` first")
         current = max(versions, key=lambda v: int(v.version))
-    model = load_version(uplift_scoring.MODEL_NAME, current.version, registry).unwrap_python_model().model
+    model = uplift_scoring.load(home, str(current.version))
     about = {"version": str(current.version), "champion": "champion" in current.aliases,
              "trained_on_campaigns": current.tags.get("trained_on_campaigns", ""),
              "validation_campaign": current.tags.get("validation_campaign", "")}

@@ -11,8 +11,9 @@ Planted so that models have something to find and tests know the right answer:
   random part out as control and offers the rest a random incentive, whose effect over the next
   `campaign_window_days` depends on what the customer was doing, observably: a customer whose buying fades (a
   churner in their fade) is *persuadable*: the incentive brings them back for one order with some probability and
-  restores the same share of the lost rate (some incentives more than others); a store shopper (most orders in store) is *put off* and buys less; everyone else is a *sure thing*
-  (buys anyway) or a *lost cause* (stopped already) and does not change. The lists go to the contact history;
+  restores the same share of the lost rate (some incentives more than others); a store shopper (most orders in
+  store) is *put off* and buys less; everyone else is a *sure thing* (buys anyway) or a *lost cause* (stopped
+  already) and does not change. The lists go to the contact history;
   `ground_truth/campaign_effects.parquet` holds each listed customer's expected effect of every incentive, and
   `ground_truth/effects_at_end.parquet` every customer's on the day after the data.
 Purchases are a Poisson process per customer (rates vary between customers), thinned by the fade. Activity is

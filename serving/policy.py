@@ -110,28 +110,33 @@ def expected_costs(policy: Policy, churn_probability, expected_value, percent: n
     return costs
 
 
+def hard_rules(policy: Policy, loyalty_tier) -> np.ndarray:
+    """(customers, INCENTIVES) what the rules allow whatever a customer's scores, for every way of targeting: no
+    incentive for a tier never incentivised, points for members only (where so configured); `none` always."""
+    tier = as_tiers(loyalty_tier)
+    never = np.isin(tier, list(policy.never_incentivise_tiers))
+    member = tier != None if policy.points_multiplier.members_only else np.ones(len(tier), dtype=bool)  # noqa: E711
+    return np.stack([np.ones(len(tier), dtype=bool), ~never, ~never, ~never & member], axis=1)
+
+
 def expected_gains(policy: Policy, churn_probability, expected_value, loyalty_tier) -> np.ndarray:
     """(customers, INCENTIVES) expected gain of each incentive: churn probability x expected value x response rate
     - expected cost; -inf where a rule forbids it; `none` gains 0. Unknown risk or value (NaN) allows no
     incentive."""
     p = np.asarray(churn_probability, dtype=np.float64)
     value = np.asarray(expected_value, dtype=np.float64)
-    tier = as_tiers(loyalty_tier)
     known = np.isfinite(p) & np.isfinite(value)
     p, value = np.where(known, p, 0.0), np.where(known, np.maximum(value, 0.0), 0.0)
     allowed = known & (p >= policy.min_churn_probability)
-    allowed &= ~np.isin(tier, list(policy.never_incentivise_tiers))
     percent = discount_percent(policy, p)
-    points = policy.points_multiplier
-    member = tier != None if points.members_only else np.ones(len(p), dtype=bool)  # noqa: E711 (elementwise)
-    permitted = np.stack([
+    permitted = hard_rules(policy, loyalty_tier) & np.stack([
         np.ones(len(p), dtype=bool),
         allowed & (percent > 0) & (value >= policy.min_expected_value_for_discount),
         allowed,
-        allowed & member,
+        allowed,
     ], axis=1)
     rates = np.array([0.0, policy.percent_off.response_rate, policy.free_shipping.response_rate,
-                      points.response_rate])
+                      policy.points_multiplier.response_rate])
     gains = (p * value)[:, None] * rates[None, :] - expected_costs(policy, p, value)
     return np.where(permitted, gains, -np.inf)
 

@@ -21,10 +21,10 @@ import pandas as pd
 from loyal.serving.policy import (
     INCENTIVES,
     Policy,
-    as_tiers,
     choose,
     discount_percent,
     expected_costs,
+    hard_rules,
 )
 
 TARGETS = ("risk", "uplift")
@@ -57,12 +57,10 @@ def by_uplift(policy: Policy, uplift: pd.DataFrame, churn_probability, expected_
     p = np.nan_to_num(np.asarray(churn_probability, dtype=np.float64))
     rows = len(p)
     percent = offered_percent(policy, p)
-    costs = offer_costs(policy, p, expected_value)
+    costs = expected_costs(policy, p, expected_value, percent)
     incremental = np.zeros((rows, len(INCENTIVES)))
-    tier = as_tiers(loyalty_tier)
-    member = tier != None if policy.points_multiplier.members_only else np.ones(rows, dtype=bool)
-    never = np.isin(tier, list(policy.never_incentivise_tiers))
-    permitted = np.stack([np.ones(rows, dtype=bool), ~never, ~never, ~never & member], axis=1)
+    permitted = hard_rules(policy, loyalty_tier)
+    never = ~permitted[:, INCENTIVES.index("free_shipping")]  # a tier never incentivised: no other rule forbids it
     for k, name in enumerate(INCENTIVES[1:], start=1):
         column = f"incremental_revenue_{name}"
         if column in uplift:

@@ -28,10 +28,14 @@ class UpliftPyfunc(mlflow.pyfunc.PythonModel):
         return self.model.predict(model_input)
 
 
+def load(home: Path, version: str) -> UpliftModel:
+    """The uplift network of a registered version."""
+    return load_version(MODEL_NAME, version, client(home)).unwrap_python_model().model
+
+
 def champion(home: Path) -> tuple[UpliftModel, str] | None:
     """(the uplift model carrying `champion`, its version), or None while there is none."""
-    registry = client(home)
-    current = champion_version(MODEL_NAME, registry)
+    current = champion_version(MODEL_NAME, client(home))
     if current is None:
         return None
-    return load_version(MODEL_NAME, current.version, registry).unwrap_python_model().model, str(current.version)
+    return load(home, str(current.version)), str(current.version)
